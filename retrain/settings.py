@@ -1,0 +1,190 @@
+"""Configuration, read from the environment (prefix ``RETRAIN_``) and validated once at start-up.
+
+Each concern has its own frozen settings class and its own prefix, so every variable name is flat and
+greppable: ``RETRAIN_KAFKA_BOOTSTRAP_SERVERS``, ``RETRAIN_TOPIC_PREDICTIONS``, ``RETRAIN_BROKER_PORT``.
+Credentials are ``SecretStr``: they print as ``**********`` in ``repr``, ``str`` and ``model_dump``, and are
+revealed only in :meth:`KafkaSettings.client_config`, which goes straight to kafka-python.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, frozen=True, extra="ignore", case_sensitive=False)
+
+
+class KafkaSettings(BaseSettings):
+    """How every service and command reaches the Kafka cluster."""
+
+    model_config = _config("RETRAIN_KAFKA_")
+
+    bootstrap_servers: str = "localhost:9092"
+    client_id: str = "retrain"
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+    request_timeout_ms: int = Field(default=30_000, ge=1_000)
+
+    @model_validator(mode="after")
+    def _sasl_is_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_"):
+            missing = [
+                name
+                for name, value in (
+                    ("RETRAIN_KAFKA_SASL_MECHANISM", self.sasl_mechanism),
+                    ("RETRAIN_KAFKA_SASL_USERNAME", self.sasl_username),
+                    ("RETRAIN_KAFKA_SASL_PASSWORD", self.sasl_password),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"security_protocol {self.security_protocol} needs {', '.join(missing)} to be set"
+                )
+        return self
+
+    @property
+    def bootstrap_list(self) -> list[str]:
+        return [server.strip() for server in self.bootstrap_servers.split(",") if server.strip()]
+
+    def client_config(self) -> dict[str, Any]:
+        """Keyword arguments common to kafka-python's producer, consumer and admin client.
+
+        This is the only place a secret is revealed; never log its result.
+        """
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_list,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.security_protocol.startswith("SASL_"):
+            assert self.sasl_password is not None  # checked by _sasl_is_complete
+            config["sasl_mechanism"] = self.sasl_mechanism
+            config["sasl_plain_username"] = self.sasl_username
+            config["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            config["ssl_check_hostname"] = self.ssl_check_hostname
+            for key, path in (
+                ("ssl_cafile", self.ssl_cafile),
+                ("ssl_certfile", self.ssl_certfile),
+                ("ssl_keyfile", self.ssl_keyfile),
+            ):
+                if path is not None:
+                    config[key] = str(path)
+            if self.ssl_password is not None:
+                config["ssl_password"] = self.ssl_password.get_secret_value()
+        return config
+
+
+class TopicSettings(BaseSettings):
+    """Topic names and partition counts.
+
+    ``predictions``, ``labels`` and ``labeled-examples`` share ``stream_partitions`` so that they are
+    co-partitioned: with the same key (``model_id``) and the same count, a model's predictions and labels
+    land in the same partition number and meet in one consumer.
+    """
+
+    model_config = _config("RETRAIN_TOPIC_")
+
+    predictions: str = "predictions"
+    labels: str = "labels"
+    labeled_examples: str = "labeled-examples"
+    retrain_events: str = "retrain-events"
+    model_updates: str = "model-updates"
+    dead_letters: str = "dead-letters"
+
+    stream_partitions: int = Field(default=6, ge=1, le=10_000)
+    control_partitions: int = Field(default=1, ge=1, le=10_000)
+    dead_letter_partitions: int = Field(default=1, ge=1, le=10_000)
+    replication_factor: int = Field(default=1, ge=1, le=32)
+    labeled_examples_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
+    dead_letters_retention_ms: int = Field(default=14 * 24 * 3600 * 1000, ge=-1)
+
+    @model_validator(mode="after")
+    def _names_are_distinct(self) -> TopicSettings:
+        names = self.names()
+        if len(set(names.values())) != len(names):
+            raise ValueError(f"topic names must be distinct, got {names}")
+        return self
+
+    def names(self) -> dict[str, str]:
+        """Role -> topic name, for every topic the pipeline uses."""
+        return {
+            "predictions": self.predictions,
+            "labels": self.labels,
+            "labeled_examples": self.labeled_examples,
+            "retrain_events": self.retrain_events,
+            "model_updates": self.model_updates,
+            "dead_letters": self.dead_letters,
+        }
+
+
+class BrokerSettings(BaseSettings):
+    """The project's own single-node Apache Kafka (``retrain kafka start``), for development and tests."""
+
+    model_config = _config("RETRAIN_BROKER_")
+
+    kafka_version: str = Field(default="4.1.1", pattern=r"^4\.\d+\.\d+$")
+    scala_version: str = Field(default="2.13", pattern=r"^2\.13$")
+    host: str = "127.0.0.1"
+    port: int = Field(default=9092, ge=1, le=65535)
+    controller_port: int | None = Field(default=None, ge=1, le=65535, description="Defaults to port + 1")
+    cache_dir: Path = Path(".cache/kafka")
+    data_dir: Path | None = Field(default=None, description="Defaults to <cache_dir>/data-<port>")
+    heap: str = Field(default="1g", pattern=r"^\d+[mMgG]$")
+    start_timeout_s: float = Field(default=90.0, gt=0)
+
+    @property
+    def resolved_controller_port(self) -> int:
+        return self.controller_port if self.controller_port is not None else self.port + 1
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir if self.data_dir is not None else self.cache_dir / f"data-{self.port}"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class MetricsSettings(BaseSettings):
+    """Where each service serves ``/metrics`` for Prometheus. Loopback only unless configured otherwise."""
+
+    model_config = _config("RETRAIN_METRICS_")
+
+    host: str = "127.0.0.1"
+    detector_port: int = Field(default=9411, ge=0, le=65535)
+    trainer_port: int = Field(default=9412, ge=0, le=65535)
+    scorer_port: int = Field(default=9413, ge=0, le=65535)
+
+
+class Settings(BaseModel):
+    """Everything, grouped by concern; each group reads its own ``RETRAIN_<GROUP>_`` variables."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+
+
+def load_settings() -> Settings:
+    """Read and validate the whole configuration from the environment."""
+    return Settings()

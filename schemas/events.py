@@ -1,0 +1,257 @@
+"""The events that flow through the pipeline, one pydantic model each.
+
+Every event carries ``schema_version``. On the wire it is required (a message without it is refused, so
+that a future version 2 can never be mistaken for version 1); in Python it defaults to the current one.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.types import (
+    MAX_TEXT_LENGTH,
+    Count,
+    EventId,
+    Features,
+    FiniteFloat,
+    Metrics,
+    ModelId,
+    ModelVersion,
+    Name,
+    Sha256,
+    Target,
+    Text,
+    UtcTimestamp,
+    utc_now,
+)
+
+# Kafka's default max.message.bytes is about 1 MiB; a dead letter carries the original bytes in base64.
+MAX_DEAD_LETTER_PAYLOAD_BYTES = 1024 * 1024
+
+
+def _new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _schema_version_is_required(schema: dict[str, Any]) -> None:
+    required = schema.setdefault("required", [])
+    if "schema_version" not in required:
+        required.insert(0, "schema_version")
+
+
+class Event(BaseModel):
+    """Base of every event: immutable, no unknown fields, a schema version.
+
+    ``schema_version`` is required on the wire (:func:`schemas.codec.decode` refuses a message without it, so
+    that a future version 2 can never be mistaken for version 1); in Python it defaults to the current one.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_schema_version_is_required)
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+    schema_version: Literal[1] = 1
+
+
+class PredictionEvent(Event):
+    """A model scored one request. Keyed by ``model_id`` on the predictions topic."""
+
+    prediction_id: EventId
+    model_id: ModelId
+    model_version: ModelVersion
+    features: Features
+    prediction: Target
+    timestamp: UtcTimestamp
+
+
+class LabelEvent(Event):
+    """The ground truth for one earlier prediction, often minutes or days late. Keyed by ``model_id``."""
+
+    prediction_id: EventId
+    model_id: ModelId
+    label: Target
+    timestamp: UtcTimestamp
+
+
+class LabeledExample(Event):
+    """A prediction joined with its label: one training example and one point of the error stream."""
+
+    prediction_id: EventId
+    model_id: ModelId
+    model_version: ModelVersion
+    features: Features
+    prediction: Target
+    label: Target
+    prediction_timestamp: UtcTimestamp
+    label_timestamp: UtcTimestamp
+
+
+class RetrainReason(StrEnum):
+    DRIFT = "drift"
+    PERFORMANCE = "performance"
+    DATA_VOLUME = "data_volume"  # also the cold start: a model with no version yet
+    SCHEDULE = "schedule"
+    BUSINESS = "business"
+    FEEDBACK = "feedback"
+    MANUAL = "manual"
+
+
+class StreamPosition(BaseModel):
+    """Where in a topic something was seen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    topic: Name
+    partition: Count
+    offset: Count
+    timestamp: UtcTimestamp | None = None
+
+
+class Evidence(BaseModel):
+    """Why a retrain was asked for, in numbers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: Name | None = Field(default=None, description="e.g. error_rate, accuracy, mae")
+    before: FiniteFloat | None = None
+    after: FiniteFloat | None = None
+    window_width: Count | None = None
+    examples_seen: Count | None = Field(default=None, description="Labeled examples since the last model")
+    detectors: list[Name] = Field(default_factory=list, max_length=32)
+    position: StreamPosition | None = None
+    values: Metrics = Field(default_factory=dict)
+
+
+class TrainingWindow(BaseModel):
+    """Which labeled examples to train on: the most recent ``last_n``, and/or a time range."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    last_n: Count | None = Field(default=None, ge=1)
+    start: UtcTimestamp | None = None
+    end: UtcTimestamp | None = None
+
+    @model_validator(mode="after")
+    def _is_a_window(self) -> Self:
+        if self.last_n is None and self.start is None:
+            raise ValueError("a training window needs last_n or start")
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise ValueError(f"training window start {self.start} is after its end {self.end}")
+        return self
+
+
+class RetrainEvent(Event):
+    """A request to retrain one model, from a detector, a rule, a schedule or a person."""
+
+    event_id: EventId = Field(default_factory=_new_event_id)
+    model_id: ModelId
+    reason: RetrainReason
+    detector: Name | None = Field(
+        default=None, description="The detector or rule that fired; none if external"
+    )
+    detected_at: UtcTimestamp = Field(default_factory=utc_now)
+    model_version: ModelVersion | None = Field(default=None, description="Version in service when detected")
+    evidence: Evidence = Field(default_factory=Evidence)
+    suggested_window: TrainingWindow | None = None
+    note: Text | None = None
+
+
+class UpdateOutcome(StrEnum):
+    PROMOTED = "promoted"  # a new version is in service
+    REJECTED = "rejected"  # the challenger scored worse than the champion; the champion stays
+    FAILED = "failed"  # no challenger could be trained (too few examples, one class, estimator error)
+    ROLLED_BACK = "rolled_back"  # an earlier version is back in service
+
+
+class ModelUpdatedEvent(Event):
+    """The outcome of a retrain, a promotion or a rollback. ``promoted`` tells the scorer to swap."""
+
+    event_id: EventId = Field(default_factory=_new_event_id)
+    model_id: ModelId
+    version: ModelVersion | None = Field(default=None, description="None when no version was registered")
+    previous_version: ModelVersion | None = None
+    promoted: bool
+    outcome: UpdateOutcome
+    metrics: Metrics = Field(default_factory=dict)
+    n_samples: Count | None = None
+    artifact_uri: Text | None = None
+    sha256: Sha256 | None = None
+    trigger_event_id: EventId | None = None
+    detail: Text | None = Field(default=None, description="Why a retrain was rejected or failed")
+    updated_at: UtcTimestamp = Field(default_factory=utc_now)
+
+    @model_validator(mode="after")
+    def _outcome_is_consistent(self) -> Self:
+        swaps = self.outcome in (UpdateOutcome.PROMOTED, UpdateOutcome.ROLLED_BACK)
+        if self.promoted != swaps:
+            raise ValueError(f"promoted={self.promoted} contradicts outcome={self.outcome.value}")
+        if self.promoted and (self.version is None or self.artifact_uri is None or self.sha256 is None):
+            raise ValueError("a promoted model needs version, artifact_uri and sha256")
+        return self
+
+
+class DeadLetter(Event):
+    """A record that could not be processed, with where it came from and why. Keyed like the original."""
+
+    event_id: EventId = Field(default_factory=_new_event_id)
+    source_topic: Name
+    source_partition: Count
+    source_offset: Count
+    source_timestamp: UtcTimestamp | None = None
+    key_b64: str | None = Field(default=None, max_length=4 * MAX_TEXT_LENGTH)
+    payload_b64: str = Field(max_length=(MAX_DEAD_LETTER_PAYLOAD_BYTES + 2) // 3 * 4)
+    payload_size: Count
+    error_reason: Name = Field(description="Short code, e.g. invalid_json, validation, unmatched_label")
+    error_class: Name
+    error_message: Text
+    service: Name
+    failed_at: UtcTimestamp = Field(default_factory=utc_now)
+
+    @classmethod
+    def for_record(
+        cls,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        error: BaseException,
+        reason: str,
+        service: str,
+        timestamp: datetime | None = None,
+    ) -> DeadLetter:
+        """Wrap a failed record; an oversized payload is truncated (``payload_size`` keeps its real size)."""
+        payload = value or b""
+        message = str(error) or error.__class__.__name__
+        return cls(
+            source_topic=topic,
+            source_partition=partition,
+            source_offset=offset,
+            source_timestamp=timestamp,
+            key_b64=base64.b64encode(key[: MAX_TEXT_LENGTH * 3]).decode() if key is not None else None,
+            payload_b64=base64.b64encode(payload[:MAX_DEAD_LETTER_PAYLOAD_BYTES]).decode(),
+            payload_size=len(payload),
+            error_reason=reason,
+            error_class=f"{error.__class__.__module__}.{error.__class__.__qualname__}",
+            error_message=message[:MAX_TEXT_LENGTH],
+            service=service,
+        )
+
+    def payload(self) -> bytes:
+        return base64.b64decode(self.payload_b64)
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    PredictionEvent,
+    LabelEvent,
+    LabeledExample,
+    RetrainEvent,
+    ModelUpdatedEvent,
+    DeadLetter,
+)

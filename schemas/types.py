@@ -1,0 +1,89 @@
+"""Constrained field types shared by every event: finite numbers, UTC timestamps, bounded identifiers.
+
+Strictness is deliberate: a JSON string ``"1.5"`` is not a number, a naive timestamp is not a time,
+``NaN`` is not a feature value. What a producer in another language must send is exactly what the
+exported JSON Schema says.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+)
+
+MAX_FEATURES = 1024
+MAX_ID_LENGTH = 128
+MAX_NAME_LENGTH = 128
+MAX_TEXT_LENGTH = 2048
+MAX_CLASS_LABEL_LENGTH = 256
+MAX_METRICS = 64
+
+# A model id becomes a registry directory, a metric label and a Kafka key: keep it to a safe alphabet.
+ModelId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"),
+    Field(
+        description="Model identifier: letters, digits, '.', '_' and '-', starting with a letter or digit."
+    ),
+]
+# Identifiers made by clients (UUIDs, database keys, ...): printable ASCII without spaces.
+EventId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[!-~]+$"),
+    Field(description="Printable ASCII identifier without whitespace."),
+]
+Name = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$"),
+]
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_LENGTH)]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+ModelVersion = Annotated[StrictInt, Field(ge=0, le=2**31 - 1, description="0 means 'no trained model yet'.")]
+Count = Annotated[StrictInt, Field(ge=0, le=2**62)]
+
+FiniteFloat = Annotated[StrictFloat, Field(allow_inf_nan=False)]
+# A number: JSON integers are accepted too (StrictFloat takes ints, not bools or strings).
+Number = FiniteFloat
+
+ClassLabel = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CLASS_LABEL_LENGTH)]
+# A prediction or a ground-truth label: a class (bool, int or string) or a regression target (float).
+Target = StrictBool | StrictInt | FiniteFloat | ClassLabel
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _not_a_number(value: Any) -> Any:
+    # pydantic would read a bare number as seconds since the epoch; the wire format is RFC 3339 text only.
+    if isinstance(value, int | float):
+        raise ValueError("a timestamp must be an RFC 3339 string with a timezone, not a number")
+    return value
+
+
+UtcTimestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_not_a_number),
+    AfterValidator(_to_utc),
+    Field(description="RFC 3339 timestamp with a timezone offset; stored in UTC."),
+]
+
+Features = Annotated[
+    dict[Name, Number],
+    Field(min_length=1, max_length=MAX_FEATURES, description="Feature name -> finite number."),
+]
+Metrics = Annotated[dict[Name, FiniteFloat], Field(max_length=MAX_METRICS)]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
