@@ -53,9 +53,7 @@ class KafkaSettings(BaseSettings):
                 if value is None
             ]
             if missing:
-                raise ValueError(
-                    f"security_protocol {self.security_protocol} needs {', '.join(missing)} to be set"
-                )
+                raise ValueError(f"security_protocol {self.security_protocol} needs {', '.join(missing)} to be set")
         return self
 
     @property

@@ -45,9 +45,7 @@ def decode(payload: bytes | bytearray | memoryview | None, event_type: type[E]) 
     if payload is None or len(payload) == 0:
         raise EventDecodeError(name, "empty", "the record has no value")
     if len(payload) > MAX_PAYLOAD_BYTES:
-        raise EventDecodeError(
-            name, "too_large", f"{len(payload)} bytes is over the limit of {MAX_PAYLOAD_BYTES}"
-        )
+        raise EventDecodeError(name, "too_large", f"{len(payload)} bytes is over the limit of {MAX_PAYLOAD_BYTES}")
     data = bytes(payload)
     try:
         event = event_type.model_validate_json(data)
@@ -75,9 +73,7 @@ def _explain(name: str, data: bytes, event_type: type[Event], error: ValidationE
         return EventDecodeError(name, "invalid_json", f"not JSON ({first['msg']})")
     if first["type"] == "model_type" and not first["loc"]:
         return EventDecodeError(name, "not_an_object", "the JSON value is not an object")
-    version_errors = [
-        e for e in errors if e["loc"][:1] == ("schema_version",) and e["type"] == "literal_error"
-    ]
+    version_errors = [e for e in errors if e["loc"][:1] == ("schema_version",) and e["type"] == "literal_error"]
     if version_errors:
         return EventDecodeError(
             name,

@@ -151,9 +151,7 @@ class RetrainEvent(Event):
     event_id: EventId = Field(default_factory=_new_event_id)
     model_id: ModelId
     reason: RetrainReason
-    detector: Name | None = Field(
-        default=None, description="The detector or rule that fired; none if external"
-    )
+    detector: Name | None = Field(default=None, description="The detector or rule that fired; none if external")
     detected_at: UtcTimestamp = Field(default_factory=utc_now)
     model_version: ModelVersion | None = Field(default=None, description="Version in service when detected")
     evidence: Evidence = Field(default_factory=Evidence)
@@ -244,7 +242,11 @@ class DeadLetter(Event):
         )
 
     def payload(self) -> bytes:
+        """The original record's value (truncated if it was over the size limit)."""
         return base64.b64decode(self.payload_b64)
+
+    def original_key(self) -> bytes | None:
+        return base64.b64decode(self.key_b64) if self.key_b64 is not None else None
 
 
 EVENT_TYPES: tuple[type[Event], ...] = (

@@ -32,9 +32,7 @@ MAX_METRICS = 64
 ModelId = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$"),
-    Field(
-        description="Model identifier: letters, digits, '.', '_' and '-', starting with a letter or digit."
-    ),
+    Field(description="Model identifier: letters, digits, '.', '_' and '-', starting with a letter or digit."),
 ]
 # Identifiers made by clients (UUIDs, database keys, ...): printable ASCII without spaces.
 EventId = Annotated[

@@ -1,0 +1,1 @@
+"""Kafka services (detector, trainer, scorer) and the small runtime they share."""

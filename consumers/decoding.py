@@ -1,0 +1,33 @@
+"""Turn consumed records into events, or into dead letters that say why they could not be."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from kafka.consumer.fetcher import ConsumerRecord
+
+from schemas import DeadLetter, Event, EventDecodeError, decode
+
+E = TypeVar("E", bound=Event)
+
+
+def decode_record(record: ConsumerRecord, event_type: type[E]) -> E:
+    """The event in ``record``'s value; raises :class:`schemas.EventDecodeError` when there is none."""
+    return decode(record.value, event_type)
+
+
+def dead_letter_for(record: ConsumerRecord, error: EventDecodeError, service: str) -> DeadLetter:
+    """A dead letter that keeps the record's bytes, position and the decode error."""
+    timestamp = datetime.fromtimestamp(record.timestamp / 1000, UTC) if record.timestamp >= 0 else None
+    return DeadLetter.for_record(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        error=error,
+        reason=error.reason,
+        service=service,
+        timestamp=timestamp,
+    )

@@ -1,0 +1,5 @@
+"""Producers: publish events to their topics (and, later, replay drifting streams into Kafka)."""
+
+from producers.publisher import EventPublisher, dead_letter_headers, topic_for
+
+__all__ = ["EventPublisher", "dead_letter_headers", "topic_for"]

@@ -1,0 +1,69 @@
+"""Publish events to their topics, keyed by ``model_id``; dead letters carry Kafka Connect's error headers."""
+
+from __future__ import annotations
+
+from kafka import KafkaProducer
+from kafka.producer.future import FutureRecordMetadata
+
+from retrain.settings import TopicSettings
+from schemas import (
+    DeadLetter,
+    Event,
+    LabeledExample,
+    LabelEvent,
+    ModelUpdatedEvent,
+    PredictionEvent,
+    RetrainEvent,
+    encode,
+)
+
+_TOPIC_ROLE: dict[type[Event], str] = {
+    PredictionEvent: "predictions",
+    LabelEvent: "labels",
+    LabeledExample: "labeled_examples",
+    RetrainEvent: "retrain_events",
+    ModelUpdatedEvent: "model_updates",
+    DeadLetter: "dead_letters",
+}
+
+# Kafka Connect's dead-letter header names, so existing DLQ tooling can read ours.
+DLQ_HEADER_PREFIX = "__connect.errors."
+
+
+def topic_for(event: Event, topics: TopicSettings) -> str:
+    return topics.names()[_TOPIC_ROLE[type(event)]]
+
+
+def key_for(event: Event) -> bytes | None:
+    if isinstance(event, DeadLetter):
+        return event.original_key()
+    return event.model_id.encode()  # type: ignore[attr-defined]
+
+
+def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+    return [
+        (f"{DLQ_HEADER_PREFIX}topic", letter.source_topic.encode()),
+        (f"{DLQ_HEADER_PREFIX}partition", str(letter.source_partition).encode()),
+        (f"{DLQ_HEADER_PREFIX}offset", str(letter.source_offset).encode()),
+        (f"{DLQ_HEADER_PREFIX}exception.class.name", letter.error_class.encode()),
+        (f"{DLQ_HEADER_PREFIX}exception.message", letter.error_message.encode()),
+        (f"{DLQ_HEADER_PREFIX}reason", letter.error_reason.encode()),
+        (f"{DLQ_HEADER_PREFIX}service", letter.service.encode()),
+    ]
+
+
+class EventPublisher:
+    """Sends events to the topic of their type. The caller flushes before committing its input offsets."""
+
+    def __init__(self, producer: KafkaProducer, topics: TopicSettings) -> None:
+        self.producer = producer
+        self.topics = topics
+
+    def publish(self, event: Event, *, topic: str | None = None) -> FutureRecordMetadata:
+        headers = dead_letter_headers(event) if isinstance(event, DeadLetter) else None
+        return self.producer.send(
+            topic or topic_for(event, self.topics), key=key_for(event), value=encode(event), headers=headers
+        )
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        self.producer.flush(timeout=timeout_s)
