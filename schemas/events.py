@@ -10,9 +10,9 @@ import base64
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from schemas.types import (
     MAX_TEXT_LENGTH,
@@ -45,6 +45,13 @@ def _schema_version_is_required(schema: dict[str, Any]) -> None:
         required.insert(0, "schema_version")
 
 
+def _integer_version(value: Any) -> Any:
+    # Literal[1] alone would take JSON `true` (True == 1 in Python).
+    if isinstance(value, bool):
+        raise ValueError("schema_version must be an integer, not a boolean")
+    return value
+
+
 class Event(BaseModel):
     """Base of every event: immutable, no unknown fields, a schema version.
 
@@ -55,7 +62,7 @@ class Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_schema_version_is_required)
 
     SCHEMA_VERSION: ClassVar[int] = 1
-    schema_version: Literal[1] = 1
+    schema_version: Annotated[Literal[1], BeforeValidator(_integer_version)] = 1
 
 
 class PredictionEvent(Event):

@@ -1,0 +1,46 @@
+# The two commands of the README: `make test` and `make demo`. Both set up everything they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: test demo lint format schemas system-deps broker-jars clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Debian packages the tests use: kcat, a Kafka client nobody here wrote, for the interop tests.
+system-deps:
+	@command -v kcat >/dev/null || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends kcat; }
+
+# Kafka's jars from Maven Central into .cache/kafka (no download when the cache is warm).
+broker-jars: $(STAMP)
+	$(BIN)/retrain kafka fetch
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(STAMP) system-deps broker-jars lint
+	$(BIN)/retrain schemas export --check
+	$(BIN)/pytest
+
+demo: $(STAMP)
+	$(BIN)/retrain demo
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+schemas: $(STAMP)
+	$(BIN)/retrain schemas export
+
+clean:
+	-$(BIN)/retrain kafka stop
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache *.egg-info

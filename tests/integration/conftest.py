@@ -1,0 +1,103 @@
+"""A real Apache Kafka broker for the integration tests.
+
+``RETRAIN_TEST_BOOTSTRAP_SERVERS`` names a broker to reuse. Without it, the project's own broker is started
+once per test session on a port of its own (fresh data, so no state leaks between runs) and stopped at the
+end. Every test makes its own topic names and group ids, so tests never see each other's records.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from kafka import KafkaAdminClient
+
+from retrain.localkafka import LocalBroker, is_port_open
+from retrain.settings import BrokerSettings, KafkaSettings, TopicSettings
+from tests.conftest import REPO_ROOT
+
+TEST_BROKER_PORT = int(os.environ.get("RETRAIN_TEST_BROKER_PORT", "19092"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration/" in str(item.path).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.kafka)
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> Iterator[str]:
+    reuse = os.environ.get("RETRAIN_TEST_BOOTSTRAP_SERVERS")
+    if reuse:
+        yield reuse
+        return
+    settings = BrokerSettings(
+        port=TEST_BROKER_PORT,
+        cache_dir=REPO_ROOT / ".cache" / "kafka",
+        data_dir=REPO_ROOT / ".cache" / "kafka" / f"test-data-{TEST_BROKER_PORT}",
+    )
+    broker = LocalBroker(settings)
+    if broker.running_pid() is None and is_port_open("127.0.0.1", TEST_BROKER_PORT):
+        pytest.exit(f"port {TEST_BROKER_PORT} is taken; set RETRAIN_TEST_BROKER_PORT to a free one", returncode=2)
+    broker.start(fresh=broker.running_pid() is None)
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_settings(bootstrap: str) -> KafkaSettings:
+    return KafkaSettings(bootstrap_servers=bootstrap, client_id="retrain-tests")
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short suffix that makes this test's topic names and group ids its own."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def topic_settings(unique: str) -> TopicSettings:
+    """The pipeline's topics, with names private to this test."""
+    return TopicSettings(
+        predictions=f"predictions-{unique}",
+        labels=f"labels-{unique}",
+        labeled_examples=f"labeled-examples-{unique}",
+        retrain_events=f"retrain-events-{unique}",
+        model_updates=f"model-updates-{unique}",
+        dead_letters=f"dead-letters-{unique}",
+        stream_partitions=3,
+    )
+
+
+@pytest.fixture
+def admin(kafka_settings: KafkaSettings) -> Iterator[KafkaAdminClient]:
+    from retrain.clients import make_admin
+
+    client = make_admin(kafka_settings)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def created_topics(admin: KafkaAdminClient, topic_settings: TopicSettings) -> TopicSettings:
+    from retrain.topics import ensure_topics, pipeline_topics
+
+    report = ensure_topics(admin, pipeline_topics(topic_settings))
+    assert report.ok, report.problems
+    return topic_settings
+
+
+@pytest.fixture
+def new_topic(admin: KafkaAdminClient, unique: str) -> Callable[..., str]:
+    counter = iter(range(1_000))
+
+    def make(partitions: int = 1) -> str:
+        name = f"t-{unique}-{next(counter)}"
+        admin.create_topics({name: {"num_partitions": partitions, "replication_factor": 1}}, wait_for_metadata=True)
+        return name
+
+    return make
