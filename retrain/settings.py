@@ -167,9 +167,9 @@ class MetricsSettings(BaseSettings):
     model_config = _config("RETRAIN_METRICS_")
 
     host: str = "127.0.0.1"
-    detector_port: int = Field(default=9411, ge=0, le=65535)
-    trainer_port: int = Field(default=9412, ge=0, le=65535)
-    scorer_port: int = Field(default=9413, ge=0, le=65535)
+    detector_port: int = Field(default=9411, ge=1, le=65535)
+    trainer_port: int = Field(default=9412, ge=1, le=65535)
+    scorer_port: int = Field(default=9413, ge=1, le=65535)
 
 
 class Settings(BaseModel):

@@ -121,7 +121,7 @@ def test_incomplete_sasl_is_refused_without_echoing_the_password(monkeypatch: py
         (TopicSettings, "RETRAIN_TOPIC_LABELS", "predictions"),
         (BrokerSettings, "RETRAIN_BROKER_KAFKA_VERSION", "3.9.0"),
         (BrokerSettings, "RETRAIN_BROKER_PORT", "70000"),
-        (MetricsSettings, "RETRAIN_METRICS_SCORER_PORT", "-1"),
+        (MetricsSettings, "RETRAIN_METRICS_SCORER_PORT", "0"),
     ],
 )
 def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch, cls: type, variable: str, value: str):
