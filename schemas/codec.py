@@ -78,7 +78,7 @@ def _explain(name: str, data: bytes, event_type: type[Event], error: ValidationE
         return EventDecodeError(
             name,
             "unsupported_schema_version",
-            f"schema_version {_version_in(data)} is not supported (this reader understands "
+            f"schema_version {_version_in(data)!r} is not supported (this reader understands "
             f"{event_type.SCHEMA_VERSION})",
         )
     return EventDecodeError(name, "validation", _summarize(errors))

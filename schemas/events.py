@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
 from schemas.types import (
     MAX_TEXT_LENGTH,
@@ -31,18 +31,20 @@ from schemas.types import (
     utc_now,
 )
 
-# Kafka's default max.message.bytes is about 1 MiB; a dead letter carries the original bytes in base64.
-MAX_DEAD_LETTER_PAYLOAD_BYTES = 1024 * 1024
+# Kafka's default max.message.bytes is about 1 MiB and a dead letter carries the original bytes in base64
+# (4/3 larger): keep at most 512 KiB of them so the envelope itself always fits.
+MAX_DEAD_LETTER_PAYLOAD_BYTES = 512 * 1024
 
 
 def _new_event_id() -> str:
     return uuid.uuid4().hex
 
 
-def _schema_version_is_required(schema: dict[str, Any]) -> None:
+def _wire_required_fields(schema: dict[str, Any], model: type[Event]) -> None:
     required = schema.setdefault("required", [])
-    if "schema_version" not in required:
-        required.insert(0, "schema_version")
+    for position, name in enumerate(model.WIRE_REQUIRED):
+        if name not in required:
+            required.insert(position, name)
 
 
 def _integer_version(value: Any) -> Any:
@@ -59,9 +61,12 @@ class Event(BaseModel):
     that a future version 2 can never be mistaken for version 1); in Python it defaults to the current one.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_schema_version_is_required)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_wire_required_fields)
 
     SCHEMA_VERSION: ClassVar[int] = 1
+    # Fields with a default in Python that a message on the wire must carry all the same: the version, and the
+    # identity and time of events that are deduplicated (a redelivery must not get a fresh id when decoded).
+    WIRE_REQUIRED: ClassVar[tuple[str, ...]] = ("schema_version",)
     schema_version: Annotated[Literal[1], BeforeValidator(_integer_version)] = 1
 
 
@@ -155,6 +160,8 @@ class TrainingWindow(BaseModel):
 class RetrainEvent(Event):
     """A request to retrain one model, from a detector, a rule, a schedule or a person."""
 
+    WIRE_REQUIRED = ("schema_version", "event_id", "detected_at")
+
     event_id: EventId = Field(default_factory=_new_event_id)
     model_id: ModelId
     reason: RetrainReason
@@ -176,11 +183,13 @@ class UpdateOutcome(StrEnum):
 class ModelUpdatedEvent(Event):
     """The outcome of a retrain, a promotion or a rollback. ``promoted`` tells the scorer to swap."""
 
+    WIRE_REQUIRED = ("schema_version", "event_id", "updated_at")
+
     event_id: EventId = Field(default_factory=_new_event_id)
     model_id: ModelId
     version: ModelVersion | None = Field(default=None, description="None when no version was registered")
     previous_version: ModelVersion | None = None
-    promoted: bool
+    promoted: StrictBool
     outcome: UpdateOutcome
     metrics: Metrics = Field(default_factory=dict)
     n_samples: Count | None = None
@@ -203,13 +212,15 @@ class ModelUpdatedEvent(Event):
 class DeadLetter(Event):
     """A record that could not be processed, with where it came from and why. Keyed like the original."""
 
+    WIRE_REQUIRED = ("schema_version", "event_id", "failed_at")
+
     event_id: EventId = Field(default_factory=_new_event_id)
     source_topic: Name
     source_partition: Count
     source_offset: Count
     source_timestamp: UtcTimestamp | None = None
-    key_b64: str | None = Field(default=None, max_length=4 * MAX_TEXT_LENGTH)
-    payload_b64: str = Field(max_length=(MAX_DEAD_LETTER_PAYLOAD_BYTES + 2) // 3 * 4)
+    key_b64: str | None = Field(default=None, max_length=4 * MAX_TEXT_LENGTH, pattern=r"^[A-Za-z0-9+/]*={0,2}$")
+    payload_b64: str = Field(max_length=(MAX_DEAD_LETTER_PAYLOAD_BYTES + 2) // 3 * 4, pattern=r"^[A-Za-z0-9+/]*={0,2}$")
     payload_size: Count
     error_reason: Name = Field(description="Short code, e.g. invalid_json, validation, unmatched_label")
     error_class: Name

@@ -7,6 +7,7 @@ exported JSON Schema says.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -40,10 +41,8 @@ EventId = Annotated[
     StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[!-~]+$"),
     Field(description="Printable ASCII identifier without whitespace."),
 ]
-Name = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH, pattern=r"^[^\x00-\x1f\x7f]+$"),
-]
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+Name = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN)]
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_LENGTH)]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 ModelVersion = Annotated[StrictInt, Field(ge=0, le=2**31 - 1, description="0 means 'no trained model yet'.")]
@@ -62,25 +61,39 @@ def _to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _not_a_number(value: Any) -> Any:
-    # pydantic would read a bare number as seconds since the epoch; the wire format is RFC 3339 text only.
+_RFC3339_START = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _rfc3339_text(value: Any) -> Any:
+    # pydantic would read a number, or a string of digits, as seconds since the epoch; the wire format is
+    # RFC 3339 text only (a datetime object from Python code is fine).
     if isinstance(value, int | float):
         raise ValueError("a timestamp must be an RFC 3339 string with a timezone, not a number")
+    if isinstance(value, str) and not _RFC3339_START.match(value):
+        raise ValueError("a timestamp must be an RFC 3339 string such as 2026-11-28T09:30:00Z")
     return value
 
 
 UtcTimestamp = Annotated[
     AwareDatetime,
-    BeforeValidator(_not_a_number),
+    BeforeValidator(_rfc3339_text),
     AfterValidator(_to_utc),
     Field(description="RFC 3339 timestamp with a timezone offset; stored in UTC."),
 ]
 
+# pydantic puts the key pattern under patternProperties only, which lets any other key through a JSON Schema
+# validator; state the key constraints in propertyNames too.
+_NAME_KEYS = {"propertyNames": {"minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": NAME_PATTERN}}
 Features = Annotated[
     dict[Name, Number],
-    Field(min_length=1, max_length=MAX_FEATURES, description="Feature name -> finite number."),
+    Field(
+        min_length=1,
+        max_length=MAX_FEATURES,
+        description="Feature name -> finite number.",
+        json_schema_extra=_NAME_KEYS,
+    ),
 ]
-Metrics = Annotated[dict[Name, FiniteFloat], Field(max_length=MAX_METRICS)]
+Metrics = Annotated[dict[Name, FiniteFloat], Field(max_length=MAX_METRICS, json_schema_extra=_NAME_KEYS)]
 
 
 def utc_now() -> datetime:
