@@ -51,11 +51,11 @@ def decode(payload: bytes | bytearray | memoryview | None, event_type: type[E]) 
         event = event_type.model_validate_json(data)
     except ValidationError as error:
         raise _explain(name, data, event_type, error) from error
-    if "schema_version" not in event.model_fields_set:
+    missing = [field for field in event_type.WIRE_REQUIRED if field not in event.model_fields_set]
+    if missing:
+        detail = "; ".join(f"{field}: Field required" for field in missing)
         raise EventDecodeError(
-            name,
-            "validation",
-            f"schema_version: Field required (this reader understands {event.SCHEMA_VERSION})",
+            name, "validation", f"{detail} (this reader understands schema_version {event.SCHEMA_VERSION})"
         )
     return event
 
