@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from kafka import KafkaAdminClient
 
-from retrain.settings import TopicSettings
 from retrain.topics import ensure_topics, existing_partition_counts, pipeline_topics
 
 
@@ -39,16 +38,8 @@ def test_labeled_examples_keep_their_configured_retention(admin: KafkaAdminClien
     assert retention["config_source"] == "DYNAMIC_TOPIC_CONFIG"
 
 
-def test_existing_labels_topic_with_other_partition_count_is_reported(admin: KafkaAdminClient, unique: str):
-    topics = TopicSettings(
-        predictions=f"p-{unique}",
-        labels=f"l-{unique}",
-        labeled_examples=f"le-{unique}",
-        retrain_events=f"re-{unique}",
-        model_updates=f"mu-{unique}",
-        dead_letters=f"dl-{unique}",
-        stream_partitions=3,
-    )
+def test_existing_labels_topic_with_other_partition_count_is_reported(admin: KafkaAdminClient, topic_settings):
+    topics = topic_settings
     admin.create_topics({topics.labels: {"num_partitions": 2, "replication_factor": 1}}, wait_for_metadata=True)
 
     report = ensure_topics(admin, pipeline_topics(topics))
