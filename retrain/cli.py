@@ -146,6 +146,21 @@ def describe_settings_error(error: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def cmd_detector(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.detector import run_detector
+
+    loop = run_detector(settings)
+    loop.install_signal_handlers()
+    print(
+        f"detector: reading {settings.topics.predictions} and {settings.topics.labels} at "
+        f"{settings.kafka.bootstrap_servers}; metrics on http://{settings.metrics.host}:"
+        f"{settings.metrics.detector_port}/metrics",
+        flush=True,
+    )
+    loop.run()
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retrain",
@@ -184,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="print the effective configuration (secrets masked)")
     config.set_defaults(handler=cmd_config)
+
+    detector = commands.add_parser("detector", help="run the detector service (join, drift, retrain events)")
+    detector.set_defaults(handler=cmd_detector)
 
     demo = commands.add_parser("demo", help="start a broker if needed, create topics, round-trip every event")
     demo.add_argument("--keep-broker", action="store_true", help="leave a broker the demo started running")

@@ -172,6 +172,36 @@ class MetricsSettings(BaseSettings):
     scorer_port: int = Field(default=9413, ge=1, le=65535)
 
 
+class DetectorSettings(BaseSettings):
+    """The detector service: the join, the drift detectors and the retrain triggers."""
+
+    model_config = _config("RETRAIN_DETECTOR_")
+
+    group_id: str = "retrain-detector"
+    # Models whose error is |y - y_hat| (regression); every other model is a classifier with a 0/1 error.
+    regression_models: str = Field(default="", description="Comma-separated model ids")
+    # JSON list of {"name": <River detector>, "params": {...}}; River's defaults where params are absent.
+    detectors: str = '[{"name": "ADWIN"}, {"name": "PageHinkley"}]'
+    drift_quorum: int = Field(default=2, ge=1)
+    agreement_window: int = Field(default=1_000, ge=1)
+    performance_window: int = Field(default=500, ge=1)
+    min_accuracy: float | None = Field(default=None, ge=0, le=1)
+    max_error: float | None = Field(default=None, ge=0)
+    relative_drop: float | None = Field(default=0.9, gt=0, lt=1)
+    volume_examples: int | None = Field(default=100_000, ge=1)
+    cold_start_examples: int = Field(default=1_000, ge=1)
+    cooldown_examples: int = Field(default=10_000, ge=1)
+    cooldown_s: float = Field(default=3_600.0, gt=0)
+    prediction_ttl_s: float = Field(default=3_600.0, gt=0)
+    label_ttl_s: float = Field(default=600.0, gt=0)
+    max_pending: int = Field(default=1_000_000, ge=1)
+    max_poll_records: int = Field(default=1_000, ge=1)
+
+    @property
+    def regression_model_ids(self) -> frozenset[str]:
+        return frozenset(model.strip() for model in self.regression_models.split(",") if model.strip())
+
+
 class Settings(BaseModel):
     """Everything, grouped by concern; each group reads its own ``RETRAIN_<GROUP>_`` variables."""
 
@@ -181,6 +211,7 @@ class Settings(BaseModel):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    detector: DetectorSettings = Field(default_factory=DetectorSettings)
 
 
 def load_settings() -> Settings:

@@ -1,0 +1,250 @@
+"""The detector service: join predictions with labels, watch each model's errors, publish retrain events.
+
+A thin Kafka adapter around :mod:`retrain.decisions`: one :class:`LabelJoiner` per partition of the
+co-partitioned predictions/labels topics, one :class:`ModelWatch` per model. Model updates are read by a
+separate, group-less consumer from the beginning of ``model-updates``, so every instance knows every model's
+current version whichever partitions it owns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from prometheus_client import CollectorRegistry
+
+from consumers.decoding import decode_record
+from consumers.metrics import DetectorMetrics
+from consumers.runtime import InvalidRecord, Outputs
+from retrain.decisions.drift import DetectorSpec
+from retrain.decisions.join import LabelJoiner, LabelOutcome
+from retrain.decisions.policy import ModelWatch, PolicyConfig
+from retrain.settings import DetectorSettings, TopicSettings
+from schemas import DeadLetter, LabeledExample, LabelEvent, ModelUpdatedEvent, PredictionEvent, StreamPosition
+
+log = logging.getLogger(__name__)
+
+
+def policy_config(settings: DetectorSettings, task: str) -> PolicyConfig:
+    try:
+        specs = tuple(
+            DetectorSpec.of(item["name"], **item.get("params", {})) for item in json.loads(settings.detectors)
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(
+            f"RETRAIN_DETECTOR_DETECTORS must be a JSON list like "
+            f'[{{"name": "ADWIN", "params": {{"delta": 0.002}}}}]: {error}'
+        ) from error
+    return PolicyConfig(
+        task=task,  # type: ignore[arg-type]
+        detectors=specs,
+        drift_quorum=settings.drift_quorum,
+        agreement_window=settings.agreement_window,
+        performance_window=settings.performance_window,
+        min_accuracy=settings.min_accuracy,
+        max_error=settings.max_error,
+        relative_drop=settings.relative_drop,
+        volume_examples=settings.volume_examples,
+        cold_start_examples=settings.cold_start_examples,
+        cooldown_examples=settings.cooldown_examples,
+        cooldown_s=settings.cooldown_s,
+    )
+
+
+class DetectorService:
+    name = "detector"
+
+    def __init__(
+        self,
+        settings: DetectorSettings,
+        topics: TopicSettings,
+        updates: KafkaConsumer | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.updates = updates
+        self.metrics = DetectorMetrics(registry or CollectorRegistry())
+        self.configs = {task: policy_config(settings, task) for task in ("classification", "regression")}
+        self.joiners: dict[int, LabelJoiner] = {}
+        self.watches: dict[str, ModelWatch] = {}
+        self.versions: dict[str, tuple[int, float | None]] = {}
+        self.retrain_events: list = []  # kept for the caller's inspection in tests and the demo
+        if updates is not None:
+            self._catch_up_on_updates()
+
+    # -- the Service protocol -----------------------------------------------------------------------------
+
+    def handle(self, record: ConsumerRecord, out: Outputs) -> None:
+        self.metrics.records_consumed.labels(self.name, record.topic).inc()
+        if record.timestamp >= 0:
+            self.metrics.processing_latency.labels(self.name).observe(max(0.0, time.time() - record.timestamp / 1000))
+        joiner = self._joiner(record.partition)
+        if record.topic == self.topics.predictions:
+            prediction = decode_record(record, PredictionEvent)
+            _, example = joiner.add_prediction(prediction, record.offset)
+        elif record.topic == self.topics.labels:
+            label = decode_record(record, LabelEvent)
+            outcome, example = joiner.add_label(label, record.offset)
+            if outcome is LabelOutcome.DUPLICATE:
+                self.metrics.joins.labels("duplicate_label").inc()
+        else:
+            raise InvalidRecord("unexpected_topic", f"the detector does not read {record.topic}")
+        if example is not None:
+            self._joined(example, record, out)
+
+    def after_batch(self, out: Outputs) -> None:
+        self._poll_updates()
+        for partition, joiner in self.joiners.items():
+            before = joiner.stats.evicted
+            expired = joiner.expire()
+            self.metrics.joins.labels("expired_prediction").inc(len(expired.predictions))
+            self.metrics.joins.labels("evicted").inc(joiner.stats.evicted - before)
+            for label, offset in expired.labels:
+                self.metrics.joins.labels("unmatched_label").inc()
+                out.dead_letter(
+                    DeadLetter.for_record(
+                        topic=self.topics.labels,
+                        partition=partition,
+                        offset=offset,
+                        key=label.model_id.encode(),
+                        value=label.model_dump_json().encode(),
+                        error=LookupError(
+                            f"label for prediction {label.prediction_id} of model {label.model_id} found no "
+                            f"prediction within {joiner.label_ttl_s:.0f}s"
+                        ),
+                        reason="unmatched_label",
+                        service=self.name,
+                        timestamp=label.timestamp,
+                    )
+                )
+        self.metrics.pending.labels("prediction").set(sum(j.pending_predictions for j in self.joiners.values()))
+        self.metrics.pending.labels("label").set(sum(j.pending_labels for j in self.joiners.values()))
+
+    def committable(self, partition: TopicPartition, position: int) -> int:
+        joiner = self.joiners.get(partition.partition)
+        if joiner is None:
+            return position
+        oldest_prediction, oldest_label = joiner.oldest_pending_offsets()
+        oldest = oldest_prediction if partition.topic == self.topics.predictions else oldest_label
+        return position if oldest is None else min(position, oldest)
+
+    def partitions_revoked(self, partitions: Iterable[TopicPartition]) -> None:
+        # The pending joins of a revoked partition are read again by its next owner (we committed no
+        # further than the oldest of them); the models' watches stay, keyed by model_id.
+        for partition in partitions:
+            if partition.topic == self.topics.predictions:
+                self.joiners.pop(partition.partition, None)
+
+    # -- internals ----------------------------------------------------------------------------------------
+
+    def _joiner(self, partition: int) -> LabelJoiner:
+        joiner = self.joiners.get(partition)
+        if joiner is None:
+            joiner = self.joiners[partition] = LabelJoiner(
+                prediction_ttl_s=self.settings.prediction_ttl_s,
+                label_ttl_s=self.settings.label_ttl_s,
+                max_pending=self.settings.max_pending,
+            )
+        return joiner
+
+    def watch(self, model_id: str) -> ModelWatch:
+        watch = self.watches.get(model_id)
+        if watch is None:
+            task = "regression" if model_id in self.settings.regression_model_ids else "classification"
+            version, accuracy = self.versions.get(model_id, (0, None))
+            watch = self.watches[model_id] = ModelWatch(model_id, self.configs[task], version, accuracy)
+        return watch
+
+    def _joined(self, example: LabeledExample, record: ConsumerRecord, out: Outputs) -> None:
+        self.metrics.joins.labels("joined").inc()
+        out.emit(example)
+        watch = self.watch(example.model_id)
+        try:
+            event = watch.observe(
+                example,
+                StreamPosition(
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    timestamp=datetime.fromtimestamp(max(record.timestamp, 0) / 1000, UTC),
+                ),
+            )
+        except ValueError as error:
+            raise InvalidRecord("invalid_target", str(error)) from error
+        for detection in watch.last_detections:
+            self.metrics.detections.labels(example.model_id, detection.detector).inc()
+        accuracy = watch.rolling_accuracy
+        if accuracy is not None:
+            self.metrics.rolling_accuracy.labels(example.model_id).set(accuracy)
+        error = watch.rolling_error
+        if error is not None:
+            self.metrics.rolling_error.labels(example.model_id).set(error)
+        if event is not None:
+            log.info("retrain %s: %s by %s", event.model_id, event.reason.value, event.detector)
+            self.metrics.retrain_events.labels(event.model_id, event.reason.value).inc()
+            self.retrain_events.append(event)
+            out.emit(event)
+
+    def _catch_up_on_updates(self) -> None:
+        assert self.updates is not None
+        partitions = self.updates.partitions_for_topic(self.topics.model_updates) or set()
+        assigned = [TopicPartition(self.topics.model_updates, p) for p in sorted(partitions)]
+        self.updates.assign(assigned)
+        self.updates.seek_to_beginning()
+        end = self.updates.end_offsets(assigned)
+        while any(self.updates.position(tp) < end[tp] for tp in assigned):
+            self._poll_updates(timeout_ms=500)
+
+    def _poll_updates(self, timeout_ms: int = 0) -> None:
+        if self.updates is None:
+            return
+        for records in self.updates.poll(timeout_ms=timeout_ms).values():
+            for record in records:
+                try:
+                    update = decode_record(record, ModelUpdatedEvent)
+                except ValueError:
+                    continue  # the trainer's own topic; a bad record there is the trainer's to report
+                if update.promoted and update.version is not None:
+                    self._model_updated(update)
+
+    def _model_updated(self, update: ModelUpdatedEvent) -> None:
+        assert update.version is not None
+        accuracy = update.metrics.get("accuracy")
+        self.versions[update.model_id] = (update.version, accuracy)
+        self.metrics.model_version.labels(update.model_id).set(update.version)
+        watch = self.watches.get(update.model_id)
+        if watch is not None and update.version != watch.version:
+            watch.model_updated(update.version, accuracy)
+
+
+def run_detector(settings, *, registry: CollectorRegistry | None = None, serve: bool = True):
+    """Build the detector's clients and loop from the settings; return the loop (call ``run()``)."""
+    from consumers.metrics import serve_metrics
+    from consumers.runtime import ConsumeLoop
+    from producers import EventPublisher
+    from retrain.clients import make_consumer, make_producer
+
+    registry = registry or CollectorRegistry()
+    updates = make_consumer(settings.kafka, None)
+    service = DetectorService(settings.detector, settings.topics, updates=updates, registry=registry)
+    consumer = make_consumer(
+        settings.kafka, settings.detector.group_id, max_poll_records=settings.detector.max_poll_records
+    )
+    publisher = EventPublisher(make_producer(settings.kafka), settings.topics)
+    loop = ConsumeLoop(
+        service,
+        consumer,
+        publisher,
+        [settings.topics.predictions, settings.topics.labels],
+        max_records=settings.detector.max_poll_records,
+        on_dead_letter=service.metrics.dead_letter,
+    )
+    if serve:
+        serve_metrics(registry, settings.metrics.host, settings.metrics.detector_port)
+    return loop

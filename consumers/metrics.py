@@ -1,0 +1,74 @@
+"""Prometheus metrics of the services, declared in one place against a registry that tests can replace.
+
+Label cardinality is bounded: ``model_id`` is a label (meant for up to a few hundred models per deployment);
+nothing per prediction ever is.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class ServiceMetrics:
+    """What every consuming service reports."""
+
+    def __init__(self, service: str, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.records_consumed = Counter(
+            "retrain_records_consumed_total", "Records consumed, by topic", ["service", "topic"], registry=registry
+        )
+        self.dead_letters = Counter(
+            "retrain_dead_letters_total",
+            "Records sent to the dead-letter topic, by cause",
+            ["service", "reason"],
+            registry=registry,
+        )
+        self.processing_latency = Histogram(
+            "retrain_processing_latency_seconds",
+            "From a record's timestamp to its processing",
+            ["service"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.service = service
+
+    def dead_letter(self, reason: str) -> None:
+        self.dead_letters.labels(self.service, reason).inc()
+
+
+class DetectorMetrics(ServiceMetrics):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__("detector", registry)
+        self.joins = Counter(
+            "retrain_joins_total",
+            "Join outcomes: joined, expired_prediction, unmatched_label, duplicate_label, "
+            "duplicate_prediction, evicted",
+            ["outcome"],
+            registry=registry,
+        )
+        self.pending = Gauge("retrain_join_pending", "Records waiting in the join buffers", ["side"], registry=registry)
+        self.rolling_accuracy = Gauge(
+            "retrain_rolling_accuracy", "Accuracy over the last N labeled examples", ["model_id"], registry=registry
+        )
+        self.rolling_error = Gauge(
+            "retrain_rolling_error", "Mean error over the last N labeled examples", ["model_id"], registry=registry
+        )
+        self.detections = Counter(
+            "retrain_drift_detections_total",
+            "Detector reports of a rising error",
+            ["model_id", "detector"],
+            registry=registry,
+        )
+        self.retrain_events = Counter(
+            "retrain_retrain_events_total", "Retrain events published", ["model_id", "reason"], registry=registry
+        )
+        self.model_version = Gauge(
+            "retrain_model_version", "Model version the detector is watching", ["model_id"], registry=registry
+        )
+
+
+def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> None:
+    """Serve ``/metrics`` on ``host:port`` (loopback by default) from a daemon thread."""
+    start_http_server(port, addr=host, registry=registry)

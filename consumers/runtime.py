@@ -1,0 +1,182 @@
+"""The consume loop every service shares: poll, handle, dead-letter, flush, then commit; stop on a signal.
+
+At-least-once: a batch's outputs are flushed (acknowledged by the broker) before its offsets are committed, and
+a service may hold its commit back further (the detector commits no further than its oldest pending join).
+A record the service cannot use never stops the loop: it goes to the dead-letter topic with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterable
+from typing import Protocol
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.structs import OffsetAndMetadata
+
+from consumers.decoding import dead_letter_for
+from producers import EventPublisher
+from schemas import DeadLetter, Event, EventDecodeError
+
+log = logging.getLogger(__name__)
+
+
+class InvalidRecord(ValueError):
+    """A record that decodes but cannot be used (e.g. a regression label that is not a number)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Outputs:
+    """What a service emits while handling a batch; sent at once, flushed before the commit."""
+
+    def __init__(self, publisher: EventPublisher, service: str, on_dead_letter=None) -> None:
+        self.publisher = publisher
+        self.service = service
+        self.on_dead_letter = on_dead_letter
+        self.sent = 0
+
+    def emit(self, event: Event) -> None:
+        self.publisher.publish(event)
+        self.sent += 1
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        self.emit(letter)
+        if self.on_dead_letter is not None:
+            self.on_dead_letter(letter.error_reason)
+
+    def dead_letter_record(self, record: ConsumerRecord, error: Exception, reason: str) -> None:
+        if isinstance(error, EventDecodeError):
+            letter = dead_letter_for(record, error, self.service)
+        else:
+            letter = DeadLetter.for_record(
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key=record.key,
+                value=record.value,
+                error=error,
+                reason=reason,
+                service=self.service,
+            )
+        self.dead_letter(letter)
+
+
+class Service(Protocol):
+    name: str
+
+    def handle(self, record: ConsumerRecord, out: Outputs) -> None: ...
+
+    def after_batch(self, out: Outputs) -> None: ...
+
+    def committable(self, partition: TopicPartition, position: int) -> int:
+        """The offset that is safe to commit for ``partition`` given the consumer's ``position``."""
+        ...
+
+    def partitions_revoked(self, partitions: Iterable[TopicPartition]) -> None: ...
+
+
+class ConsumeLoop(ConsumerRebalanceListener):
+    """Runs one service over its subscription until :meth:`stop` (or SIGTERM/SIGINT) is called."""
+
+    def __init__(
+        self,
+        service: Service,
+        consumer: KafkaConsumer,
+        publisher: EventPublisher,
+        topics: list[str],
+        *,
+        poll_timeout_ms: int = 200,
+        max_records: int = 1_000,
+        on_dead_letter=None,
+        on_record=None,
+    ) -> None:
+        self.service = service
+        self.consumer = consumer
+        self.publisher = publisher
+        self.topics = topics
+        self.poll_timeout_ms = poll_timeout_ms
+        self.max_records = max_records
+        self.on_record = on_record
+        self.outputs = Outputs(publisher, service.name, on_dead_letter)
+        self._stopping = threading.Event()
+        self._committed: dict[TopicPartition, int] = {}
+
+    def stop(self, *_: object) -> None:
+        """Ask the loop to finish its batch, flush, commit and return. Safe from a signal handler."""
+        self._stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self) -> None:
+        self.consumer.subscribe(self.topics, listener=self)
+        try:
+            while not self._stopping.is_set():
+                self.run_once()
+        finally:
+            self._finish()
+
+    def run_once(self) -> int:
+        batches = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
+        handled = 0
+        for records in batches.values():
+            for record in records:
+                self._handle(record)
+                handled += 1
+        self.service.after_batch(self.outputs)
+        if handled or self.outputs.sent:
+            self._flush_and_commit()
+        return handled
+
+    def _handle(self, record: ConsumerRecord) -> None:
+        if self.on_record is not None:
+            self.on_record(record)
+        try:
+            self.service.handle(record, self.outputs)
+        except EventDecodeError as error:
+            self.outputs.dead_letter_record(record, error, error.reason)
+        except InvalidRecord as error:
+            self.outputs.dead_letter_record(record, error, error.reason)
+        except Exception as error:  # a bug must not stop the stream: keep the record and the reason
+            log.exception("%s failed on %s[%d]@%d", self.service.name, record.topic, record.partition, record.offset)
+            self.outputs.dead_letter_record(record, error, "processing_error")
+
+    def _flush_and_commit(self) -> None:
+        self.publisher.flush()
+        self.outputs.sent = 0
+        offsets = {}
+        for partition in self.consumer.assignment():
+            offset = self.service.committable(partition, self.consumer.position(partition))
+            if self._committed.get(partition) != offset:
+                offsets[partition] = OffsetAndMetadata(offset, "", -1)
+        if offsets:
+            self.consumer.commit(offsets)
+            self._committed.update({partition: meta.offset for partition, meta in offsets.items()})
+
+    def _finish(self) -> None:
+        try:
+            self.service.after_batch(self.outputs)
+            self._flush_and_commit()
+        finally:
+            self.consumer.close(autocommit=False)
+            self.publisher.producer.close()
+
+    # -- rebalance listener -------------------------------------------------------------------------------
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if revoked:
+            self.service.after_batch(self.outputs)
+            self._flush_and_commit()
+            self.service.partitions_revoked(revoked)
+            for partition in revoked:
+                self._committed.pop(partition, None)
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("%s assigned %s", self.service.name, sorted(assigned))

@@ -1,0 +1,151 @@
+"""River drift detectors on one model's error stream, configured by name. Pure Python, no Kafka.
+
+Polarity matters. Every detector here is fed so that it can see the error rate *rise*:
+- ADWIN, Page-Hinkley and KSWIN watch any change of their input's mean or distribution (two-sided); they
+  are fed the error and each detection says whether the error went up or down.
+- DDM, EDDM, HDDM_A and HDDM_W watch a rise of an error stream (1 = error): fed the error.
+- FHDDM (River 0.26) detects only a *fall* of its input's mean: it is fed 1 = correct, so that a rise of the
+  error rate is a fall of its input. Fed 1 = error it would miss every rise.
+The binary detectors need a 0/1 error (classification); regression's absolute error goes to the others.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from river import drift
+from river.drift import binary
+
+Polarity = Literal["error", "correct"]
+Task = Literal["classification", "regression"]
+
+
+@dataclass(frozen=True)
+class DetectorKind:
+    factory: Callable[..., Any]
+    feed: Polarity  # what the detector is given: the error, or 1 - error ("correct")
+    binary_only: bool
+    two_sided: bool  # may also fire when the error falls
+
+
+DETECTORS: dict[str, DetectorKind] = {
+    "ADWIN": DetectorKind(drift.ADWIN, "error", binary_only=False, two_sided=True),
+    "PageHinkley": DetectorKind(drift.PageHinkley, "error", binary_only=False, two_sided=True),
+    "KSWIN": DetectorKind(drift.KSWIN, "error", binary_only=False, two_sided=True),
+    "DDM": DetectorKind(binary.DDM, "error", binary_only=True, two_sided=False),
+    "EDDM": DetectorKind(binary.EDDM, "error", binary_only=True, two_sided=False),
+    "HDDM_A": DetectorKind(binary.HDDMA, "error", binary_only=True, two_sided=False),
+    "HDDM_W": DetectorKind(binary.HDDMW, "error", binary_only=True, two_sided=False),
+    "FHDDM": DetectorKind(binary.FHDDM, "correct", binary_only=True, two_sided=False),
+}
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """A detector by River name, with its parameters (River's defaults where none are given)."""
+
+    name: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, name: str, **params: Any) -> DetectorSpec:
+        return cls(name, tuple(sorted(params.items())))
+
+    def build(self, task: Task) -> Any:
+        kind = DETECTORS.get(self.name)
+        if kind is None:
+            raise ValueError(f"unknown drift detector {self.name!r}; choose from {', '.join(DETECTORS)}")
+        if kind.binary_only and task == "regression":
+            raise ValueError(
+                f"{self.name} watches a 0/1 error stream; a regression model needs ADWIN, PageHinkley or KSWIN"
+            )
+        try:
+            return kind.factory(**dict(self.params))
+        except TypeError as error:
+            raise ValueError(f"bad parameters for {self.name}: {error}") from error
+
+
+DEFAULT_DETECTORS = (DetectorSpec.of("ADWIN"), DetectorSpec.of("PageHinkley"))
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detector reporting a change at ``index`` (0-based position in the error stream since reset)."""
+
+    detector: str
+    index: int
+    rising: bool  # the error went up (a drift worth retraining for)
+    before: float  # mean error before the change
+    after: float  # mean error after it
+    window_width: int  # examples believed to follow the change point
+
+
+class DriftMonitor:
+    """Feeds one model's error stream to its detectors and reports each detection with its direction.
+
+    ``before`` and ``after``: ADWIN splits its own window at the change, so its figures are exact and its
+    window after the drop is the post-change width. For the others, ``after`` is the mean of the last
+    ``evidence_window`` errors and ``before`` the mean of everything before those since the last reset.
+    """
+
+    def __init__(
+        self,
+        specs: tuple[DetectorSpec, ...] = DEFAULT_DETECTORS,
+        task: Task = "classification",
+        evidence_window: int = 100,
+    ) -> None:
+        if not specs:
+            raise ValueError("a drift monitor needs at least one detector")
+        self.specs = specs
+        self.task = task
+        self.evidence_window = evidence_window
+        self._kinds = [DETECTORS.get(spec.name) for spec in specs]
+        self._detectors = [spec.build(task) for spec in specs]
+        self.reset()
+
+    def reset(self) -> None:
+        """A fresh baseline: new detectors, no history (after a new model version is promoted)."""
+        self._detectors = [spec.build(self.task) for spec in self.specs]
+        self.n = 0
+        self._sum = 0.0
+        self._recent = array("f", bytes(4 * self.evidence_window))
+
+    def update(self, error: float) -> list[Detection]:
+        position = self.n
+        slot = position % self.evidence_window
+        self._sum += error
+        self._recent[slot] = error
+        self.n += 1
+        detections = []
+        for spec, kind, detector in zip(self.specs, self._kinds, self._detectors, strict=True):
+            assert kind is not None
+            value = error if kind.feed == "error" else 1.0 - error
+            if spec.name == "ADWIN":
+                width_before, mean_before = detector.width, detector.estimation
+            detector.update(value)
+            if not detector.drift_detected:
+                continue
+            if spec.name == "ADWIN":
+                detections.append(self._adwin_detection(detector, position, error, width_before, mean_before))
+            else:
+                detections.append(self._window_detection(spec.name, kind, position))
+        return detections
+
+    def _adwin_detection(self, detector: Any, position: int, error: float, width_before: int, mean_before: float):
+        width_after, mean_after = int(detector.width), float(detector.estimation)
+        total_before = width_before * mean_before + error
+        dropped = width_before + 1 - width_after
+        before = (total_before - width_after * mean_after) / dropped if dropped > 0 else mean_before
+        return Detection("ADWIN", position, mean_after > before, before, mean_after, int(width_after))
+
+    def _window_detection(self, name: str, kind: DetectorKind, position: int) -> Detection:
+        recent_count = min(self.n, self.evidence_window)
+        recent_sum = float(sum(self._recent[i] for i in range(recent_count)))
+        after = recent_sum / recent_count
+        older = self.n - recent_count
+        before = (self._sum - recent_sum) / older if older else after
+        rising = after > before if kind.two_sided else True
+        return Detection(name, position, rising, before, after, recent_count)

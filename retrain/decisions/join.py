@@ -1,0 +1,198 @@
+"""Join predictions with their late labels by ``prediction_id``. Pure Python, no Kafka.
+
+Either side may arrive first. Both sides wait in a buffer bounded by a time-to-live and by a hard cap on how
+many are held. Time is event time, and the watermark is the *smaller* of the two sides' largest timestamps
+(as in Flink's joins): a label expires only once the prediction stream has moved past the label's deadline, so
+a consumer that happens to read the labels topic faster than the predictions topic does not throw labels away.
+A side that has not been seen yet expires nothing; the cap still bounds memory. One joiner serves one
+partition of the co-partitioned predictions and labels topics, so it sees both sides of every join.
+
+The joiner also knows, for each side, the offset of the oldest record still waiting: a consumer that commits
+no further than that never loses a pending record to a crash (it is read again after a restart).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from schemas import LabeledExample, LabelEvent, PredictionEvent
+
+
+class LabelOutcome(StrEnum):
+    JOINED = "joined"
+    PENDING = "pending"  # waits for its prediction
+    DUPLICATE = "duplicate"  # its prediction was already joined, or another label already waits
+
+
+class PredictionOutcome(StrEnum):
+    JOINED = "joined"
+    PENDING = "pending"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(slots=True)
+class _Waiting:
+    event: PredictionEvent | LabelEvent
+    offset: int
+    expires_at: float
+
+
+@dataclass
+class JoinStats:
+    joined: int = 0
+    duplicate_labels: int = 0
+    duplicate_predictions: int = 0
+    expired_predictions: int = 0
+    unmatched_labels: int = 0  # labels that expired (or were evicted) without meeting their prediction
+    evicted: int = 0  # entries pushed out by the cap before their time
+
+
+@dataclass
+class Expired:
+    predictions: list[PredictionEvent] = field(default_factory=list)
+    labels: list[tuple[LabelEvent, int]] = field(default_factory=list)  # with their offsets, for dead letters
+
+
+class LabelJoiner:
+    """Buffers both sides of the prediction/label join for one partition."""
+
+    def __init__(
+        self,
+        *,
+        prediction_ttl_s: float = 3600.0,
+        label_ttl_s: float = 600.0,
+        max_pending: int = 1_000_000,
+        remember_joined: int = 100_000,
+    ) -> None:
+        if prediction_ttl_s <= 0 or label_ttl_s <= 0 or max_pending < 1 or remember_joined < 0:
+            raise ValueError("TTLs must be positive, max_pending at least 1, remember_joined not negative")
+        self.prediction_ttl_s = prediction_ttl_s
+        self.label_ttl_s = label_ttl_s
+        self.max_pending = max_pending
+        self.remember_joined = remember_joined
+        self.stats = JoinStats()
+        self._latest_prediction = float("-inf")  # largest event time seen on each side, epoch seconds
+        self._latest_label = float("-inf")
+        self._predictions: dict[str, _Waiting] = {}
+        self._labels: dict[str, _Waiting] = {}
+        # Arrival order of each side (= offset order within the partition); entries leave lazily.
+        self._prediction_order: deque[tuple[str, _Waiting]] = deque()
+        self._label_order: deque[tuple[str, _Waiting]] = deque()
+        self._joined: OrderedDict[str, None] = OrderedDict()
+
+    # -- input --------------------------------------------------------------------------------------------
+
+    def add_prediction(
+        self, prediction: PredictionEvent, offset: int
+    ) -> tuple[PredictionOutcome, LabeledExample | None]:
+        self._latest_prediction = max(self._latest_prediction, prediction.timestamp.timestamp())
+        key = prediction.prediction_id
+        if key in self._predictions or key in self._joined:
+            self.stats.duplicate_predictions += 1
+            return PredictionOutcome.DUPLICATE, None
+        waiting_label = self._labels.pop(key, None)
+        if waiting_label is not None:
+            assert isinstance(waiting_label.event, LabelEvent)
+            return PredictionOutcome.JOINED, self._join(prediction, waiting_label.event)
+        entry = _Waiting(prediction, offset, prediction.timestamp.timestamp() + self.prediction_ttl_s)
+        self._predictions[key] = entry
+        self._prediction_order.append((key, entry))
+        return PredictionOutcome.PENDING, None
+
+    def add_label(self, label: LabelEvent, offset: int) -> tuple[LabelOutcome, LabeledExample | None]:
+        self._latest_label = max(self._latest_label, label.timestamp.timestamp())
+        key = label.prediction_id
+        if key in self._joined or key in self._labels:
+            self.stats.duplicate_labels += 1
+            return LabelOutcome.DUPLICATE, None
+        waiting_prediction = self._predictions.pop(key, None)
+        if waiting_prediction is not None:
+            assert isinstance(waiting_prediction.event, PredictionEvent)
+            return LabelOutcome.JOINED, self._join(waiting_prediction.event, label)
+        entry = _Waiting(label, offset, label.timestamp.timestamp() + self.label_ttl_s)
+        self._labels[key] = entry
+        self._label_order.append((key, entry))
+        return LabelOutcome.PENDING, None
+
+    def expire(self) -> Expired:
+        """Take out whatever has waited longer than its TTL (in event time) or is over the cap."""
+        expired = Expired()
+        for _key, entry in self._drain(self._prediction_order, self._predictions):
+            assert isinstance(entry.event, PredictionEvent)
+            expired.predictions.append(entry.event)
+        for _key, entry in self._drain(self._label_order, self._labels):
+            assert isinstance(entry.event, LabelEvent)
+            expired.labels.append((entry.event, entry.offset))
+        self.stats.expired_predictions += len(expired.predictions)
+        self.stats.unmatched_labels += len(expired.labels)
+        return expired
+
+    # -- inspection ---------------------------------------------------------------------------------------
+
+    @property
+    def pending_predictions(self) -> int:
+        return len(self._predictions)
+
+    @property
+    def pending_labels(self) -> int:
+        return len(self._labels)
+
+    def oldest_pending_offsets(self) -> tuple[int | None, int | None]:
+        """Offsets of the oldest prediction and the oldest label still waiting (None: nothing waits)."""
+        return _head_offset(self._prediction_order, self._predictions), _head_offset(self._label_order, self._labels)
+
+    # -- internals ----------------------------------------------------------------------------------------
+
+    @property
+    def watermark(self) -> float:
+        """Event time both sides have reached (epoch seconds); -inf until both have been seen."""
+        return min(self._latest_prediction, self._latest_label)
+
+    def _join(self, prediction: PredictionEvent, label: LabelEvent) -> LabeledExample:
+        self.stats.joined += 1
+        if self.remember_joined:
+            self._joined[prediction.prediction_id] = None
+            if len(self._joined) > self.remember_joined:
+                self._joined.popitem(last=False)
+        return LabeledExample(
+            prediction_id=prediction.prediction_id,
+            model_id=prediction.model_id,
+            model_version=prediction.model_version,
+            features=prediction.features,
+            prediction=prediction.prediction,
+            label=label.label,
+            prediction_timestamp=prediction.timestamp,
+            label_timestamp=label.timestamp,
+        )
+
+    def _drain(self, order: deque[tuple[str, _Waiting]], waiting: dict[str, _Waiting]) -> list[tuple[str, _Waiting]]:
+        out = []
+        watermark = self.watermark
+        over_cap = len(self._predictions) + len(self._labels) - self.max_pending
+        while order:
+            key, entry = order[0]
+            if waiting.get(key) is not entry:  # joined since: drop the stale reference
+                order.popleft()
+                continue
+            if entry.expires_at <= watermark:
+                pass
+            elif over_cap > 0:
+                self.stats.evicted += 1
+            else:
+                break
+            order.popleft()
+            del waiting[key]
+            over_cap -= 1
+            out.append((key, entry))
+        return out
+
+
+def _head_offset(order: deque[tuple[str, _Waiting]], waiting: dict[str, _Waiting]) -> int | None:
+    while order:
+        key, entry = order[0]
+        if waiting.get(key) is entry:
+            return entry.offset
+        order.popleft()
+    return None
