@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
@@ -75,15 +76,23 @@ class DetectorService:
         self.watches: dict[str, ModelWatch] = {}
         self.versions: dict[str, tuple[int, float | None]] = {}
         self.retrain_events: list = []  # kept for the caller's inspection in tests and the demo
+        # Labelled metric children, looked up once (prometheus-client's labels() is slow on a hot path).
+        self._consumed: dict[str, Any] = {}
+        self._latency = self.metrics.processing_latency.labels(self.name)
+        self._joined_count = self.metrics.joins.labels("joined")
+        self._model_gauges: dict[str, tuple[Any, Any]] = {}
         if updates is not None:
             self._catch_up_on_updates()
 
     # -- the Service protocol -----------------------------------------------------------------------------
 
     def handle(self, record: ConsumerRecord, out: Outputs) -> None:
-        self.metrics.records_consumed.labels(self.name, record.topic).inc()
+        consumed = self._consumed.get(record.topic)
+        if consumed is None:
+            consumed = self._consumed[record.topic] = self.metrics.records_consumed.labels(self.name, record.topic)
+        consumed.inc()
         if record.timestamp >= 0:
-            self.metrics.processing_latency.labels(self.name).observe(max(0.0, time.time() - record.timestamp / 1000))
+            self._latency.observe(max(0.0, time.time() - record.timestamp / 1000))
         joiner = self._joiner(record.partition)
         if record.topic == self.topics.predictions:
             prediction = decode_record(record, PredictionEvent)
@@ -162,30 +171,34 @@ class DetectorService:
         return watch
 
     def _joined(self, example: LabeledExample, record: ConsumerRecord, out: Outputs) -> None:
-        self.metrics.joins.labels("joined").inc()
+        self._joined_count.inc()
         out.emit(example)
         watch = self.watch(example.model_id)
         try:
-            event = watch.observe(
-                example,
-                StreamPosition(
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    timestamp=datetime.fromtimestamp(max(record.timestamp, 0) / 1000, UTC),
-                ),
-            )
+            event = watch.observe(example)
         except ValueError as error:
             raise InvalidRecord("invalid_target", str(error)) from error
         for detection in watch.last_detections:
             self.metrics.detections.labels(example.model_id, detection.detector).inc()
-        accuracy = watch.rolling_accuracy
+        gauges = self._model_gauges.get(example.model_id)
+        if gauges is None:
+            gauges = self._model_gauges[example.model_id] = (
+                self.metrics.rolling_accuracy.labels(example.model_id),
+                self.metrics.rolling_error.labels(example.model_id),
+            )
+        accuracy, error = watch.rolling_accuracy, watch.rolling_error
         if accuracy is not None:
-            self.metrics.rolling_accuracy.labels(example.model_id).set(accuracy)
-        error = watch.rolling_error
+            gauges[0].set(accuracy)
         if error is not None:
-            self.metrics.rolling_error.labels(example.model_id).set(error)
+            gauges[1].set(error)
         if event is not None:
+            position = StreamPosition(
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                timestamp=datetime.fromtimestamp(max(record.timestamp, 0) / 1000, UTC),
+            )
+            event = event.model_copy(update={"evidence": event.evidence.model_copy(update={"position": position})})
             log.info("retrain %s: %s by %s", event.model_id, event.reason.value, event.detector)
             self.metrics.retrain_events.labels(event.model_id, event.reason.value).inc()
             self.retrain_events.append(event)

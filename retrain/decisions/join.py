@@ -156,7 +156,9 @@ class LabelJoiner:
             self._joined[prediction.prediction_id] = None
             if len(self._joined) > self.remember_joined:
                 self._joined.popitem(last=False)
-        return LabeledExample(
+        # Both sides were validated when decoded: build without validating again (hot path).
+        return LabeledExample.model_construct(
+            schema_version=LabeledExample.SCHEMA_VERSION,
             prediction_id=prediction.prediction_id,
             model_id=prediction.model_id,
             model_version=prediction.model_version,
