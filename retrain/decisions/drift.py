@@ -28,7 +28,7 @@ class DetectorKind:
     factory: Callable[..., Any]
     feed: Polarity  # what the detector is given: the error, or 1 - error ("correct")
     binary_only: bool
-    two_sided: bool  # may also fire when the error falls
+    two_sided: bool  # built to fire on a change either way (the direction is checked for every detector)
 
 
 DETECTORS: dict[str, DetectorKind] = {
@@ -147,5 +147,5 @@ class DriftMonitor:
         after = recent_sum / recent_count
         older = self.n - recent_count
         before = (self._sum - recent_sum) / older if older else after
-        rising = after > before if kind.two_sided else True
-        return Detection(name, position, rising, before, after, recent_count)
+        # Direction from the evidence for every detector: EDDM (and, rarely, HDDM_W) also fire on a fall.
+        return Detection(name, position, after > before, before, after, recent_count)

@@ -4,8 +4,9 @@ Either side may arrive first. Both sides wait in a buffer bounded by a time-to-l
 many are held. Time is event time, and the watermark is the *smaller* of the two sides' largest timestamps
 (as in Flink's joins): a label expires only once the prediction stream has moved past the label's deadline, so
 a consumer that happens to read the labels topic faster than the predictions topic does not throw labels away.
-A side that has not been seen yet expires nothing; the cap still bounds memory. One joiner serves one
-partition of the co-partitioned predictions and labels topics, so it sees both sides of every join.
+A side that has not been seen yet expires nothing; the cap still bounds memory (evicting the oldest arrivals).
+One joiner serves one partition of the co-partitioned predictions and labels topics, so it sees both sides of
+every join.
 
 The joiner also knows, for each side, the offset of the oldest record still waiting: a consumer that commits
 no further than that never loses a pending record to a crash (it is read again after a restart).
@@ -13,6 +14,8 @@ no further than that never loses a pending record to a crash (it is read again a
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -66,7 +69,8 @@ class LabelJoiner:
         max_pending: int = 1_000_000,
         remember_joined: int = 100_000,
     ) -> None:
-        if prediction_ttl_s <= 0 or label_ttl_s <= 0 or max_pending < 1 or remember_joined < 0:
+        ttls_ok = all(math.isfinite(ttl) and ttl > 0 for ttl in (prediction_ttl_s, label_ttl_s))
+        if not ttls_ok or max_pending < 1 or remember_joined < 0:
             raise ValueError("TTLs must be positive, max_pending at least 1, remember_joined not negative")
         self.prediction_ttl_s = prediction_ttl_s
         self.label_ttl_s = label_ttl_s
@@ -80,6 +84,9 @@ class LabelJoiner:
         # Arrival order of each side (= offset order within the partition); entries leave lazily.
         self._prediction_order: deque[tuple[str, _Waiting]] = deque()
         self._label_order: deque[tuple[str, _Waiting]] = deque()
+        # Deadline order of each side (event times need not follow offsets); entries leave lazily too.
+        self._prediction_deadlines: list[tuple[float, int, str, _Waiting]] = []
+        self._label_deadlines: list[tuple[float, int, str, _Waiting]] = []
         self._joined: OrderedDict[str, None] = OrderedDict()
 
     # -- input --------------------------------------------------------------------------------------------
@@ -99,6 +106,7 @@ class LabelJoiner:
         entry = _Waiting(prediction, offset, prediction.timestamp.timestamp() + self.prediction_ttl_s)
         self._predictions[key] = entry
         self._prediction_order.append((key, entry))
+        heapq.heappush(self._prediction_deadlines, (entry.expires_at, offset, key, entry))
         return PredictionOutcome.PENDING, None
 
     def add_label(self, label: LabelEvent, offset: int) -> tuple[LabelOutcome, LabeledExample | None]:
@@ -114,15 +122,16 @@ class LabelJoiner:
         entry = _Waiting(label, offset, label.timestamp.timestamp() + self.label_ttl_s)
         self._labels[key] = entry
         self._label_order.append((key, entry))
+        heapq.heappush(self._label_deadlines, (entry.expires_at, offset, key, entry))
         return LabelOutcome.PENDING, None
 
     def expire(self) -> Expired:
         """Take out whatever has waited longer than its TTL (in event time) or is over the cap."""
         expired = Expired()
-        for _key, entry in self._drain(self._prediction_order, self._predictions):
+        for _key, entry in self._drain(self._prediction_order, self._prediction_deadlines, self._predictions):
             assert isinstance(entry.event, PredictionEvent)
             expired.predictions.append(entry.event)
-        for _key, entry in self._drain(self._label_order, self._labels):
+        for _key, entry in self._drain(self._label_order, self._label_deadlines, self._labels):
             assert isinstance(entry.event, LabelEvent)
             expired.labels.append((entry.event, entry.offset))
         self.stats.expired_predictions += len(expired.predictions)
@@ -169,25 +178,30 @@ class LabelJoiner:
             label_timestamp=label.timestamp,
         )
 
-    def _drain(self, order: deque[tuple[str, _Waiting]], waiting: dict[str, _Waiting]) -> list[tuple[str, _Waiting]]:
+    def _drain(
+        self,
+        order: deque[tuple[str, _Waiting]],
+        deadlines: list[tuple[float, int, str, _Waiting]],
+        waiting: dict[str, _Waiting],
+    ) -> list[tuple[str, _Waiting]]:
         out = []
         watermark = self.watermark
+        while deadlines and deadlines[0][0] <= watermark:
+            _, _, key, entry = heapq.heappop(deadlines)
+            if waiting.get(key) is entry:
+                del waiting[key]
+                out.append((key, entry))
         over_cap = len(self._predictions) + len(self._labels) - self.max_pending
-        while order:
-            key, entry = order[0]
-            if waiting.get(key) is not entry:  # joined since: drop the stale reference
-                order.popleft()
-                continue
-            if entry.expires_at <= watermark:
-                pass
-            elif over_cap > 0:
+        while over_cap > 0 and order:
+            key, entry = order.popleft()
+            if waiting.get(key) is entry:
+                del waiting[key]
                 self.stats.evicted += 1
-            else:
-                break
-            order.popleft()
-            del waiting[key]
-            over_cap -= 1
-            out.append((key, entry))
+                over_cap -= 1
+                out.append((key, entry))
+        if len(deadlines) > 2 * len(waiting) + 1024:  # joined entries pile up as dead references: rebuild
+            deadlines[:] = [item for item in deadlines if waiting.get(item[2]) is item[3]]
+            heapq.heapify(deadlines)
         return out
 
 

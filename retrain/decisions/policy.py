@@ -39,6 +39,8 @@ class PolicyConfig:
     min_accuracy: float | None = None  # absolute floor (classification)
     max_error: float | None = None  # absolute ceiling (regression: mean absolute error)
     relative_drop: float | None = 0.9  # below 0.9 x the accuracy at promotion (the seed's rule)
+    # Without an accuracy from the trainer, the reference is measured over this many windows after promotion.
+    reference_windows: int = 5
     # Data volume: this many labeled examples since the last model; a model with no version starts sooner.
     volume_examples: int | None = 100_000
     cold_start_examples: int = 1_000
@@ -49,7 +51,7 @@ class PolicyConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.drift_quorum <= len(self.detectors):
             raise ValueError(f"drift_quorum must be between 1 and the number of detectors ({len(self.detectors)})")
-        if self.performance_window < 1 or self.agreement_window < 1 or self.cold_start_examples < 1:
+        if min(self.performance_window, self.agreement_window, self.cold_start_examples, self.reference_windows) < 1:
             raise ValueError("windows and counts must be positive")
         if self.relative_drop is not None and not 0 < self.relative_drop < 1:
             raise ValueError("relative_drop must be between 0 and 1")
@@ -100,6 +102,8 @@ class ModelWatch:
         self._rolling_sum += error - self._rolling[slot]
         self._rolling[slot] = error
         self._seen += 1
+        if self._seen <= self.config.reference_windows * self.config.performance_window:
+            self._reference_error_sum += error
         detections = [d for d in self.monitor.update(error) if d.rising]
         self.last_detections = detections
         for detection in detections:
@@ -132,6 +136,7 @@ class ModelWatch:
         self.examples = 0
         self._seen = 0
         self._rolling_sum = 0.0
+        self._reference_error_sum = 0.0
         for i in range(len(self._rolling)):
             self._rolling[i] = 0.0
         self._rising: dict[str, Detection] = {}
@@ -184,17 +189,17 @@ class ModelWatch:
         assert error is not None
         if config.task == "classification":
             accuracy = 1.0 - error
-            if self.reference_accuracy is None:
-                # No validation score from the trainer: the first full window after promotion is the reference.
-                self.reference_accuracy = accuracy
-            floor = [
-                f
-                for f in (
-                    config.min_accuracy,
-                    config.relative_drop * self.reference_accuracy if config.relative_drop is not None else None,
-                )
-                if f is not None
-            ]
+            reference_size = config.reference_windows * config.performance_window
+            if self.reference_accuracy is None and self._seen >= reference_size:
+                # No validation score from the trainer: the accuracy over the first `reference_windows` windows
+                # after promotion is the reference (one window alone is too noisy: +-0.02 at 500 examples).
+                self.reference_accuracy = 1.0 - self._reference_error_sum / reference_size
+            relative = (
+                config.relative_drop * self.reference_accuracy
+                if config.relative_drop is not None and self.reference_accuracy is not None
+                else None
+            )
+            floor = [f for f in (config.min_accuracy, relative) if f is not None]
             if not floor or accuracy >= max(floor):
                 return None
             threshold, value, rule = max(floor), accuracy, "accuracy"
