@@ -17,8 +17,10 @@ def decode_record(record: ConsumerRecord, event_type: type[E]) -> E:
     return decode(record.value, event_type)
 
 
-def dead_letter_for(record: ConsumerRecord, error: EventDecodeError, service: str) -> DeadLetter:
-    """A dead letter that keeps the record's bytes, position and the decode error."""
+def dead_letter_for(record: ConsumerRecord, error: Exception, service: str, reason: str | None = None) -> DeadLetter:
+    """A dead letter that keeps the record's bytes, its position and the error (a decode error names its reason)."""
+    if reason is None:
+        reason = error.reason if isinstance(error, EventDecodeError) else "processing_error"
     timestamp = datetime.fromtimestamp(record.timestamp / 1000, UTC) if record.timestamp >= 0 else None
     return DeadLetter.for_record(
         topic=record.topic,
@@ -27,7 +29,7 @@ def dead_letter_for(record: ConsumerRecord, error: EventDecodeError, service: st
         key=record.key,
         value=record.value,
         error=error,
-        reason=error.reason,
+        reason=reason,
         service=service,
         timestamp=timestamp,
     )

@@ -51,20 +51,7 @@ class Outputs:
             self.on_dead_letter(letter.error_reason)
 
     def dead_letter_record(self, record: ConsumerRecord, error: Exception, reason: str) -> None:
-        if isinstance(error, EventDecodeError):
-            letter = dead_letter_for(record, error, self.service)
-        else:
-            letter = DeadLetter.for_record(
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                key=record.key,
-                value=record.value,
-                error=error,
-                reason=reason,
-                service=self.service,
-            )
-        self.dead_letter(letter)
+        self.dead_letter(dead_letter_for(record, error, self.service, reason))
 
 
 class Service(Protocol):
