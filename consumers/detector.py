@@ -26,20 +26,32 @@ from retrain.decisions.drift import DetectorSpec
 from retrain.decisions.join import LabelJoiner, LabelOutcome
 from retrain.decisions.policy import ModelWatch, PolicyConfig
 from retrain.settings import DetectorSettings, TopicSettings
-from schemas import DeadLetter, LabeledExample, LabelEvent, ModelUpdatedEvent, PredictionEvent, StreamPosition
+from schemas import (
+    DeadLetter,
+    LabeledExample,
+    LabelEvent,
+    ModelUpdatedEvent,
+    PredictionEvent,
+    RetrainEvent,
+    StreamPosition,
+)
 
 log = logging.getLogger(__name__)
 
 
+def _detector_spec(item: dict) -> DetectorSpec:
+    return DetectorSpec.of(item["name"], **item.get("params", {}))
+
+
 def policy_config(settings: DetectorSettings, task: str) -> PolicyConfig:
     try:
-        specs = tuple(
-            DetectorSpec.of(item["name"], **item.get("params", {})) for item in json.loads(settings.detectors)
-        )
+        specs = tuple(_detector_spec(item) for item in json.loads(settings.detectors))
+        feature_spec = _detector_spec(json.loads(settings.feature_detector)) if settings.feature_drift else None
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise ValueError(
-            f"RETRAIN_DETECTOR_DETECTORS must be a JSON list like "
-            f'[{{"name": "ADWIN", "params": {{"delta": 0.002}}}}]: {error}'
+            "RETRAIN_DETECTOR_DETECTORS must be a JSON list like "
+            '[{"name": "ADWIN", "params": {"delta": 0.002}}] and RETRAIN_DETECTOR_FEATURE_DETECTOR one such '
+            f"object: {error}"
         ) from error
     return PolicyConfig(
         task=task,  # type: ignore[arg-type]
@@ -54,6 +66,8 @@ def policy_config(settings: DetectorSettings, task: str) -> PolicyConfig:
         cold_start_examples=settings.cold_start_examples,
         cooldown_examples=settings.cooldown_examples,
         cooldown_s=settings.cooldown_s,
+        feature_detector=feature_spec,
+        feature_limit=settings.feature_limit,
     )
 
 
@@ -97,6 +111,8 @@ class DetectorService:
         if record.topic == self.topics.predictions:
             prediction = decode_record(record, PredictionEvent)
             _, example = joiner.add_prediction(prediction, record.offset)
+            if self.settings.feature_drift:
+                self._features(prediction, record, out)
         elif record.topic == self.topics.labels:
             label = decode_record(record, LabelEvent)
             outcome, example = joiner.add_label(label, record.offset)
@@ -191,18 +207,31 @@ class DetectorService:
             gauges[0].set(accuracy)
         if error is not None:
             gauges[1].set(error)
+        for name in watch.monitor.warnings:
+            self.metrics.warnings.labels(example.model_id, name).inc()
         if event is not None:
-            position = StreamPosition(
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                timestamp=datetime.fromtimestamp(max(record.timestamp, 0) / 1000, UTC),
-            )
-            event = event.model_copy(update={"evidence": event.evidence.model_copy(update={"position": position})})
-            log.info("retrain %s: %s by %s", event.model_id, event.reason.value, event.detector)
-            self.metrics.retrain_events.labels(event.model_id, event.reason.value).inc()
-            self.retrain_events.append(event)
-            out.emit(event)
+            self._publish(event, record, out)
+
+    def _features(self, prediction: PredictionEvent, record: ConsumerRecord, out: Outputs) -> None:
+        watch = self.watch(prediction.model_id)
+        event = watch.observe_prediction(prediction)
+        for _feature, detection in watch.last_feature_detections:
+            self.metrics.detections.labels(prediction.model_id, f"{detection.detector}[feature]").inc()
+        if event is not None:
+            self._publish(event, record, out)
+
+    def _publish(self, event: RetrainEvent, record: ConsumerRecord, out: Outputs) -> None:
+        position = StreamPosition(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            timestamp=datetime.fromtimestamp(max(record.timestamp, 0) / 1000, UTC),
+        )
+        event = event.model_copy(update={"evidence": event.evidence.model_copy(update={"position": position})})
+        log.info("retrain %s: %s by %s", event.model_id, event.reason.value, event.detector)
+        self.metrics.retrain_events.labels(event.model_id, event.reason.value).inc()
+        self.retrain_events.append(event)
+        out.emit(event)
 
     def _catch_up_on_updates(self) -> None:
         assert self.updates is not None
@@ -249,7 +278,9 @@ def run_detector(settings, *, registry: CollectorRegistry | None = None, serve: 
     consumer = make_consumer(
         settings.kafka, settings.detector.group_id, max_poll_records=settings.detector.max_poll_records
     )
-    publisher = EventPublisher(make_producer(settings.kafka), settings.topics)
+    # The loop flushes after every poll batch, so a long linger costs no latency: it only fills bigger batches
+    # (kafka-python's send costs about half as much per record with 1 MiB batches; measured 95 -> 45 us).
+    publisher = EventPublisher(make_producer(settings.kafka, linger_ms=50, batch_size=1024 * 1024), settings.topics)
     loop = ConsumeLoop(
         service,
         consumer,

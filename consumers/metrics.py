@@ -61,6 +61,12 @@ class DetectorMetrics(ServiceMetrics):
             ["model_id", "detector"],
             registry=registry,
         )
+        self.warnings = Counter(
+            "retrain_drift_warnings_total",
+            "Updates on which a detector was in its warning zone",
+            ["model_id", "detector"],
+            registry=registry,
+        )
         self.retrain_events = Counter(
             "retrain_retrain_events_total", "Retrain events published", ["model_id", "reason"], registry=registry
         )

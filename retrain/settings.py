@@ -192,6 +192,10 @@ class DetectorSettings(BaseSettings):
     cold_start_examples: int = Field(default=1_000, ge=1)
     cooldown_examples: int = Field(default=10_000, ge=1)
     cooldown_s: float = Field(default=3_600.0, gt=0)
+    # Label-free data drift: a detector per feature of the prediction stream (opt-in).
+    feature_drift: bool = False
+    feature_detector: str = '{"name": "ADWIN"}'
+    feature_limit: int = Field(default=64, ge=1, le=1024)
     prediction_ttl_s: float = Field(default=3_600.0, gt=0)
     label_ttl_s: float = Field(default=600.0, gt=0)
     max_pending: int = Field(default=1_000_000, ge=1)

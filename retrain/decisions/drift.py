@@ -109,6 +109,7 @@ class DriftMonitor:
     def reset(self) -> None:
         """A fresh baseline: new detectors, no history (after a new model version is promoted)."""
         self._detectors = [spec.build(self.task) for spec in self.specs]
+        self.warnings: list[str] = []  # detectors in their warning zone after the last update
         self.n = 0
         self._sum = 0.0
         self._recent = array("f", bytes(4 * self.evidence_window))
@@ -120,12 +121,15 @@ class DriftMonitor:
         self._recent[slot] = error
         self.n += 1
         detections = []
+        self.warnings = []
         for spec, kind, detector in zip(self.specs, self._kinds, self._detectors, strict=True):
             assert kind is not None
             value = error if kind.feed == "error" else 1.0 - error
             if spec.name == "ADWIN":
                 width_before, mean_before = detector.width, detector.estimation
             detector.update(value)
+            if getattr(detector, "warning_detected", False):  # DDM, EDDM, HDDM_A, HDDM_W have a warning zone
+                self.warnings.append(spec.name)
             if not detector.drift_detected:
                 continue
             if spec.name == "ADWIN":

@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from retrain.decisions.drift import DEFAULT_DETECTORS, Detection, DetectorSpec, DriftMonitor, Task
-from schemas import Evidence, LabeledExample, RetrainEvent, RetrainReason, StreamPosition, TrainingWindow
+from retrain.decisions.feature_drift import FeatureDriftMonitor
+from schemas import (
+    Evidence,
+    LabeledExample,
+    PredictionEvent,
+    RetrainEvent,
+    RetrainReason,
+    StreamPosition,
+    TrainingWindow,
+)
 from schemas.types import Target
 
 
@@ -47,6 +56,9 @@ class PolicyConfig:
     # Cooldown: after an event, wait for a model update, or this many examples, or this many seconds.
     cooldown_examples: int = 10_000
     cooldown_s: float = 3_600.0
+    # Label-free data drift on the prediction stream's features (opt-in): a detector per feature.
+    feature_detector: DetectorSpec | None = None
+    feature_limit: int = 64
 
     def __post_init__(self) -> None:
         if not 1 <= self.drift_quorum <= len(self.detectors):
@@ -75,6 +87,11 @@ class ModelWatch:
 
     def __post_init__(self) -> None:
         self.last_detections: list[Detection] = []
+        self.features = (
+            FeatureDriftMonitor(self.config.feature_detector, self.config.feature_limit)
+            if self.config.feature_detector is not None
+            else None
+        )
         self.monitor = DriftMonitor(self.config.detectors, self.config.task)
         self._rolling = array("f", bytes(4 * self.config.performance_window))
         self._start_baseline()
@@ -117,6 +134,34 @@ class ModelWatch:
             self._cooldown = _Cooldown(self.examples, clock)
         return event
 
+    def observe_prediction(self, prediction: PredictionEvent) -> RetrainEvent | None:
+        """Label-free: feed a prediction's features to the feature detectors (when configured)."""
+        if self.features is None or prediction.model_version < self.version:
+            return None
+        changed = self.features.update(prediction.features)
+        self.last_feature_detections = changed
+        if not changed or self._cooling_down(prediction.timestamp.timestamp()):
+            return None
+        feature, detection = changed[0]
+        event = RetrainEvent(
+            model_id=self.model_id,
+            reason=RetrainReason.DRIFT,
+            detector=f"{detection.detector}[{feature}]",
+            detected_at=prediction.timestamp,
+            model_version=self.version,
+            evidence=Evidence(
+                metric=f"feature_mean:{feature}"[:128],
+                before=detection.before,
+                after=detection.after,
+                window_width=detection.window_width,
+                examples_seen=self.examples,
+                detectors=[f"{d.detector}[{name}]"[:128] for name, d in changed][:32],
+            ),
+            suggested_window=TrainingWindow(last_n=max(1, detection.window_width)),
+        )
+        self._cooldown = _Cooldown(self.examples, prediction.timestamp.timestamp())
+        return event
+
     # -- metrics ------------------------------------------------------------------------------------------
 
     @property
@@ -141,6 +186,9 @@ class ModelWatch:
             self._rolling[i] = 0.0
         self._rising: dict[str, Detection] = {}
         self._cooldown: _Cooldown | None = None
+        self.last_feature_detections: list[tuple[str, Detection]] = []
+        if self.features is not None:
+            self.features.reset()
 
     def _cooling_down(self, clock: float) -> bool:
         if self._cooldown is None:

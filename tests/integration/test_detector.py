@@ -16,7 +16,13 @@ from consumers.detector import run_detector
 from retrain.clients import make_consumer, make_producer
 from retrain.settings import BrokerSettings, DetectorSettings, KafkaSettings, Settings, TopicSettings
 from schemas import DeadLetter, LabeledExample, LabelEvent, RetrainEvent, encode
-from tests.integration.streams import Scored, delayed_shuffled_labels, sea_model, sea_stream
+from tests.integration.streams import (
+    Scored,
+    delayed_shuffled_labels,
+    sea_model,
+    sea_stream,
+    shifted_feature_predictions,
+)
 
 DRIFT_AT = 10_000
 LABEL_WINDOW = 500  # labels arrive one window late, shuffled within the window
@@ -194,3 +200,26 @@ def test_stationary_stream_of_50000_examples_gives_no_drift_event(
 
     assert read_all(kafka_settings, created_topics.retrain_events, 1) == []
     assert detector.value("retrain_retrain_events_total", model_id="steady", reason="drift") == 0
+
+
+def test_opt_in_feature_drift_needs_no_labels(settings: Settings, producer, kafka_settings: KafkaSettings):
+    settings = settings.model_copy(
+        update={"detector": settings.detector.model_copy(update={"feature_drift": True, "cooldown_s": 10**9})}
+    )
+    for prediction in shifted_feature_predictions(6_000, 3_000, model_id="unlabeled"):
+        producer.send(settings.topics.predictions, key=b"unlabeled", value=encode(prediction))
+    producer.flush()
+
+    detector = RunningDetector(settings)
+    try:
+        detector.wait_for("retrain_retrain_events_total", 1, model_id="unlabeled", reason="drift")
+        detector.wait_for(
+            "retrain_records_consumed_total", 6_000, service="detector", topic=settings.topics.predictions
+        )
+    finally:
+        detector.stop()
+
+    events = [decode_record(r, RetrainEvent) for r in read_all(kafka_settings, settings.topics.retrain_events, 1)]
+    assert [(event.reason.value, event.detector) for event in events] == [("drift", "ADWIN[x0]")]
+    assert events[0].evidence.position is not None
+    assert 3_000 <= events[0].evidence.position.offset < 3_200
