@@ -1,0 +1,215 @@
+"""What to train on, how to train, and whether the challenger replaces the champion. Pure Python, no Kafka.
+
+The trainer keeps an :class:`ExampleBuffer` per model (bounded by count and by age), takes the window a retrain
+event suggests (clamped to a configured minimum and maximum), holds out the most recent slice, fits a
+challenger, scores champion and challenger on the same holdout, and promotes when the challenger is at least as
+good as the champion minus a tolerance — or when there is no champion.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from retrain.decisions.drift import Task
+from retrain.decisions.policy import example_error
+from schemas import LabeledExample, RetrainEvent
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    min_window: int = 200
+    max_window: int = 50_000
+    default_window: int = 10_000
+    holdout_fraction: float = 0.2
+    min_holdout: int = 50
+    min_train: int = 100
+    tolerance: float = 0.0  # promote when challenger >= champion - tolerance (scores: higher is better)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_window <= self.max_window:
+            raise ValueError("need 1 <= min_window <= max_window")
+        if not 0 < self.holdout_fraction < 1:
+            raise ValueError("holdout_fraction must be between 0 and 1")
+        if self.tolerance < 0 or not math.isfinite(self.tolerance):
+            raise ValueError("tolerance must be a finite number >= 0")
+
+
+class TrainingFailure(Exception):
+    """No challenger could be trained; ``reason`` is a short code for the ModelUpdatedEvent."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ExampleBuffer:
+    """The most recent labeled examples of one model, bounded by count and by age (label time)."""
+
+    def __init__(self, max_examples: int = 100_000, max_age_s: float = 7 * 24 * 3600.0) -> None:
+        if max_examples < 1 or max_age_s <= 0:
+            raise ValueError("max_examples must be >= 1 and max_age_s > 0")
+        self.max_age_s = max_age_s
+        self._examples: deque[LabeledExample] = deque(maxlen=max_examples)
+        self._ids: set[str] = set()
+
+    def add(self, example: LabeledExample) -> bool:
+        """Keep ``example``; False if the same prediction was already there (a redelivered record)."""
+        if example.prediction_id in self._ids:
+            return False
+        if len(self._examples) == self._examples.maxlen:
+            self._ids.discard(self._examples[0].prediction_id)
+        self._examples.append(example)
+        self._ids.add(example.prediction_id)
+        newest = example.label_timestamp.timestamp()
+        while self._examples and newest - self._examples[0].label_timestamp.timestamp() > self.max_age_s:
+            self._ids.discard(self._examples.popleft().prediction_id)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._examples)
+
+    def examples(self) -> list[LabeledExample]:
+        return list(self._examples)
+
+
+def choose_window(
+    examples: Sequence[LabeledExample], event: RetrainEvent | None, config: TrainingConfig
+) -> list[LabeledExample]:
+    """The event's suggested window (clamped to [min_window, max_window]), else the latest default_window."""
+    suggestion = event.suggested_window if event is not None else None
+    chosen = list(examples)
+    if suggestion is not None and suggestion.start is not None:
+        start, end = suggestion.start, suggestion.end
+        chosen = [e for e in chosen if e.label_timestamp >= start and (end is None or e.label_timestamp <= end)]
+    wanted = suggestion.last_n if suggestion is not None and suggestion.last_n is not None else None
+    if wanted is None:
+        wanted = config.default_window if suggestion is None else len(chosen)
+    wanted = max(config.min_window, min(config.max_window, wanted))
+    if len(chosen) < wanted and suggestion is not None and suggestion.start is not None:
+        chosen = list(examples)  # the time range is too small: widen to the minimum from the latest examples
+    return chosen[-wanted:]
+
+
+def split_holdout(
+    examples: Sequence[LabeledExample], config: TrainingConfig
+) -> tuple[list[LabeledExample], list[LabeledExample]]:
+    """Train on the older part, validate on the most recent slice (never the other way round)."""
+    holdout = max(config.min_holdout, int(len(examples) * config.holdout_fraction))
+    if len(examples) - holdout < config.min_train:
+        raise TrainingFailure(
+            "too_few_examples",
+            f"{len(examples)} examples leave fewer than {config.min_train} to train on after a holdout of {holdout}",
+        )
+    return list(examples[:-holdout]), list(examples[-holdout:])
+
+
+@dataclass
+class FittedModel:
+    """An estimator with the feature order it was trained on: what the registry stores and the scorer loads."""
+
+    estimator: Any
+    feature_names: list[str]
+    task: Task
+
+    def matrix(self, rows: Sequence[dict[str, float]]) -> list[list[float]]:
+        return [[row.get(name, math.nan) for name in self.feature_names] for row in rows]
+
+    def predict(self, rows: Sequence[dict[str, float]]) -> list[Any]:
+        return [_plain(value) for value in self.estimator.predict(self.matrix(rows))]
+
+    def score(self, examples: Sequence[LabeledExample]) -> float:
+        """Accuracy for a classifier, minus the mean absolute error for a regressor: higher is better."""
+        predictions = self.predict([e.features for e in examples])
+        errors = [example_error(p, e.label, self.task) for p, e in zip(predictions, examples, strict=True)]
+        mean_error = sum(errors) / len(errors)
+        return 1.0 - mean_error if self.task == "classification" else -mean_error
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> the JSON types labels arrive in (so 1 == 1 and "UP" == "UP" in example_error)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+EstimatorFactory = Callable[[], Any]
+
+
+def estimator_factory(spec: str, params: dict[str, Any] | None = None) -> EstimatorFactory:
+    """``package.module.Class`` (a scikit-learn estimator, built with ``params``) or ``package.module:function``."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep:
+        module_name, _, attribute = spec.rpartition(".")
+    if not module_name or not attribute:
+        raise ValueError(f"estimator {spec!r} must look like sklearn.ensemble.RandomForestClassifier or pkg.mod:make")
+    try:
+        target = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"cannot import estimator {spec!r}: {error}") from error
+    if not callable(target):
+        raise ValueError(f"estimator {spec!r} is not callable")
+    return lambda: target(**(params or {}))
+
+
+@dataclass
+class TrainingOutcome:
+    challenger: FittedModel
+    challenger_score: float
+    champion_score: float | None
+    n_train: int
+    n_holdout: int
+    promote: bool
+    window: list[LabeledExample] = field(repr=False, default_factory=list)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        name = "accuracy" if self.challenger.task == "classification" else "neg_mae"
+        metrics = {name: self.challenger_score, "n_train": float(self.n_train), "n_holdout": float(self.n_holdout)}
+        if self.champion_score is not None:
+            metrics[f"champion_{name}"] = self.champion_score
+        return metrics
+
+
+def should_promote(challenger_score: float, champion_score: float | None, tolerance: float) -> bool:
+    return champion_score is None or challenger_score >= champion_score - tolerance
+
+
+def train_challenger(
+    window: Sequence[LabeledExample],
+    factory: EstimatorFactory,
+    task: Task,
+    config: TrainingConfig,
+    champion: FittedModel | None = None,
+) -> TrainingOutcome:
+    """Fit a challenger on ``window`` minus its holdout; score it and the champion on that holdout."""
+    train, holdout = split_holdout(window, config)
+    labels = [e.label for e in train]
+    if task == "classification" and len({(type(label), label) for label in labels}) < 2:
+        raise TrainingFailure("single_class", f"all {len(train)} training examples have the label {labels[0]!r}")
+    feature_names = sorted({name for e in train for name in e.features})
+    challenger = FittedModel(factory(), feature_names, task)
+    try:
+        challenger.estimator.fit(challenger.matrix([e.features for e in train]), labels)
+        challenger_score = challenger.score(holdout)
+    except Exception as error:  # any estimator failure is an outcome, not a crash
+        raise TrainingFailure("estimator_error", f"{type(error).__name__}: {error}") from error
+    champion_score = champion.score(holdout) if champion is not None else None
+    return TrainingOutcome(
+        challenger=challenger,
+        challenger_score=challenger_score,
+        champion_score=champion_score,
+        n_train=len(train),
+        n_holdout=len(holdout),
+        promote=should_promote(challenger_score, champion_score, config.tolerance),
+        window=list(window),
+    )
+
+
+def window_bounds(window: Sequence[LabeledExample]) -> tuple[datetime | None, datetime | None]:
+    if not window:
+        return None, None
+    return window[0].label_timestamp, window[-1].label_timestamp
