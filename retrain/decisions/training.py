@@ -191,8 +191,8 @@ def train_challenger(
     if task == "classification" and len({(type(label), label) for label in labels}) < 2:
         raise TrainingFailure("single_class", f"all {len(train)} training examples have the label {labels[0]!r}")
     feature_names = sorted({name for e in train for name in e.features})
-    challenger = FittedModel(factory(), feature_names, task)
     try:
+        challenger = FittedModel(factory(), feature_names, task)
         challenger.estimator.fit(challenger.matrix([e.features for e in train]), labels)
         challenger_score = challenger.score(holdout)
     except Exception as error:  # any estimator failure is an outcome, not a crash
