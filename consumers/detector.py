@@ -166,6 +166,9 @@ class DetectorService:
             if partition.topic == self.topics.predictions:
                 self.joiners.pop(partition.partition, None)
 
+    def partitions_assigned(self, consumer: KafkaConsumer, partitions: Iterable[TopicPartition]) -> None:
+        """Nothing to restore: uncommitted records (pending joins included) are read again from the commit."""
+
     # -- internals ----------------------------------------------------------------------------------------
 
     def _joiner(self, partition: int) -> LabelJoiner:

@@ -67,6 +67,8 @@ class Service(Protocol):
 
     def partitions_revoked(self, partitions: Iterable[TopicPartition]) -> None: ...
 
+    def partitions_assigned(self, consumer: KafkaConsumer, partitions: Iterable[TopicPartition]) -> None: ...
+
 
 class ConsumeLoop(ConsumerRebalanceListener):
     """Runs one service over its subscription until :meth:`stop` (or SIGTERM/SIGINT) is called."""
@@ -158,12 +160,15 @@ class ConsumeLoop(ConsumerRebalanceListener):
     # -- rebalance listener -------------------------------------------------------------------------------
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # kafka-python 3 calls this on its IO thread, where nothing may block (no flush, no commit). Nothing needs
+        # to: every batch was flushed and committed before the poll that rebalances.
         if revoked:
-            self.service.after_batch(self.outputs)
-            self._flush_and_commit()
             self.service.partitions_revoked(revoked)
             for partition in revoked:
                 self._committed.pop(partition, None)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        # Also on the IO thread: a service may only note the assignment here (and pause partitions), and do any
+        # blocking work in its after_batch.
         log.info("%s assigned %s", self.service.name, sorted(assigned))
+        self.service.partitions_assigned(self.consumer, assigned)

@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from retrain.localkafka import BrokerError, BrokerToolingError, LocalBroker
+from retrain.registry import ArtifactVerificationError, RegistryError
 from retrain.settings import BrokerSettings, Settings, load_settings
 from retrain.topics import TopicLayoutError
 
@@ -161,6 +162,75 @@ def cmd_detector(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.trainer import run_trainer
+
+    loop = run_trainer(settings)
+    loop.install_signal_handlers()
+    print(
+        f"trainer: reading {settings.topics.labeled_examples} and {settings.topics.retrain_events} at "
+        f"{settings.kafka.bootstrap_servers}; registry in {settings.registry.path}; metrics on "
+        f"http://{settings.metrics.host}:{settings.metrics.trainer_port}/metrics",
+        flush=True,
+    )
+    loop.run()
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    from retrain.registry import ModelRegistry
+
+    registry = ModelRegistry.from_settings(settings.registry)
+    if args.models_command == "list":
+        for model_id in registry.models():
+            champion = registry.champion(model_id)
+            versions = registry.versions(model_id)
+            in_service = champion.version if champion else "-"
+            print(f"{model_id:<32} versions {len(versions):>4}  in service {in_service}")
+        return EXIT_OK
+    if args.models_command == "show":
+        infos = [registry.info(args.model, args.version)] if args.version else registry.versions(args.model)
+        champion = registry.champion(args.model)
+        for info in infos:
+            mark = "*" if champion is not None and champion.version == info.version else " "
+            metrics = ", ".join(f"{name}={value:.4f}" for name, value in sorted(info.metrics.items()))
+            print(
+                f"{mark} v{info.version:<4} {info.created_at.isoformat()} n={info.n_samples} {metrics} "
+                f"sha256={info.sha256[:12]} trigger={info.trigger_event_id}"
+            )
+        return EXIT_OK
+    from producers import EventPublisher
+    from retrain.clients import make_producer
+    from schemas import ModelUpdatedEvent, UpdateOutcome
+
+    previous = registry.champion(args.model)
+    if args.models_command == "promote":
+        info = registry.promote(args.model, args.version)
+        outcome = UpdateOutcome.PROMOTED
+    else:
+        info = registry.rollback(args.model)
+        outcome = UpdateOutcome.ROLLED_BACK
+    update = ModelUpdatedEvent(
+        model_id=info.model_id,
+        version=info.version,
+        previous_version=previous.version if previous else None,
+        promoted=True,
+        outcome=outcome,
+        metrics=info.metrics,
+        n_samples=info.n_samples,
+        artifact_uri=info.artifact_uri,
+        sha256=info.sha256,
+        detail=f"{args.models_command} from the command line",
+    )
+    producer = make_producer(settings.kafka)
+    try:
+        EventPublisher(producer, settings.topics).publish(update).get(timeout=30)
+    finally:
+        producer.close()
+    print(f"{info.model_id}: version {info.version} in service ({outcome.value}); published {update.event_id}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retrain",
@@ -203,6 +273,24 @@ def build_parser() -> argparse.ArgumentParser:
     detector = commands.add_parser("detector", help="run the detector service (join, drift, retrain events)")
     detector.set_defaults(handler=cmd_detector)
 
+    trainer = commands.add_parser("trainer", help="run the trainer service (buffers, retraining, registry)")
+    trainer.set_defaults(handler=cmd_trainer)
+
+    models = commands.add_parser("models", help="the model registry")
+    models_commands = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    models_commands.add_parser("list", help="models and the version in service").set_defaults(handler=cmd_models)
+    show = models_commands.add_parser("show", help="a model's versions and their metadata")
+    show.add_argument("model")
+    show.add_argument("version", type=int, nargs="?")
+    show.set_defaults(handler=cmd_models)
+    promote = models_commands.add_parser("promote", help="put a version in service and publish the update")
+    promote.add_argument("model")
+    promote.add_argument("version", type=int)
+    promote.set_defaults(handler=cmd_models)
+    rollback = models_commands.add_parser("rollback", help="put the previous version back and publish the update")
+    rollback.add_argument("model")
+    rollback.set_defaults(handler=cmd_models)
+
     demo = commands.add_parser("demo", help="start a broker if needed, create topics, round-trip every event")
     demo.add_argument("--keep-broker", action="store_true", help="leave a broker the demo started running")
     demo.set_defaults(handler=cmd_demo)
@@ -223,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Command = args.handler
     try:
         return handler(args, settings)
-    except (BrokerError, BrokerToolingError, TopicLayoutError) as error:
+    except (BrokerError, BrokerToolingError, TopicLayoutError, RegistryError, ArtifactVerificationError) as error:
         print(f"retrain: {error}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -206,6 +206,53 @@ class DetectorSettings(BaseSettings):
         return frozenset(model.strip() for model in self.regression_models.split(",") if model.strip())
 
 
+class TrainerSettings(BaseSettings):
+    """The trainer service: buffers, estimator, training window, promotion."""
+
+    model_config = _config("RETRAIN_TRAINER_")
+
+    group_id: str = "retrain-trainer"
+    estimator: str = "sklearn.ensemble.RandomForestClassifier"
+    estimator_params: str = '{"n_estimators": 100, "random_state": 0}'
+    regression_estimator: str = "sklearn.ensemble.HistGradientBoostingRegressor"
+    regression_estimator_params: str = '{"random_state": 0}'
+    # JSON: {"<model_id>": {"estimator": "pkg.mod.Class" or "pkg.mod:factory", "params": {...}}}
+    model_estimators: str = "{}"
+    regression_models: str = Field(default="", description="Comma-separated model ids")
+    min_window: int = Field(default=200, ge=1)
+    max_window: int = Field(default=50_000, ge=1)
+    default_window: int = Field(default=10_000, ge=1)
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
+    min_holdout: int = Field(default=50, ge=1)
+    min_train: int = Field(default=100, ge=1)
+    tolerance: float = Field(default=0.0, ge=0)
+    buffer_max_examples: int = Field(default=100_000, ge=1)
+    buffer_max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    cold_start_min: int = Field(default=1_000, ge=1)
+    max_poll_interval_ms: int = Field(default=30 * 60 * 1000, ge=10_000)
+
+    @property
+    def regression_model_ids(self) -> frozenset[str]:
+        return frozenset(model.strip() for model in self.regression_models.split(",") if model.strip())
+
+
+class RegistrySettings(BaseSettings):
+    """The trainer's model registry: where versioned artifacts live and the key that signs them."""
+
+    model_config = _config("RETRAIN_REGISTRY_")
+
+    path: Path = Path(".cache/models")
+    # HMAC-SHA256 key that signs every artifact; saving or loading a model needs it. Never printed or logged.
+    hmac_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _key_is_long_enough(self) -> RegistrySettings:
+        # Checked here rather than with Field(min_length=...) so that a refused key never appears in the error.
+        if self.hmac_key is not None and len(self.hmac_key.get_secret_value()) < 32:
+            raise ValueError("RETRAIN_REGISTRY_HMAC_KEY must be at least 32 characters long")
+        return self
+
+
 class Settings(BaseModel):
     """Everything, grouped by concern; each group reads its own ``RETRAIN_<GROUP>_`` variables."""
 
@@ -216,6 +263,8 @@ class Settings(BaseModel):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    trainer: TrainerSettings = Field(default_factory=TrainerSettings)
 
 
 def load_settings() -> Settings:

@@ -1,0 +1,406 @@
+"""The trainer service: windowed buffers from ``labeled-examples``, validated retraining on ``retrain-events``.
+
+Kafka is the store: on every assignment of a ``labeled-examples`` partition the trainer seeks back to the
+first record younger than the buffer's age bound and reads forward, so after a restart (or a rebalance) each
+model's buffer holds the same examples as before — the ones still within the bounds. Retrain events wait until
+the buffers have caught up with the end of their partitions, are coalesced per model, and are idempotent: an
+event whose version is already in the registry is answered again from the registry, not refitted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from consumers.decoding import decode_record
+from consumers.runtime import Outputs
+from retrain.decisions.drift import Task
+from retrain.decisions.training import (
+    EstimatorFactory,
+    ExampleBuffer,
+    FittedModel,
+    TrainingConfig,
+    TrainingFailure,
+    choose_window,
+    estimator_factory,
+    train_challenger,
+    window_bounds,
+)
+from retrain.registry import ArtifactVerificationError, ModelRegistry, ModelVersionInfo, RegistryError
+from retrain.settings import TopicSettings, TrainerSettings
+from schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainReason, UpdateOutcome
+
+log = logging.getLogger(__name__)
+
+
+class TrainerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.records_consumed = Counter(
+            "retrain_records_consumed_total", "Records consumed, by topic", ["service", "topic"], registry=registry
+        )
+        self.dead_letters = Counter(
+            "retrain_dead_letters_total",
+            "Records sent to the dead-letter topic, by cause",
+            ["service", "reason"],
+            registry=registry,
+        )
+        self.fit_seconds = Histogram(
+            "retrain_fit_duration_seconds",
+            "Time to fit and validate a challenger",
+            ["model_id"],
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+            registry=registry,
+        )
+        self.window_size = Gauge(
+            "retrain_training_window_examples",
+            "Examples in the last training window",
+            ["model_id"],
+            registry=registry,
+        )
+        self.outcomes = Counter(
+            "retrain_model_updates_total",
+            "Retrain outcomes: promoted, rejected, failed, rolled_back",
+            ["model_id", "outcome"],
+            registry=registry,
+        )
+        self.version = Gauge("retrain_model_version_in_service", "Champion version", ["model_id"], registry=registry)
+        self.last_retrain = Gauge(
+            "retrain_last_retrain_timestamp_seconds",
+            "When the last retrain of a model finished",
+            ["model_id"],
+            registry=registry,
+        )
+        self.buffered = Gauge("retrain_buffer_examples", "Examples buffered per model", ["model_id"], registry=registry)
+        self.coalesced = Counter(
+            "retrain_retrain_events_coalesced_total",
+            "Retrain events merged into a pending one",
+            ["model_id"],
+            registry=registry,
+        )
+
+    def dead_letter(self, reason: str) -> None:
+        self.dead_letters.labels("trainer", reason).inc()
+
+
+class TrainerService:
+    name = "trainer"
+
+    def __init__(
+        self,
+        topics: TopicSettings,
+        registry: ModelRegistry,
+        config: TrainingConfig,
+        factory_for: Callable[[str, Task], EstimatorFactory],
+        *,
+        buffer_max_examples: int,
+        buffer_max_age_s: float,
+        cold_start_min: int,
+        regression_models: frozenset[str] = frozenset(),
+        metrics_registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.topics = topics
+        self.registry = registry
+        self.config = config
+        self.factory_for = factory_for
+        self.buffer_max_examples = buffer_max_examples
+        self.buffer_max_age_s = buffer_max_age_s
+        self.cold_start_min = cold_start_min
+        self.regression_models = regression_models
+        self.metrics = TrainerMetrics(metrics_registry or CollectorRegistry())
+        self.buffers: dict[str, ExampleBuffer] = {}
+        self.pending: dict[str, RetrainEvent] = {}
+        # (partition, offset) of the oldest unanswered retrain event of each pending model: the commit limit.
+        self._pending_from: dict[str, tuple[int, int]] = {}
+        self.consumer: KafkaConsumer | None = None  # set by the loop's owner, for catch-up checks
+        self.published: list[ModelUpdatedEvent] = []
+        self._to_rewind: set[TopicPartition] = set()
+
+    # -- the Service protocol -----------------------------------------------------------------------------
+
+    def handle(self, record: ConsumerRecord, out: Outputs) -> None:
+        self.metrics.records_consumed.labels(self.name, record.topic).inc()
+        if record.topic == self.topics.labeled_examples:
+            if TopicPartition(record.topic, record.partition) in self._to_rewind:
+                return  # fetched before the pause took effect: read again after the rewind
+            example = decode_record(record, LabeledExample)
+            self.buffer(example.model_id).add(example)
+        elif record.topic == self.topics.retrain_events:
+            event = decode_record(record, RetrainEvent)
+            if event.model_id in self.pending:
+                self.metrics.coalesced.labels(event.model_id).inc()
+            else:
+                self._pending_from[event.model_id] = (record.partition, record.offset)
+            self.pending[event.model_id] = event  # the newest event of an episode stands for all of them
+
+    def after_batch(self, out: Outputs) -> None:
+        if self._to_rewind and self.consumer is not None:
+            self._rewind(self.consumer)
+            return  # the rewound partitions have to be read before any retrain
+        if not self.pending or not self._caught_up():
+            return
+        for model_id in list(self.pending):
+            event = self.pending[model_id]
+            if not self._ready(event):
+                continue
+            update = self.retrain(event)
+            out.emit(update)
+            del self.pending[model_id]
+            del self._pending_from[model_id]
+
+    def committable(self, partition: TopicPartition, position: int) -> int:
+        if partition.topic != self.topics.retrain_events or not self.pending:
+            return position
+        # A pending (not yet answered) retrain event must be read again after a crash.
+        waiting = [offset for p, offset in self._pending_from.values() if p == partition.partition]
+        return min([position, *waiting])
+
+    def partitions_revoked(self, partitions: Iterable[TopicPartition]) -> None:
+        revoked = {p.partition for p in partitions if p.topic == self.topics.labeled_examples}
+        if revoked:
+            self.buffers.clear()  # rebuilt from Kafka on the next assignment
+
+    # -- rebalance hook: rebuild buffers from Kafka ---------------------------------------------------------
+
+    def partitions_assigned(self, consumer: KafkaConsumer, assigned: Iterable[TopicPartition]) -> None:
+        """Pause new labeled-examples partitions; ``after_batch`` seeks them back and resumes them.
+
+        Runs on kafka-python's IO thread, where the blocking ``offsets_for_times`` is not allowed.
+        """
+        partitions = [p for p in assigned if p.topic == self.topics.labeled_examples]
+        if partitions:
+            consumer.pause(*partitions)
+            self._to_rewind.update(partitions)
+
+    def _rewind(self, consumer: KafkaConsumer) -> None:
+        """Seek each newly assigned partition back to the oldest record the buffers may hold, then resume."""
+        partitions = [p for p in self._to_rewind if p in consumer.assignment()]
+        self._to_rewind.clear()
+        if not partitions:
+            return
+        since_ms = int((time.time() - self.buffer_max_age_s) * 1000)
+        found = consumer.offsets_for_times({p: since_ms for p in partitions})
+        for partition in partitions:
+            at = found.get(partition)
+            if at is None:  # nothing that young: start at the end
+                consumer.seek_to_end(partition)
+            else:
+                consumer.seek(partition, at.offset)
+        consumer.resume(*partitions)
+
+    # -- retraining -----------------------------------------------------------------------------------------
+
+    def buffer(self, model_id: str) -> ExampleBuffer:
+        buffer = self.buffers.get(model_id)
+        if buffer is None:
+            buffer = self.buffers[model_id] = ExampleBuffer(self.buffer_max_examples, self.buffer_max_age_s)
+        return buffer
+
+    def task(self, model_id: str) -> Task:
+        return "regression" if model_id in self.regression_models else "classification"
+
+    def retrain(self, event: RetrainEvent) -> ModelUpdatedEvent:
+        """Answer one retrain event: a new version (promoted or not), or the reason there is none."""
+        try:
+            return self._retrain(event)
+        except (RegistryError, ArtifactVerificationError) as error:
+            # A registry that refuses (a tampered champion, a write that failed) is an outcome, not a crash.
+            self.metrics.outcomes.labels(event.model_id, UpdateOutcome.FAILED.value).inc()
+            return self._record(
+                ModelUpdatedEvent(
+                    event_id=f"{event.event_id}-outcome",
+                    model_id=event.model_id,
+                    promoted=False,
+                    outcome=UpdateOutcome.FAILED,
+                    trigger_event_id=event.event_id,
+                    detail=f"registry: {type(error).__name__}: {error}"[:2048],
+                )
+            )
+
+    def _retrain(self, event: RetrainEvent) -> ModelUpdatedEvent:
+        model_id = event.model_id
+        done = self.registry.find_by_trigger(model_id, event.event_id)
+        champion_info = self.registry.champion(model_id)
+        if done is not None:  # delivered twice: the same answer, no second version
+            decided = done.metrics.get("promote_decision") == 1.0
+            if decided and (champion_info is None or champion_info.version != done.version):
+                done = self.registry.promote(model_id, done.version)  # crashed between register and promote
+                champion_info = self.registry.champion(model_id)
+            promoted = champion_info is not None and champion_info.version == done.version
+            return self._answer(event, done, champion_info, promoted=promoted, detail="answered from the registry")
+        window = choose_window(self.buffer(model_id).examples(), event, self.config)
+        self.metrics.window_size.labels(model_id).set(len(window))
+        champion = self._load(champion_info)
+        started = time.perf_counter()
+        try:
+            task = self.task(model_id)
+            outcome = train_challenger(window, self.factory_for(model_id, task), task, self.config, champion)
+        except TrainingFailure as failure:
+            self.metrics.outcomes.labels(model_id, UpdateOutcome.FAILED.value).inc()
+            return self._record(
+                ModelUpdatedEvent(
+                    event_id=f"{event.event_id}-outcome",
+                    model_id=model_id,
+                    promoted=False,
+                    outcome=UpdateOutcome.FAILED,
+                    previous_version=champion_info.version if champion_info else None,
+                    n_samples=len(window),
+                    trigger_event_id=event.event_id,
+                    detail=f"{failure.reason}: {failure}",
+                )
+            )
+        finally:
+            self.metrics.fit_seconds.labels(model_id).observe(time.perf_counter() - started)
+        first, last = window_bounds(window)
+        info = self.registry.register(
+            model_id,
+            outcome.challenger,
+            n_samples=len(window),
+            metrics={**outcome.metrics, "promote_decision": 1.0 if outcome.promote else 0.0},
+            training_window={
+                "n_samples": len(window),
+                "first_label_timestamp": first.isoformat() if first else None,
+                "last_label_timestamp": last.isoformat() if last else None,
+            },
+            trigger_event_id=event.event_id,
+        )
+        if outcome.promote:
+            info = self.registry.promote(model_id, info.version)
+        detail = (
+            None
+            if outcome.promote
+            else (
+                f"challenger {outcome.challenger_score:.4f} < champion {outcome.champion_score:.4f} - tolerance "
+                f"{self.config.tolerance}"
+            )
+        )
+        return self._answer(event, info, champion_info, promoted=outcome.promote, detail=detail)
+
+    def _answer(
+        self,
+        event: RetrainEvent,
+        info: ModelVersionInfo,
+        champion: ModelVersionInfo | None,
+        *,
+        promoted: bool,
+        detail: str | None,
+    ) -> ModelUpdatedEvent:
+        outcome = UpdateOutcome.PROMOTED if promoted else UpdateOutcome.REJECTED
+        self.metrics.outcomes.labels(info.model_id, outcome.value).inc()
+        if promoted:
+            self.metrics.version.labels(info.model_id).set(info.version)
+        self.metrics.last_retrain.labels(info.model_id).set(time.time())
+        previous = champion.version if champion is not None and champion.version != info.version else None
+        return self._record(
+            ModelUpdatedEvent(
+                event_id=f"{event.event_id}-outcome",
+                model_id=info.model_id,
+                version=info.version,
+                previous_version=previous,
+                promoted=promoted,
+                outcome=outcome,
+                metrics=info.metrics,
+                n_samples=info.n_samples,
+                artifact_uri=info.artifact_uri,
+                sha256=info.sha256,
+                trigger_event_id=event.event_id,
+                detail=detail,
+            )
+        )
+
+    def _record(self, update: ModelUpdatedEvent) -> ModelUpdatedEvent:
+        log.info("%s: %s version %s (%s)", update.model_id, update.outcome.value, update.version, update.detail)
+        self.published.append(update)
+        return update
+
+    def _load(self, info: ModelVersionInfo | None) -> FittedModel | None:
+        if info is None:
+            return None
+        model = self.registry.load(info.model_id, info.version)
+        return model if isinstance(model, FittedModel) else None
+
+    def _ready(self, event: RetrainEvent) -> bool:
+        cold = self.registry.champion(event.model_id) is None
+        if cold and event.reason is RetrainReason.DATA_VOLUME:
+            return len(self.buffer(event.model_id)) >= self.cold_start_min
+        return True
+
+    def _caught_up(self) -> bool:
+        if self.consumer is None:
+            return True
+        partitions = [p for p in self.consumer.assignment() if p.topic == self.topics.labeled_examples]
+        if not partitions:
+            return True
+        ends = self.consumer.end_offsets(partitions)
+        return all(self.consumer.position(p) >= ends[p] for p in partitions)
+
+
+def estimator_choice(settings: TrainerSettings) -> Callable[[str, Task], EstimatorFactory]:
+    """The estimator of each model: its override in RETRAIN_TRAINER_MODEL_ESTIMATORS, else the task's default."""
+    try:
+        overrides = json.loads(settings.model_estimators)
+        defaults = {
+            "classification": estimator_factory(settings.estimator, json.loads(settings.estimator_params)),
+            "regression": estimator_factory(
+                settings.regression_estimator, json.loads(settings.regression_estimator_params)
+            ),
+        }
+        per_model = {
+            model_id: estimator_factory(choice["estimator"], choice.get("params", {}))
+            for model_id, choice in overrides.items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"invalid estimator configuration (RETRAIN_TRAINER_*ESTIMATOR*): {error}") from error
+    return lambda model_id, task: per_model.get(model_id, defaults[task])
+
+
+def run_trainer(settings, *, registry: CollectorRegistry | None = None, serve: bool = True):
+    """Build the trainer's clients and loop from the settings; return the loop (call ``run()``)."""
+    from consumers.metrics import serve_metrics
+    from consumers.runtime import ConsumeLoop
+    from producers import EventPublisher
+    from retrain.clients import make_consumer, make_producer
+
+    trainer = settings.trainer
+    metrics_registry = registry or CollectorRegistry()
+    model_registry = ModelRegistry.from_settings(settings.registry)
+    service = TrainerService(
+        settings.topics,
+        model_registry,
+        TrainingConfig(
+            min_window=trainer.min_window,
+            max_window=trainer.max_window,
+            default_window=trainer.default_window,
+            holdout_fraction=trainer.holdout_fraction,
+            min_holdout=trainer.min_holdout,
+            min_train=trainer.min_train,
+            tolerance=trainer.tolerance,
+        ),
+        estimator_choice(trainer),
+        buffer_max_examples=trainer.buffer_max_examples,
+        buffer_max_age_s=trainer.buffer_max_age_s,
+        cold_start_min=trainer.cold_start_min,
+        regression_models=trainer.regression_model_ids,
+        metrics_registry=metrics_registry,
+    )
+    consumer = make_consumer(
+        settings.kafka, trainer.group_id, max_poll_interval_ms=trainer.max_poll_interval_ms, max_poll_records=2_000
+    )
+    service.consumer = consumer
+    loop = ConsumeLoop(
+        service,
+        consumer,
+        EventPublisher(make_producer(settings.kafka), settings.topics),
+        [settings.topics.labeled_examples, settings.topics.retrain_events],
+        max_records=2_000,
+        on_dead_letter=service.metrics.dead_letter,
+    )
+    if serve:
+        serve_metrics(metrics_registry, settings.metrics.host, settings.metrics.trainer_port)
+    return loop

@@ -1,0 +1,148 @@
+"""The trainer against a real broker: cold start, a drift retrain that pays off, idempotency, rebuilt buffers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from consumers.decoding import decode_record
+from consumers.trainer import run_trainer
+from retrain.clients import make_producer
+from retrain.registry import ModelRegistry
+from retrain.settings import BrokerSettings, KafkaSettings, RegistrySettings, Settings, TopicSettings, TrainerSettings
+from schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainReason, TrainingWindow, encode
+from tests.integration.running import RunningService
+from tests.integration.streams import sea_model, sea_stream
+from tests.integration.test_detector import read_all
+
+KEY = "k" * 40
+
+
+def labeled(model_id: str, n: int, *, variant_after: int | None, seed: int, start: int = 0) -> list[LabeledExample]:
+    stream = sea_stream(sea_model(), n=n, drift_at=variant_after, model_id=model_id, seed=seed)
+    return [
+        LabeledExample(
+            prediction_id=f"{s.prediction.prediction_id}-{start}",
+            model_id=model_id,
+            model_version=1,
+            features=s.prediction.features,
+            prediction=s.prediction.prediction,
+            label=s.label.label,
+            prediction_timestamp=s.prediction.timestamp,
+            label_timestamp=s.label.timestamp,
+        )
+        for s in stream
+    ]
+
+
+@pytest.fixture
+def settings(kafka_settings: KafkaSettings, created_topics: TopicSettings, unique: str, tmp_path: Path) -> Settings:
+    return Settings(
+        kafka=kafka_settings,
+        topics=created_topics,
+        broker=BrokerSettings(),
+        trainer=TrainerSettings(
+            group_id=f"trainer-{unique}",
+            cold_start_min=2_000,
+            estimator_params='{"n_estimators": 30, "random_state": 0}',
+        ),
+        registry=RegistrySettings(path=tmp_path / "models", hmac_key=KEY),
+    )
+
+
+@pytest.fixture
+def producer(kafka_settings: KafkaSettings) -> Iterator[KafkaProducer]:
+    producer = make_producer(kafka_settings, linger_ms=20)
+    yield producer
+    producer.close()
+
+
+def send(producer: KafkaProducer, topics: TopicSettings, *events) -> None:
+    for event in events:
+        topic = topics.labeled_examples if isinstance(event, LabeledExample) else topics.retrain_events
+        producer.send(topic, key=event.model_id.encode(), value=encode(event))
+    producer.flush()
+
+
+def updates(kafka_settings: KafkaSettings, topics: TopicSettings) -> list[ModelUpdatedEvent]:
+    return [decode_record(r, ModelUpdatedEvent) for r in read_all(kafka_settings, topics.model_updates, 1)]
+
+
+def test_cold_start_then_a_drift_retrain_that_scores_better(settings: Settings, producer, kafka_settings):
+    topics = settings.topics
+    before = labeled("sea", 3_000, variant_after=None, seed=11)
+    cold = RetrainEvent(model_id="sea", reason=RetrainReason.DATA_VOLUME, detector="cold_start", model_version=0)
+    send(producer, topics, *before, cold)
+
+    trainer = RunningService(run_trainer, settings)
+    try:
+        trainer.wait_for("retrain_model_updates_total", 1, model_id="sea", outcome="promoted")
+        after = labeled("sea", 3_000, variant_after=0, seed=12, start=1)  # variant 3 from the first example
+        drift = RetrainEvent(
+            model_id="sea",
+            reason=RetrainReason.DRIFT,
+            detector="ADWIN",
+            model_version=1,
+            suggested_window=TrainingWindow(last_n=2_500),
+        )
+        send(producer, topics, *after, drift)
+        trainer.wait_for("retrain_model_updates_total", 2, model_id="sea", outcome="promoted")
+    finally:
+        trainer.stop()
+
+    first, second = updates(kafka_settings, topics)
+    assert (first.version, first.promoted, first.trigger_event_id) == (1, True, cold.event_id)
+    assert (second.version, second.previous_version, second.promoted) == (2, 1, True)
+    assert second.trigger_event_id == drift.event_id and second.n_samples == 2_500
+
+    registry = ModelRegistry(settings.registry.path, KEY)
+    assert registry.champion("sea").version == 2
+    v1, v2 = registry.load("sea", 1), registry.load("sea", 2)
+    fresh = labeled("sea", 2_000, variant_after=0, seed=13, start=2)  # unseen post-drift data
+    assert v2.score(fresh) > v1.score(fresh) + 0.03, (v2.score(fresh), v1.score(fresh))
+    assert registry.info("sea", 2).sha256 == second.sha256
+
+
+def test_a_retrain_event_delivered_twice_yields_one_version(settings: Settings, producer, kafka_settings):
+    topics = settings.topics
+    event = RetrainEvent(model_id="twice", reason=RetrainReason.MANUAL, suggested_window=TrainingWindow(last_n=1_000))
+    send(producer, topics, *labeled("twice", 1_500, variant_after=None, seed=3), event)
+
+    trainer = RunningService(run_trainer, settings)
+    try:
+        trainer.wait_for("retrain_model_updates_total", 1, model_id="twice", outcome="promoted")
+        send(producer, topics, event)  # the same event again (a redelivery)
+        trainer.wait_for("retrain_model_updates_total", 2, model_id="twice", outcome="promoted")
+    finally:
+        trainer.stop()
+
+    answers = updates(kafka_settings, topics)
+    assert [(a.version, a.event_id) for a in answers] == [(1, f"{event.event_id}-outcome")] * 2
+    assert [info.version for info in ModelRegistry(settings.registry.path, KEY).versions("twice")] == [1]
+
+
+def test_after_a_restart_the_buffer_holds_the_same_examples(settings: Settings, producer, kafka_settings):
+    topics = settings.topics
+    send(producer, topics, *labeled("restart", 2_500, variant_after=None, seed=4))
+
+    def buffered(service) -> list[str]:
+        buffer = service.buffers.get("restart")
+        return [e.prediction_id for e in buffer.examples()] if buffer else []
+
+    first = RunningService(run_trainer, settings)
+    try:
+        first.wait_until(lambda: len(buffered(first.service)) == 2_500, "2,500 buffered examples")
+        before = buffered(first.service)
+    finally:
+        first.stop()
+
+    second = RunningService(run_trainer, settings)
+    try:
+        second.wait_until(lambda: len(buffered(second.service)) == 2_500, "the rebuilt buffer")
+        after = buffered(second.service)
+    finally:
+        second.stop()
+    assert after == before
