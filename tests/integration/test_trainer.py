@@ -146,3 +146,64 @@ def test_after_a_restart_the_buffer_holds_the_same_examples(settings: Settings, 
     finally:
         second.stop()
     assert after == before
+
+
+def test_models_command_promotes_and_rolls_back_with_an_update_event(settings: Settings, kafka_settings, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from sklearn.tree import DecisionTreeClassifier
+
+    from retrain.decisions.training import FittedModel
+    from tests.conftest import REPO_ROOT
+
+    registry = ModelRegistry(settings.registry.path, KEY)
+    window = {"n_samples": 10, "first_label_timestamp": None, "last_label_timestamp": None}
+    for depth in (1, 2):
+        model = FittedModel(
+            DecisionTreeClassifier(max_depth=depth).fit([[0.0], [1.0]], [0, 1]), ["x"], "classification"
+        )
+        registry.register(
+            "cli",
+            model,
+            n_samples=10,
+            metrics={"accuracy": 0.5 + depth / 10},
+            training_window=window,
+            trigger_event_id=None,
+        )
+    env = {
+        **os.environ,
+        "RETRAIN_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "RETRAIN_TOPIC_MODEL_UPDATES": settings.topics.model_updates,
+        "RETRAIN_REGISTRY_PATH": str(settings.registry.path),
+        "RETRAIN_REGISTRY_HMAC_KEY": KEY,
+    }
+
+    def retrain(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "retrain.cli", "models", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert KEY not in result.stdout + result.stderr
+        return result.stdout
+
+    assert "versions    2  in service -" in retrain("list")
+    assert "version 1 in service (promoted)" in retrain("promote", "cli", "1")
+    assert "version 2 in service (promoted)" in retrain("promote", "cli", "2")
+    assert "version 1 in service (rolled_back)" in retrain("rollback", "cli")
+    assert "* v1" in retrain("show", "cli")
+
+    published = updates(kafka_settings, settings.topics)
+    assert [(u.version, u.outcome.value, u.previous_version) for u in published] == [
+        (1, "promoted", None),
+        (2, "promoted", 1),
+        (1, "rolled_back", 2),
+    ]
+    assert all(u.sha256 == registry.info("cli", u.version).sha256 for u in published)
