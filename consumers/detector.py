@@ -89,7 +89,6 @@ class DetectorService:
         self.joiners: dict[int, LabelJoiner] = {}
         self.watches: dict[str, ModelWatch] = {}
         self.versions: dict[str, tuple[int, float | None]] = {}
-        self.retrain_events: list = []  # kept for the caller's inspection in tests and the demo
         # Labelled metric children, looked up once (prometheus-client's labels() is slow on a hot path).
         self._consumed: dict[str, Any] = {}
         self._latency = self.metrics.processing_latency.labels(self.name)
@@ -233,7 +232,6 @@ class DetectorService:
         event = event.model_copy(update={"evidence": event.evidence.model_copy(update={"position": position})})
         log.info("retrain %s: %s by %s", event.model_id, event.reason.value, event.detector)
         self.metrics.retrain_events.labels(event.model_id, event.reason.value).inc()
-        self.retrain_events.append(event)
         out.emit(event)
 
     def _catch_up_on_updates(self) -> None:

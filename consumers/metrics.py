@@ -75,6 +75,44 @@ class DetectorMetrics(ServiceMetrics):
         )
 
 
+class TrainerMetrics(ServiceMetrics):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__("trainer", registry)
+        self.fit_seconds = Histogram(
+            "retrain_fit_duration_seconds",
+            "Time to fit and validate a challenger",
+            ["model_id"],
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+            registry=registry,
+        )
+        self.window_size = Gauge(
+            "retrain_training_window_examples",
+            "Examples in the last training window",
+            ["model_id"],
+            registry=registry,
+        )
+        self.outcomes = Counter(
+            "retrain_model_updates_total",
+            "Retrain outcomes: promoted, rejected, failed, rolled_back",
+            ["model_id", "outcome"],
+            registry=registry,
+        )
+        self.version = Gauge("retrain_model_version_in_service", "Champion version", ["model_id"], registry=registry)
+        self.last_retrain = Gauge(
+            "retrain_last_retrain_timestamp_seconds",
+            "When the last retrain of a model finished",
+            ["model_id"],
+            registry=registry,
+        )
+        self.buffered = Gauge("retrain_buffer_examples", "Examples buffered per model", ["model_id"], registry=registry)
+        self.coalesced = Counter(
+            "retrain_retrain_events_coalesced_total",
+            "Retrain events merged into a pending one",
+            ["model_id"],
+            registry=registry,
+        )
+
+
 def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> None:
     """Serve ``/metrics`` on ``host:port`` (loopback by default) from a daemon thread."""
     start_http_server(port, addr=host, registry=registry)

@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterable
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from consumers.decoding import decode_record
+from consumers.metrics import TrainerMetrics
 from consumers.runtime import Outputs
 from retrain.decisions.drift import Task
 from retrain.decisions.training import (
@@ -37,56 +38,6 @@ from retrain.settings import TopicSettings, TrainerSettings
 from schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainReason, UpdateOutcome
 
 log = logging.getLogger(__name__)
-
-
-class TrainerMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-        self.records_consumed = Counter(
-            "retrain_records_consumed_total", "Records consumed, by topic", ["service", "topic"], registry=registry
-        )
-        self.dead_letters = Counter(
-            "retrain_dead_letters_total",
-            "Records sent to the dead-letter topic, by cause",
-            ["service", "reason"],
-            registry=registry,
-        )
-        self.fit_seconds = Histogram(
-            "retrain_fit_duration_seconds",
-            "Time to fit and validate a challenger",
-            ["model_id"],
-            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
-            registry=registry,
-        )
-        self.window_size = Gauge(
-            "retrain_training_window_examples",
-            "Examples in the last training window",
-            ["model_id"],
-            registry=registry,
-        )
-        self.outcomes = Counter(
-            "retrain_model_updates_total",
-            "Retrain outcomes: promoted, rejected, failed, rolled_back",
-            ["model_id", "outcome"],
-            registry=registry,
-        )
-        self.version = Gauge("retrain_model_version_in_service", "Champion version", ["model_id"], registry=registry)
-        self.last_retrain = Gauge(
-            "retrain_last_retrain_timestamp_seconds",
-            "When the last retrain of a model finished",
-            ["model_id"],
-            registry=registry,
-        )
-        self.buffered = Gauge("retrain_buffer_examples", "Examples buffered per model", ["model_id"], registry=registry)
-        self.coalesced = Counter(
-            "retrain_retrain_events_coalesced_total",
-            "Retrain events merged into a pending one",
-            ["model_id"],
-            registry=registry,
-        )
-
-    def dead_letter(self, reason: str) -> None:
-        self.dead_letters.labels("trainer", reason).inc()
 
 
 class TrainerService:
@@ -119,7 +70,6 @@ class TrainerService:
         # (partition, offset) of the oldest unanswered retrain event of each pending model: the commit limit.
         self._pending_from: dict[str, tuple[int, int]] = {}
         self.consumer: KafkaConsumer | None = None  # set by the loop's owner, for catch-up checks
-        self.published: list[ModelUpdatedEvent] = []
         self._to_rewind: set[TopicPartition] = set()
 
     # -- the Service protocol -----------------------------------------------------------------------------
@@ -316,7 +266,6 @@ class TrainerService:
 
     def _record(self, update: ModelUpdatedEvent) -> ModelUpdatedEvent:
         log.info("%s: %s version %s (%s)", update.model_id, update.outcome.value, update.version, update.detail)
-        self.published.append(update)
         return update
 
     def _load(self, info: ModelVersionInfo | None) -> FittedModel | None:

@@ -12,7 +12,7 @@ import importlib
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -163,7 +163,6 @@ class TrainingOutcome:
     n_train: int
     n_holdout: int
     promote: bool
-    window: list[LabeledExample] = field(repr=False, default_factory=list)
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -205,7 +204,6 @@ def train_challenger(
         n_train=len(train),
         n_holdout=len(holdout),
         promote=should_promote(challenger_score, champion_score, config.tolerance),
-        window=list(window),
     )
 
 
