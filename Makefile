@@ -13,11 +13,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Debian packages the tests use: kcat, a Kafka client nobody here wrote, for the interop tests.
+# Debian packages the tests use: kcat (a Kafka client nobody here wrote, for the interop tests) and prometheus
+# (a real Prometheus server and promtool, for the observability tests).
 system-deps:
-	@command -v kcat >/dev/null || { \
+	@{ command -v kcat && command -v promtool && command -v prometheus; } >/dev/null || { \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends kcat; }
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends kcat prometheus; }
 
 # Kafka's jars from Maven Central into .cache/kafka (no download when the cache is warm).
 broker-jars: $(STAMP)

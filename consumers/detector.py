@@ -94,6 +94,7 @@ class DetectorService:
         self._latency = self.metrics.processing_latency.labels(self.name)
         self._joined_count = self.metrics.joins.labels("joined")
         self._model_gauges: dict[str, tuple[Any, Any]] = {}
+        self._labeled_per_model: dict[str, Any] = {}
         if updates is not None:
             self._catch_up_on_updates()
 
@@ -190,6 +191,12 @@ class DetectorService:
 
     def _joined(self, example: LabeledExample, record: ConsumerRecord, out: Outputs) -> None:
         self._joined_count.inc()
+        per_model = self._labeled_per_model.get(example.model_id)
+        if per_model is None:
+            per_model = self._labeled_per_model[example.model_id] = self.metrics.labeled_examples.labels(
+                example.model_id
+            )
+        per_model.inc()
         out.emit(example)
         watch = self.watch(example.model_id)
         try:
@@ -289,6 +296,7 @@ def run_detector(settings, *, registry: CollectorRegistry | None = None, serve: 
         [settings.topics.predictions, settings.topics.labels],
         max_records=settings.detector.max_poll_records,
         on_dead_letter=service.metrics.dead_letter,
+        on_lag=service.metrics.lag,
     )
     if serve:
         serve_metrics(registry, settings.metrics.host, settings.metrics.detector_port)

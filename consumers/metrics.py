@@ -32,15 +32,30 @@ class ServiceMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.consumer_lag = Gauge(
+            "retrain_consumer_lag",
+            "Records between the consumer's position and the end of the partition",
+            ["service", "topic", "partition"],
+            registry=registry,
+        )
         self.service = service
 
     def dead_letter(self, reason: str) -> None:
         self.dead_letters.labels(self.service, reason).inc()
 
+    def lag(self, partition, behind: int) -> None:
+        self.consumer_lag.labels(self.service, partition.topic, str(partition.partition)).set(behind)
+
 
 class DetectorMetrics(ServiceMetrics):
     def __init__(self, registry: CollectorRegistry) -> None:
         super().__init__("detector", registry)
+        self.labeled_examples = Counter(
+            "retrain_labeled_examples_total",
+            "Predictions joined with their label, per model",
+            ["model_id"],
+            registry=registry,
+        )
         self.joins = Counter(
             "retrain_joins_total",
             "Join outcomes: joined, expired_prediction, unmatched_label, duplicate_label, "

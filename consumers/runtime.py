@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -84,6 +85,8 @@ class ConsumeLoop(ConsumerRebalanceListener):
         max_records: int = 1_000,
         on_dead_letter=None,
         on_record=None,
+        on_lag=None,
+        lag_interval_s: float = 5.0,
     ) -> None:
         self.service = service
         self.consumer = consumer
@@ -92,6 +95,9 @@ class ConsumeLoop(ConsumerRebalanceListener):
         self.poll_timeout_ms = poll_timeout_ms
         self.max_records = max_records
         self.on_record = on_record
+        self.on_lag = on_lag  # called with (partition, records behind the end) every lag_interval_s
+        self.lag_interval_s = lag_interval_s
+        self._lag_due = 0.0
         self.outputs = Outputs(publisher, service.name, on_dead_letter)
         self._stopping = threading.Event()
         self._committed: dict[TopicPartition, int] = {}
@@ -122,7 +128,18 @@ class ConsumeLoop(ConsumerRebalanceListener):
         self.service.after_batch(self.outputs)
         if handled or self.outputs.sent:
             self._flush_and_commit()
+        if self.on_lag is not None and time.monotonic() >= self._lag_due:
+            self._report_lag()
         return handled
+
+    def _report_lag(self) -> None:
+        self._lag_due = time.monotonic() + self.lag_interval_s
+        assigned = list(self.consumer.assignment())
+        if not assigned:
+            return
+        ends = self.consumer.end_offsets(assigned)
+        for partition in assigned:
+            self.on_lag(partition, max(0, ends[partition] - self.consumer.position(partition)))
 
     def _handle(self, record: ConsumerRecord) -> None:
         if self.on_record is not None:

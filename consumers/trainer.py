@@ -349,6 +349,7 @@ def run_trainer(settings, *, registry: CollectorRegistry | None = None, serve: b
         [settings.topics.labeled_examples, settings.topics.retrain_events],
         max_records=2_000,
         on_dead_letter=service.metrics.dead_letter,
+        on_lag=service.metrics.lag,
     )
     if serve:
         serve_metrics(metrics_registry, settings.metrics.host, settings.metrics.trainer_port)

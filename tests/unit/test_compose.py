@@ -201,7 +201,10 @@ def test_published_ports_bind_loopback_only() -> None:
 
 def test_prometheus_scrapes_every_service_at_its_metrics_port() -> None:
     config = yaml.safe_load(PROMETHEUS_FILE.read_text(encoding="utf-8"))
-    assert "rule_files" not in config, "alert rules are not part of this configuration yet"
+    mounts = {volume.split(":")[1] for volume in service("prometheus").get("volumes", [])}
+    for rule_file in config.get("rule_files", []):
+        assert (PROMETHEUS_FILE.parent / rule_file).is_file(), f"prometheus.yml names a missing rule file {rule_file}"
+        assert f"/etc/prometheus/{rule_file}" in mounts, f"compose does not mount {rule_file} into Prometheus"
     scraped = {
         job["job_name"]: sorted(target for static in job["static_configs"] for target in static["targets"])
         for job in config["scrape_configs"]
