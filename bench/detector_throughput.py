@@ -65,7 +65,7 @@ def detector_consume(kafka: KafkaSettings, topics: TopicSettings, n: int) -> flo
     )
     registry = CollectorRegistry()
     loop = run_detector(settings, registry=registry, serve=False)
-    loop.consumer.subscribe(loop.topics, listener=loop)
+    loop.subscribe()
     started = None
     while (registry.get_sample_value("retrain_joins_total", {"outcome": "joined"}) or 0) < n:
         if loop.run_once() and started is None:

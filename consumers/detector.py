@@ -33,6 +33,7 @@ from schemas import (
     ModelUpdatedEvent,
     PredictionEvent,
     RetrainEvent,
+    RetrainReason,
     StreamPosition,
 )
 
@@ -187,6 +188,11 @@ class DetectorService:
             task = "regression" if model_id in self.settings.regression_model_ids else "classification"
             version, accuracy = self.versions.get(model_id, (0, None))
             watch = self.watches[model_id] = ModelWatch(model_id, self.configs[task], version, accuracy)
+            # Start this model's counters at 0, so that increase() in alerts and dashboards sees the first event.
+            for reason in RetrainReason:
+                self.metrics.retrain_events.labels(model_id, reason.value)
+            for spec in watch.config.detectors:
+                self.metrics.detections.labels(model_id, spec.name)
         return watch
 
     def _joined(self, example: LabeledExample, record: ConsumerRecord, out: Outputs) -> None:

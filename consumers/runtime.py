@@ -111,12 +111,23 @@ class ConsumeLoop(ConsumerRebalanceListener):
         signal.signal(signal.SIGINT, self.stop)
 
     def run(self) -> None:
-        self.consumer.subscribe(self.topics, listener=self)
+        self.subscribe()
         try:
             while not self._stopping.is_set():
                 self.run_once()
         finally:
             self._finish()
+
+    def subscribe(self) -> None:
+        """Subscribe, with the topics' metadata fetched first.
+
+        Without it, kafka-python 3's group leader can assign before it knows the topics' partitions, hand out
+        nothing, and not rebalance again until its next metadata refresh (minutes later).
+        """
+        for topic in self.topics:
+            if not self.consumer.partitions_for_topic(topic):
+                log.warning("%s: topic %s does not exist (yet); run `retrain topics create`", self.service.name, topic)
+        self.consumer.subscribe(self.topics, listener=self)
 
     def run_once(self) -> int:
         batches = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)

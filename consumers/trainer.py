@@ -150,6 +150,8 @@ class TrainerService:
         buffer = self.buffers.get(model_id)
         if buffer is None:
             buffer = self.buffers[model_id] = ExampleBuffer(self.buffer_max_examples, self.buffer_max_age_s)
+            for outcome in UpdateOutcome:  # counters start at 0, so increase() sees the first outcome
+                self.metrics.outcomes.labels(model_id, outcome.value)
         return buffer
 
     def task(self, model_id: str) -> Task:
