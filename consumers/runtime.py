@@ -124,9 +124,6 @@ class ConsumeLoop(ConsumerRebalanceListener):
         Without it, kafka-python 3's group leader can assign before it knows the topics' partitions, hand out
         nothing, and not rebalance again until its next metadata refresh (minutes later).
         """
-        for topic in self.topics:
-            if not self.consumer.partitions_for_topic(topic):
-                log.warning("%s: topic %s does not exist (yet); run `retrain topics create`", self.service.name, topic)
         self.consumer.subscribe(self.topics, listener=self)
 
     def run_once(self) -> int:
@@ -145,12 +142,12 @@ class ConsumeLoop(ConsumerRebalanceListener):
 
     def _report_lag(self) -> None:
         self._lag_due = time.monotonic() + self.lag_interval_s
-        assigned = list(self.consumer.assignment())
-        if not assigned:
-            return
-        ends = self.consumer.end_offsets(assigned)
-        for partition in assigned:
-            self.on_lag(partition, max(0, ends[partition] - self.consumer.position(partition)))
+        # The high watermark the last fetch response carried: no request to the broker (an end_offsets call
+        # from this thread while fetches are in flight stalled consumption in kafka-python 3).
+        for partition in self.consumer.assignment():
+            end = self.consumer.highwater(partition)
+            if end is not None:
+                self.on_lag(partition, max(0, end - self.consumer.position(partition)))
 
     def _handle(self, record: ConsumerRecord) -> None:
         if self.on_record is not None:

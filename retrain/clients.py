@@ -36,6 +36,9 @@ def make_consumer(kafka: KafkaSettings, group_id: str | None, *topics: str, **ov
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "partition_assignment_strategy": [RangePartitionAssignor],
+        # kafka-python 3's group leader can assign before it has the subscribed topics' metadata and hand out
+        # nothing; it rebalances when its metadata changes, so refresh metadata often (default: 5 minutes).
+        "metadata_max_age_ms": 5_000,
     }
     config.update(overrides)
     return KafkaConsumer(*topics, **config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import threading
 import time
 from collections.abc import Callable
@@ -38,7 +39,12 @@ class RunningService:
             if not self.thread.is_alive():
                 raise AssertionError(f"the service's loop died while waiting for {what}")
             time.sleep(0.1)
+        faulthandler.dump_traceback(all_threads=True)  # where the service is stuck, for the test's output
         raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+    def wait_assigned(self, timeout_s: float = 120.0) -> None:
+        """Until the group has given this service its partitions (the first join can take a while)."""
+        self.wait_until(lambda: bool(self.loop.consumer.assignment()), "a partition assignment", timeout_s)
 
     def stop(self) -> None:
         self.loop.stop()

@@ -69,6 +69,9 @@ class RunningDetector:
             if self.value(name, **labels) >= at_least:
                 return self.value(name, **labels)
             time.sleep(0.2)
+        import faulthandler
+
+        faulthandler.dump_traceback(all_threads=True)
         raise AssertionError(f"{name}{labels} stayed at {self.value(name, **labels)}, expected >= {at_least}")
 
     def stop(self) -> None:

@@ -144,6 +144,8 @@ def test_prometheus_sees_the_drift_the_retrain_and_the_lag_drain(
     try:
         prometheus.wait_for('up{job="detector"}', [1.0])
         prometheus.wait_for('up{job="trainer"}', [1.0])
+        detector.wait_assigned()
+        trainer.wait_assigned()
         # The stream starts once Prometheus scrapes the services, as it would in production.
         stream = sea_stream(sea_model(), n=12_000, drift_at=6_000, model_id="sea")
         producer = make_producer(kafka_settings, linger_ms=20)
