@@ -17,11 +17,10 @@ import uuid
 
 from prometheus_client import CollectorRegistry
 
+from bench.kafka import benchmark_kafka, fresh_topics
 from consumers.detector import run_detector
-from retrain.clients import make_admin, make_consumer, make_producer
-from retrain.localkafka import LocalBroker
+from retrain.clients import make_consumer, make_producer
 from retrain.settings import BrokerSettings, DetectorSettings, KafkaSettings, Settings, TopicSettings
-from retrain.topics import ensure_topics, pipeline_topics
 from schemas import encode
 from tests.integration.streams import sea_model, sea_stream
 
@@ -81,32 +80,20 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=50_000)
     parser.add_argument("--bootstrap")
     args = parser.parse_args()
-    broker = None
-    if args.bootstrap is None:
-        broker = LocalBroker(BrokerSettings(port=19392, data_dir=".cache/kafka/bench-19392"))
-        broker.start(fresh=True)
-    kafka = KafkaSettings(bootstrap_servers=args.bootstrap or broker.bootstrap)
-    suffix = uuid.uuid4().hex[:8]
-    topics = TopicSettings(**{role: f"{name}-{suffix}" for role, name in TopicSettings().names().items()})
-    try:
-        admin = make_admin(kafka)
-        ensure_topics(admin, pipeline_topics(topics))
-        admin.close()
+    with benchmark_kafka(args.bootstrap, port=19392) as kafka:
+        topics = fresh_topics(kafka)
         produce(kafka, topics, args.examples)
         records = 2 * args.examples
         raw = raw_consume(kafka, topics, records)
         detector = detector_consume(kafka, topics, args.examples)
-        print(f"records: {records} ({args.examples} predictions + {args.examples} labels)")
-        print(f"raw kafka-python consume: {records / raw:,.0f} records/s ({raw:.2f} s)")
-        print(
-            f"detector (join, ADWIN + PageHinkley, LabeledExamples written and flushed): "
-            f"{records / detector:,.0f} records/s = {args.examples / detector:,.0f} labeled examples/s "
-            f"({detector:.2f} s)"
-        )
-        print(f"ratio detector/raw: {raw / detector:.2f}")
-    finally:
-        if broker is not None:
-            broker.stop()
+    print(f"records: {records} ({args.examples} predictions + {args.examples} labels)")
+    print(f"raw kafka-python consume: {records / raw:,.0f} records/s ({raw:.2f} s)")
+    print(
+        f"detector (join, ADWIN + PageHinkley, LabeledExamples written and flushed): "
+        f"{records / detector:,.0f} records/s = {args.examples / detector:,.0f} labeled examples/s "
+        f"({detector:.2f} s)"
+    )
+    print(f"ratio detector/raw: {raw / detector:.2f}")
 
 
 if __name__ == "__main__":

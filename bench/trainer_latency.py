@@ -16,19 +16,17 @@ import json
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from sklearn.ensemble import RandomForestClassifier
 
+from bench.kafka import benchmark_kafka, fresh_topics
 from consumers.decoding import decode_record
 from consumers.trainer import run_trainer
-from retrain.clients import make_admin, make_consumer, make_producer
+from retrain.clients import make_consumer, make_producer
 from retrain.decisions.training import FittedModel
-from retrain.localkafka import LocalBroker
-from retrain.settings import BrokerSettings, KafkaSettings, RegistrySettings, Settings, TopicSettings, TrainerSettings
-from retrain.topics import ensure_topics, pipeline_topics
+from retrain.settings import BrokerSettings, KafkaSettings, RegistrySettings, Settings, TrainerSettings
 from schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainReason, TrainingWindow, encode
 from tests.integration.streams import sea_model, sea_stream
 
@@ -61,11 +59,8 @@ def plain_fit_seconds(examples: list[LabeledExample]) -> float:
 
 
 def measure(kafka: KafkaSettings, n: int, workdir: Path) -> tuple[float, float]:
-    suffix = uuid.uuid4().hex[:8]
-    topics = TopicSettings(**{role: f"{name}-{suffix}" for role, name in TopicSettings().names().items()})
-    admin = make_admin(kafka)
-    ensure_topics(admin, pipeline_topics(topics))
-    admin.close()
+    topics = fresh_topics(kafka)
+    suffix = topics.predictions.rsplit("-", 1)[-1]
     settings = Settings(
         kafka=kafka,
         topics=topics,
@@ -127,22 +122,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--bootstrap")
     args = parser.parse_args()
-    broker = None
-    if args.bootstrap is None:
-        broker = LocalBroker(BrokerSettings(port=19492, data_dir=".cache/kafka/bench-19492"))
-        broker.start(fresh=True)
-    kafka = KafkaSettings(bootstrap_servers=args.bootstrap or broker.bootstrap)
-    try:
-        with tempfile.TemporaryDirectory() as workdir:
-            for n in (int(size) for size in args.sizes.split(",")):
-                latency, plain = measure(kafka, n, Path(workdir))
-                print(
-                    f"window {n:>7}: retrain event -> model update {latency:6.2f} s; plain RandomForest fit "
-                    f"{plain:6.2f} s; ratio {latency / plain:.2f}"
-                )
-    finally:
-        if broker is not None:
-            broker.stop()
+    with benchmark_kafka(args.bootstrap, port=19492) as kafka, tempfile.TemporaryDirectory() as workdir:
+        for n in (int(size) for size in args.sizes.split(",")):
+            latency, plain = measure(kafka, n, Path(workdir))
+            print(
+                f"window {n:>7}: retrain event -> model update {latency:6.2f} s; plain RandomForest fit "
+                f"{plain:6.2f} s; ratio {latency / plain:.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -48,30 +48,16 @@ def promtool() -> str:
     return path
 
 
-def test_promtool_accepts_the_scrape_configuration(promtool: str):
+@pytest.mark.parametrize(
+    ("what", "file", "success"),
+    [("config", "prometheus.yml", "SUCCESS: 1 rule files found"), ("rules", "alerts.yml", "SUCCESS: 5 rules found")],
+)
+def test_promtool_accepts_the_configuration_and_the_rules(promtool: str, what: str, file: str, success: str):
     result = subprocess.run(
-        [promtool, "check", "config", "prometheus.yml"],
-        cwd=PROMETHEUS_DIR,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        [promtool, "check", what, file], cwd=PROMETHEUS_DIR, capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 1 rule files found" in result.stdout + result.stderr
-
-
-def test_promtool_accepts_the_alert_rules(promtool: str):
-    result = subprocess.run(
-        [promtool, "check", "rules", "alerts.yml"],
-        cwd=PROMETHEUS_DIR,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 5 rules found" in result.stdout + result.stderr
+    assert success in result.stdout + result.stderr
 
 
 def test_alerts_cover_drift_failed_retrains_lag_and_missing_labels():
