@@ -102,9 +102,8 @@ class DriftMonitor:
         self.specs = specs
         self.task = task
         self.evidence_window = evidence_window
-        self._kinds = [DETECTORS.get(spec.name) for spec in specs]
-        self._detectors = [spec.build(task) for spec in specs]
-        self.reset()
+        self.reset()  # builds the detectors: an unknown name or bad parameters raise here
+        self._kinds = [DETECTORS[spec.name] for spec in specs]
 
     def reset(self) -> None:
         """A fresh baseline: new detectors, no history (after a new model version is promoted)."""
@@ -123,7 +122,6 @@ class DriftMonitor:
         detections = []
         self.warnings = []
         for spec, kind, detector in zip(self.specs, self._kinds, self._detectors, strict=True):
-            assert kind is not None
             value = error if kind.feed == "error" else 1.0 - error
             if spec.name == "ADWIN":
                 width_before, mean_before = detector.width, detector.estimation

@@ -18,7 +18,7 @@ class FeatureDriftMonitor:
     def __init__(self, spec: DetectorSpec | None = None, max_features: int = 64) -> None:
         self.spec = spec or DetectorSpec.of("ADWIN")
         # Feature values are not 0/1: only the detectors of real-valued streams apply (checked here, once).
-        DriftMonitor((self.spec,), task="regression")
+        self.spec.build("regression")
         if max_features < 1:
             raise ValueError("max_features must be at least 1")
         self.max_features = max_features
