@@ -170,6 +170,10 @@ class DetectorService:
     def partitions_assigned(self, consumer: KafkaConsumer, partitions: Iterable[TopicPartition]) -> None:
         """Nothing to restore: uncommitted records (pending joins included) are read again from the commit."""
 
+    def close(self) -> None:
+        if self.updates is not None:
+            self.updates.close()
+
     # -- internals ----------------------------------------------------------------------------------------
 
     def _joiner(self, partition: int) -> LabelJoiner:

@@ -70,6 +70,10 @@ class Service(Protocol):
 
     def partitions_assigned(self, consumer: KafkaConsumer, partitions: Iterable[TopicPartition]) -> None: ...
 
+    def close(self) -> None:
+        """Release what the service owns besides the loop's consumer and producer."""
+        ...
+
 
 class ConsumeLoop(ConsumerRebalanceListener):
     """Runs one service over its subscription until :meth:`stop` (or SIGTERM/SIGINT) is called."""
@@ -181,6 +185,7 @@ class ConsumeLoop(ConsumerRebalanceListener):
         finally:
             self.consumer.close(autocommit=False)
             self.publisher.producer.close()
+            self.service.close()
 
     # -- rebalance listener -------------------------------------------------------------------------------
 

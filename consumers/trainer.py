@@ -118,6 +118,9 @@ class TrainerService:
 
     # -- rebalance hook: rebuild buffers from Kafka ---------------------------------------------------------
 
+    def close(self) -> None:
+        """Nothing beyond the loop's clients: buffers are rebuilt from Kafka, versions live in the registry."""
+
     def partitions_assigned(self, consumer: KafkaConsumer, assigned: Iterable[TopicPartition]) -> None:
         """Pause new labeled-examples partitions; ``after_batch`` seeks them back and resumes them.
 
