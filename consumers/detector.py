@@ -8,7 +8,6 @@ current version whichever partitions it owns.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable
@@ -22,9 +21,9 @@ from prometheus_client import CollectorRegistry
 from consumers.decoding import decode_record
 from consumers.metrics import DetectorMetrics
 from consumers.runtime import InvalidRecord, Outputs
-from retrain.decisions.drift import DetectorSpec
+from retrain.configure import policy_config
 from retrain.decisions.join import LabelJoiner, LabelOutcome
-from retrain.decisions.policy import ModelWatch, PolicyConfig
+from retrain.decisions.policy import ModelWatch
 from retrain.settings import DetectorSettings, TopicSettings
 from schemas import (
     DeadLetter,
@@ -38,38 +37,6 @@ from schemas import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def _detector_spec(item: dict) -> DetectorSpec:
-    return DetectorSpec.of(item["name"], **item.get("params", {}))
-
-
-def policy_config(settings: DetectorSettings, task: str) -> PolicyConfig:
-    try:
-        specs = tuple(_detector_spec(item) for item in json.loads(settings.detectors))
-        feature_spec = _detector_spec(json.loads(settings.feature_detector)) if settings.feature_drift else None
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ValueError(
-            "RETRAIN_DETECTOR_DETECTORS must be a JSON list like "
-            '[{"name": "ADWIN", "params": {"delta": 0.002}}] and RETRAIN_DETECTOR_FEATURE_DETECTOR one such '
-            f"object: {error}"
-        ) from error
-    return PolicyConfig(
-        task=task,  # type: ignore[arg-type]
-        detectors=specs,
-        drift_quorum=settings.drift_quorum,
-        agreement_window=settings.agreement_window,
-        performance_window=settings.performance_window,
-        min_accuracy=settings.min_accuracy,
-        max_error=settings.max_error,
-        relative_drop=settings.relative_drop,
-        volume_examples=settings.volume_examples,
-        cold_start_examples=settings.cold_start_examples,
-        cooldown_examples=settings.cooldown_examples,
-        cooldown_s=settings.cooldown_s,
-        feature_detector=feature_spec,
-        feature_limit=settings.feature_limit,
-    )
 
 
 class DetectorService:
@@ -226,7 +193,7 @@ class DetectorService:
             gauges[0].set(accuracy)
         if error is not None:
             gauges[1].set(error)
-        for name in watch.monitor.warnings:
+        for name in watch.monitor.warnings if watch.monitor is not None else ():
             self.metrics.warnings.labels(example.model_id, name).inc()
         if event is not None:
             self._publish(event, record, out)

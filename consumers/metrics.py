@@ -128,6 +128,38 @@ class TrainerMetrics(ServiceMetrics):
         )
 
 
+class ScorerMetrics(ServiceMetrics):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__("scorer", registry)
+        self.predictions = Counter(
+            "retrain_predictions_total",
+            "Predictions published, per model (the fallback's included)",
+            ["model_id"],
+            registry=registry,
+        )
+        self.model_version = Gauge(
+            "retrain_scorer_model_version",
+            "Model version the scorer serves (0: no promoted version yet, the fallback answers)",
+            ["model_id"],
+            registry=registry,
+        )
+        self.swaps = Counter(
+            "retrain_model_swaps_total", "Hot swaps to another promoted version", ["model_id"], registry=registry
+        )
+        self.load_failures = Counter(
+            "retrain_model_load_failures_total",
+            "Versions that could not be loaded (refused by verification, missing, unreadable); the old one stays",
+            ["model_id"],
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "retrain_scoring_batch_seconds",
+            "Time to score one poll batch of requests (every model's predict, and the events built)",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+
+
 def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> None:
     """Serve ``/metrics`` on ``host:port`` (loopback by default) from a daemon thread."""
     start_http_server(port, addr=host, registry=registry)

@@ -9,7 +9,6 @@ event whose version is already in the registry is answered again from the regist
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -29,12 +28,11 @@ from retrain.decisions.training import (
     TrainingConfig,
     TrainingFailure,
     choose_window,
-    estimator_factory,
     train_challenger,
     window_bounds,
 )
 from retrain.registry import ArtifactVerificationError, ModelRegistry, ModelVersionInfo, RegistryError
-from retrain.settings import TopicSettings, TrainerSettings
+from retrain.settings import TopicSettings
 from schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainReason, UpdateOutcome
 
 log = logging.getLogger(__name__)
@@ -189,13 +187,15 @@ class TrainerService:
                 champion_info = self.registry.champion(model_id)
             promoted = champion_info is not None and champion_info.version == done.version
             return self._answer(event, done, champion_info, promoted=promoted, detail="answered from the registry")
-        window = choose_window(self.buffer(model_id).examples(), event, self.config)
+        examples = self.buffer(model_id).examples()
+        window = choose_window(examples, event, self.config)
+        wider = examples[-self.config.default_window :]  # a second candidate, kept if the holdout prefers it
         self.metrics.window_size.labels(model_id).set(len(window))
         champion = self._load(champion_info)
         started = time.perf_counter()
         try:
             task = self.task(model_id)
-            outcome = train_challenger(window, self.factory_for(model_id, task), task, self.config, champion)
+            outcome = train_challenger(window, self.factory_for(model_id, task), task, self.config, champion, wider)
         except TrainingFailure as failure:
             self.metrics.outcomes.labels(model_id, UpdateOutcome.FAILED.value).inc()
             return self._record(
@@ -295,31 +295,13 @@ class TrainerService:
         return all(self.consumer.position(p) >= ends[p] for p in partitions)
 
 
-def estimator_choice(settings: TrainerSettings) -> Callable[[str, Task], EstimatorFactory]:
-    """The estimator of each model: its override in RETRAIN_TRAINER_MODEL_ESTIMATORS, else the task's default."""
-    try:
-        overrides = json.loads(settings.model_estimators)
-        defaults = {
-            "classification": estimator_factory(settings.estimator, json.loads(settings.estimator_params)),
-            "regression": estimator_factory(
-                settings.regression_estimator, json.loads(settings.regression_estimator_params)
-            ),
-        }
-        per_model = {
-            model_id: estimator_factory(choice["estimator"], choice.get("params", {}))
-            for model_id, choice in overrides.items()
-        }
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ValueError(f"invalid estimator configuration (RETRAIN_TRAINER_*ESTIMATOR*): {error}") from error
-    return lambda model_id, task: per_model.get(model_id, defaults[task])
-
-
 def run_trainer(settings, *, registry: CollectorRegistry | None = None, serve: bool = True):
     """Build the trainer's clients and loop from the settings; return the loop (call ``run()``)."""
     from consumers.metrics import serve_metrics
     from consumers.runtime import ConsumeLoop
     from producers import EventPublisher
     from retrain.clients import make_consumer, make_producer
+    from retrain.configure import estimator_choice, training_config
 
     trainer = settings.trainer
     metrics_registry = registry or CollectorRegistry()
@@ -327,15 +309,7 @@ def run_trainer(settings, *, registry: CollectorRegistry | None = None, serve: b
     service = TrainerService(
         settings.topics,
         model_registry,
-        TrainingConfig(
-            min_window=trainer.min_window,
-            max_window=trainer.max_window,
-            default_window=trainer.default_window,
-            holdout_fraction=trainer.holdout_fraction,
-            min_holdout=trainer.min_holdout,
-            min_train=trainer.min_train,
-            tolerance=trainer.tolerance,
-        ),
+        training_config(trainer),
         estimator_choice(trainer),
         buffer_max_examples=trainer.buffer_max_examples,
         buffer_max_age_s=trainer.buffer_max_age_s,

@@ -1,4 +1,4 @@
-"""Producers: publish events to their topics (and, later, replay drifting streams into Kafka)."""
+"""Producers: publish events to their topics, and replay drifting streams into Kafka (producers.replay)."""
 
 from producers.publisher import EventPublisher, dead_letter_headers, topic_for
 

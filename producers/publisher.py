@@ -14,10 +14,12 @@ from schemas import (
     ModelUpdatedEvent,
     PredictionEvent,
     RetrainEvent,
+    ScoringRequest,
     encode,
 )
 
 _TOPIC_ROLE: dict[type[Event], str] = {
+    ScoringRequest: "scoring_requests",
     PredictionEvent: "predictions",
     LabelEvent: "labels",
     LabeledExample: "labeled_examples",

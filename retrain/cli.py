@@ -138,6 +138,55 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, keep_broker=args.keep_broker)
 
 
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.streams import stream_from_args
+    from retrain import evaluate
+    from retrain.plots import Timeline, plot_timelines
+
+    try:
+        source = stream_from_args(args)
+    except ValueError as error:
+        print(f"retrain evaluate: {error}", file=sys.stderr)
+        return 2
+    names = [n.strip() for n in args.strategies.split(",")] if args.strategies else None
+    print(f"evaluating on {source.description}", file=sys.stderr)
+    started = time.monotonic()
+    try:
+        results = evaluate.evaluate_stream(
+            source,
+            settings.detector,
+            settings.trainer,
+            scheduled_every=args.scheduled_every,
+            initial=args.initial,
+            names=names,
+            progress=lambda r: print(f"  {r.name}: accuracy {r.accuracy:.4f}, {r.retrains} retrains", file=sys.stderr),
+        )
+    except ValueError as error:
+        print(f"retrain evaluate: {error}", file=sys.stderr)
+        return 2
+    print(evaluate.table(results))
+    captured = evaluate.gain(results)
+    if captured is not None:
+        print(f"gain = (default - static) / (oracle - static) = {captured:.3f}")
+    print(f"({time.monotonic() - started:.0f}s)", file=sys.stderr)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(evaluate.report(results), indent=2) + "\n")
+    if args.png is not None:
+        shown = [r for name, r in results.items() if name in ("static", "scheduled", "default", "oracle")] or list(
+            results.values()
+        )
+        timelines = [
+            Timeline(
+                r.name, r.correct, r.detections, [s for s in r.swaps if s < len(r.correct)], r.retrains, r.accuracy
+            )
+            for r in shown
+        ]
+        plot_timelines(timelines, args.png, drift_points=source.drift_points, title=source.description)
+        print(f"wrote {args.png}", file=sys.stderr)
+    return EXIT_OK
+
+
 def describe_settings_error(error: ValidationError) -> str:
     """The settings' validation errors without their input values, which may hold a password."""
     lines = []
@@ -231,6 +280,119 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_scorer(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.scorer import run_scorer
+
+    loop = run_scorer(settings)
+    loop.install_signal_handlers()
+    print(
+        f"scorer: reading {settings.topics.scoring_requests} at {settings.kafka.bootstrap_servers}; models from "
+        f"{settings.registry.path} (a model with no promoted version gets {settings.scorer.fallback_prediction}, "
+        f"version 0); metrics on http://{settings.metrics.host}:{settings.metrics.scorer_port}/metrics",
+        flush=True,
+    )
+    loop.run()
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from producers import EventPublisher
+    from producers.replay import ReplayConfig, Replayer
+    from producers.streams import stream_from_args
+    from retrain.clients import make_producer
+
+    try:
+        source = stream_from_args(args)
+        config = ReplayConfig(
+            rate=args.rate,
+            label_delay=args.label_delay,
+            label_fraction=args.label_fraction,
+            seed=args.seed,
+            wait_for_labels=args.wait_for_labels,
+        )
+    except (ValueError, argparse.ArgumentTypeError) as error:
+        print(f"retrain replay: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    producer = make_producer(settings.kafka, linger_ms=20, batch_size=512 * 1024)
+    try:
+        try:
+            replayer = Replayer(
+                EventPublisher(producer, settings.topics),
+                source,
+                args.model_id,
+                config,
+                run_id=args.run_id,
+                progress=lambda stats: print(f"replay: {stats.summary()}", flush=True),
+                progress_every=args.progress_every,
+            )
+        except ValueError as error:
+            print(f"retrain replay: {error}", file=sys.stderr)
+            return EXIT_ERROR
+        pace = f"{config.rate:g}/s" if config.rate else "as fast as possible"
+        print(
+            f"replay {replayer.run_id}: {source.description} for model {args.model_id} into "
+            f"{settings.topics.scoring_requests} ({pace}); {config.label_fraction:.0%} of the labels into "
+            f"{settings.topics.labels} after {config.label_delay} s",
+            flush=True,
+        )
+        previous = {sig: signal.signal(sig, replayer.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            stats = replayer.run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    finally:
+        producer.close()
+    print(f"replay {stats.run_id} {'stopped' if stats.stopped else 'done'}: {stats.summary()}", flush=True)
+    return EXIT_OK if stats.send_errors == 0 else EXIT_ERROR
+
+
+def cmd_trigger(args: argparse.Namespace, settings: Settings) -> int:
+    from kafka.errors import KafkaError
+
+    from producers import EventPublisher
+    from retrain.clients import make_producer
+    from schemas import RetrainEvent, RetrainReason, TrainingWindow
+
+    try:
+        event = RetrainEvent(
+            model_id=args.model,
+            reason=RetrainReason(args.reason),
+            detector=None,
+            note=args.note,
+            suggested_window=TrainingWindow(last_n=args.window) if args.window is not None else None,
+        )
+    except ValidationError as error:
+        print(f"retrain trigger: invalid retrain event:\n{describe_settings_error(error)}", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        producer = make_producer(settings.kafka)
+        try:
+            sent = EventPublisher(producer, settings.topics).publish(event).get(timeout=30)
+        finally:
+            producer.close()
+    except KafkaError as error:
+        print(f"retrain trigger: not published to {settings.kafka.bootstrap_servers}: {error!r}", file=sys.stderr)
+        return EXIT_ERROR
+    print(
+        f"retrain trigger: {event.reason.value} retrain of {event.model_id} published to "
+        f"{sent.topic}[{sent.partition}]@{sent.offset}",
+        file=sys.stderr,
+    )
+    print(event.event_id)
+    return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="retrain",
@@ -290,6 +452,53 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = models_commands.add_parser("rollback", help="put the previous version back and publish the update")
     rollback.add_argument("model")
     rollback.set_defaults(handler=cmd_models)
+
+    scorer = commands.add_parser("scorer", help="run the scorer service (predictions, hot-swapped models)")
+    scorer.set_defaults(handler=cmd_scorer)
+
+    from producers.streams import add_stream_options
+
+    replay = commands.add_parser(
+        "replay", help="replay a stream into scoring-requests, and its labels into labels later"
+    )
+    add_stream_options(replay)
+    options = replay.add_argument_group("replay")
+    options.add_argument("--model-id", required=True, help="the model the requests are for")
+    options.add_argument("--rate", type=float, default=None, help="examples per second (default: as fast as possible)")
+    options.add_argument(
+        "--label-delay", default="0", help="seconds until a label: 0, fixed:S, uniform:LOW,HIGH or exp:MEAN"
+    )
+    options.add_argument(
+        "--label-fraction", type=float, default=1.0, help="share of the predictions that get a label, in (0, 1]"
+    )
+    options.add_argument("--run-id", default=None, help="prefix of the prediction ids (default: random)")
+    options.add_argument(
+        "--wait-for-labels", action="store_true", help="at the end, send each remaining label when it is due"
+    )
+    options.add_argument("--progress-every", type=_positive_int, default=10_000, help="print progress every N")
+    replay.set_defaults(handler=cmd_replay)
+
+    trigger = commands.add_parser("trigger", help="ask for a retrain of a model (publish a RetrainEvent)")
+    trigger.add_argument("--model", required=True, help="the model to retrain")
+    trigger.add_argument("--reason", required=True, choices=["business", "feedback", "manual"])
+    trigger.add_argument("--note", required=True, help="why, for whoever reads the event")
+    trigger.add_argument("--window", type=_positive_int, default=None, help="train on the latest N examples")
+    trigger.set_defaults(handler=cmd_trigger)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="offline (no Kafka): compare retraining strategies on one stream with the services' code"
+    )
+    from producers.streams import add_stream_options
+
+    add_stream_options(evaluate)
+    evaluate.add_argument("--scheduled-every", type=_positive_int, default=5_000, help="the scheduled strategy")
+    evaluate.add_argument(
+        "--initial", type=_positive_int, default=5_000, help="every strategy's first model: the first N examples"
+    )
+    evaluate.add_argument("--strategies", default=None, help="comma-separated subset (default: all)")
+    evaluate.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
+    evaluate.add_argument("--png", type=Path, default=None, help="write rolling accuracy with drifts and swaps")
+    evaluate.set_defaults(handler=cmd_evaluate)
 
     demo = commands.add_parser("demo", help="start a broker if needed, create topics, round-trip every event")
     demo.add_argument("--keep-broker", action="store_true", help="leave a broker the demo started running")

@@ -8,10 +8,12 @@ revealed only in :meth:`KafkaSettings.client_config`, which goes straight to kaf
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -93,13 +95,14 @@ class KafkaSettings(BaseSettings):
 class TopicSettings(BaseSettings):
     """Topic names and partition counts.
 
-    ``predictions``, ``labels`` and ``labeled-examples`` share ``stream_partitions`` so that they are
-    co-partitioned: with the same key (``model_id``) and the same count, a model's predictions and labels
-    land in the same partition number and meet in one consumer.
+    ``scoring-requests``, ``predictions``, ``labels`` and ``labeled-examples`` share ``stream_partitions`` so
+    that they are co-partitioned: with the same key (``model_id``) and the same count, a model's predictions and
+    labels land in the same partition number and meet in one consumer.
     """
 
     model_config = _config("RETRAIN_TOPIC_")
 
+    scoring_requests: str = "scoring-requests"
     predictions: str = "predictions"
     labels: str = "labels"
     labeled_examples: str = "labeled-examples"
@@ -124,6 +127,7 @@ class TopicSettings(BaseSettings):
     def names(self) -> dict[str, str]:
         """Role -> topic name, for every topic the pipeline uses."""
         return {
+            "scoring_requests": self.scoring_requests,
             "predictions": self.predictions,
             "labels": self.labels,
             "labeled_examples": self.labeled_examples,
@@ -181,8 +185,10 @@ class DetectorSettings(BaseSettings):
     # Models whose error is |y - y_hat| (regression); every other model is a classifier with a 0/1 error.
     regression_models: str = Field(default="", description="Comma-separated model ids")
     # JSON list of {"name": <River detector>, "params": {...}}; River's defaults where params are absent.
-    detectors: str = '[{"name": "ADWIN"}, {"name": "PageHinkley"}]'
-    drift_quorum: int = Field(default=2, ge=1)
+    detectors: str = (
+        '[{"name": "ADWIN", "params": {"delta": 0.01}}, {"name": "PageHinkley", "params": {"threshold": 100}}]'
+    )
+    drift_quorum: int = Field(default=1, ge=1)
     agreement_window: int = Field(default=1_000, ge=1)
     performance_window: int = Field(default=500, ge=1)
     min_accuracy: float | None = Field(default=None, ge=0, le=1)
@@ -192,6 +198,14 @@ class DetectorSettings(BaseSettings):
     cold_start_examples: int = Field(default=1_000, ge=1)
     cooldown_examples: int = Field(default=10_000, ge=1)
     cooldown_s: float = Field(default=3_600.0, gt=0)
+    # Post-change training: after a drift, fits on the examples since the change point, the first once there are
+    # refit_first of them, again as they grow x refit_growth, until refit_until (skipped once recovered).
+    post_change_training: bool = True
+    refit_first: int = Field(default=3_000, ge=1)
+    refit_growth: float = Field(default=2.5, gt=1)
+    refit_until: int = Field(default=5_000, ge=1)
+    recovered_margin: float | None = Field(default=0.02, ge=0)
+    change_history: int = Field(default=10_000, ge=2)
     # Label-free data drift: a detector per feature of the prediction stream (opt-in).
     feature_drift: bool = False
     feature_detector: str = '{"name": "ADWIN"}'
@@ -212,8 +226,8 @@ class TrainerSettings(BaseSettings):
     model_config = _config("RETRAIN_TRAINER_")
 
     group_id: str = "retrain-trainer"
-    estimator: str = "sklearn.ensemble.RandomForestClassifier"
-    estimator_params: str = '{"n_estimators": 100, "random_state": 0}'
+    estimator: str = "sklearn.ensemble.HistGradientBoostingClassifier"
+    estimator_params: str = '{"early_stopping": true, "random_state": 0}'
     regression_estimator: str = "sklearn.ensemble.HistGradientBoostingRegressor"
     regression_estimator_params: str = '{"random_state": 0}'
     # JSON: {"<model_id>": {"estimator": "pkg.mod.Class" or "pkg.mod:factory", "params": {...}}}
@@ -221,7 +235,7 @@ class TrainerSettings(BaseSettings):
     regression_models: str = Field(default="", description="Comma-separated model ids")
     min_window: int = Field(default=200, ge=1)
     max_window: int = Field(default=50_000, ge=1)
-    default_window: int = Field(default=10_000, ge=1)
+    default_window: int = Field(default=5_000, ge=1)
     holdout_fraction: float = Field(default=0.2, gt=0, lt=1)
     min_holdout: int = Field(default=50, ge=1)
     min_train: int = Field(default=100, ge=1)
@@ -234,6 +248,43 @@ class TrainerSettings(BaseSettings):
     @property
     def regression_model_ids(self) -> frozenset[str]:
         return frozenset(model.strip() for model in self.regression_models.split(",") if model.strip())
+
+
+def parse_target_literal(text: str) -> bool | int | float | str:
+    """A JSON literal that is a valid prediction: a boolean, an integer, a finite number or a string of 1-256."""
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f'expected a JSON literal such as 0 or "legit" ({error})') from None
+    if (
+        isinstance(value, bool | int)
+        or (isinstance(value, float) and math.isfinite(value))
+        or (isinstance(value, str) and 1 <= len(value) <= 256)
+    ):
+        return value
+    raise ValueError(f"expected a JSON boolean, finite number or non-empty string, got {text!r}")
+
+
+class ScorerSettings(BaseSettings):
+    """The scorer service: its consumer group, and what it answers for a model with no version yet."""
+
+    model_config = _config("RETRAIN_SCORER_")
+
+    group_id: str = "retrain-scorer"
+    # A JSON literal (0, "legit", true, 0.5): the prediction, with model_version 0, of a model that has no promoted
+    # version yet. Its labels are what the detector's cold-start trigger trains version 1 from.
+    fallback_prediction: str = "0"
+    max_poll_records: int = Field(default=1_000, ge=1)
+
+    @field_validator("fallback_prediction")
+    @classmethod
+    def _fallback_is_a_target(cls, text: str) -> str:
+        parse_target_literal(text)  # refused at start-up rather than on the first request
+        return text
+
+    @property
+    def fallback(self) -> bool | int | float | str:
+        return parse_target_literal(self.fallback_prediction)
 
 
 class RegistrySettings(BaseSettings):
@@ -265,6 +316,7 @@ class Settings(BaseModel):
     detector: DetectorSettings = Field(default_factory=DetectorSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+    scorer: ScorerSettings = Field(default_factory=ScorerSettings)
 
 
 def load_settings() -> Settings:

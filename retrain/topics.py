@@ -1,8 +1,8 @@
 """The topics the pipeline uses, and their idempotent creation.
 
-``predictions``, ``labels`` and ``labeled-examples`` are co-partitioned (same partition count, same key,
-``model_id``), so one consumer owns both sides of every join. Creating topics twice is harmless; an existing
-topic whose partition count breaks co-partitioning is reported as an error rather than silently used.
+``scoring-requests``, ``predictions``, ``labels`` and ``labeled-examples`` are co-partitioned (same partition
+count, same key, ``model_id``), so one consumer owns both sides of every join. Creating topics twice is harmless;
+an existing topic whose partition count breaks co-partitioning is reported as an error rather than silently used.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ def pipeline_topics(settings: TopicSettings) -> list[TopicSpec]:
         return TopicSpec(name, partitions, replication, dict(config))
 
     return [
+        stream(settings.scoring_requests),
         stream(settings.predictions),
         stream(settings.labels),
         # The trainer rebuilds its windows from here after a restart: retention is the longest window.

@@ -70,6 +70,19 @@ class Event(BaseModel):
     schema_version: Annotated[Literal[1], BeforeValidator(_integer_version)] = 1
 
 
+class ScoringRequest(Event):
+    """Features to score with a model's version in service. Keyed by ``model_id`` on the scoring-requests topic.
+
+    The producer assigns ``prediction_id``, so that the labels it sends later can name the prediction before it
+    has been made; ``timestamp`` is the event time, which the prediction keeps.
+    """
+
+    prediction_id: EventId
+    model_id: ModelId
+    features: Features
+    timestamp: UtcTimestamp
+
+
 class PredictionEvent(Event):
     """A model scored one request. Keyed by ``model_id`` on the predictions topic."""
 
@@ -268,6 +281,7 @@ class DeadLetter(Event):
 
 
 EVENT_TYPES: tuple[type[Event], ...] = (
+    ScoringRequest,
     PredictionEvent,
     LabelEvent,
     LabeledExample,

@@ -12,7 +12,7 @@ The binary detectors need a 0/1 error (classification); regression's absolute er
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -68,7 +68,11 @@ class DetectorSpec:
             raise ValueError(f"bad parameters for {self.name}: {error}") from error
 
 
-DEFAULT_DETECTORS = (DetectorSpec.of("ADWIN"), DetectorSpec.of("PageHinkley"))
+# Either one fires (quorum 1). ADWIN at delta 0.01 and Page-Hinkley at threshold 100 (River's: 0.002 and 50) each
+# raised no event on 20 steady 50,000-example Bernoulli streams (error rates 0.05, 0.15, 0.3, 0.45; seeds 0-4),
+# where Page-Hinkley at 50 fired 14 times on 15 of them (rates up to 0.3). Each catches drifts the other is slow
+# on: SEA's milder second drift, Page-Hinkley after 421 examples; Agrawal's switches, ADWIN after 23-39.
+DEFAULT_DETECTORS = (DetectorSpec.of("ADWIN", delta=0.01), DetectorSpec.of("PageHinkley", threshold=100))
 
 
 @dataclass(frozen=True)
@@ -151,3 +155,24 @@ class DriftMonitor:
         before = (self._sum - recent_sum) / older if older else after
         # Direction from the evidence for every detector: EDDM (and, rarely, HDDM_W) also fire on a fall.
         return Detection(name, position, after > before, before, after, recent_count)
+
+
+def change_point(errors: Sequence[float]) -> int:
+    """Where the error most likely rose: the index of the first example after a single upward mean shift.
+
+    The CUSUM estimate: the split ``k`` that maximises ``(k/n) * S_n - S_k`` (``S_k`` the sum of the first ``k``
+    errors), i.e. where the errors before are lowest against the overall mean. It locates the change from the
+    errors alone, whichever detector fired (a detector's own window may still hold part of the old concept).
+    Returns 0 for fewer than two errors or no rise.
+    """
+    n = len(errors)
+    if n < 2:
+        return 0
+    total = float(sum(errors))
+    best, best_k, prefix = 0.0, 0, 0.0
+    for k, error in enumerate(errors, start=1):
+        prefix += error
+        gap = k * total / n - prefix
+        if gap > best:
+            best, best_k = gap, k
+    return best_k

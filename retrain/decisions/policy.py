@@ -4,6 +4,12 @@ A :class:`ModelWatch` follows one model: it turns each labeled example into an e
 monitor and the rolling metric, counts examples since the last model, and decides. After it asks, it stays
 quiet (cooldown) until the model is updated, or enough examples or time have passed. When a new version is
 promoted it starts a fresh baseline and ignores the errors of older versions that arrive after the swap.
+
+Retraining right after a detection trains mostly on the *old* concept, and the new model can end up worse than
+never retraining. So a drift (or a drop of accuracy) opens an :class:`Episode` at the estimated change point,
+and the episode asks for fits on the examples since that point only: the first once ``refit_first`` of them
+exist, then again as they grow (times ``refit_growth``) until ``refit_until`` (the window is full). A later
+refit is skipped when the model in service is already back to its error from before the change.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from array import array
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from retrain.decisions.drift import DEFAULT_DETECTORS, Detection, DetectorSpec, DriftMonitor, Task
+from retrain.decisions.drift import DEFAULT_DETECTORS, Detection, DetectorSpec, DriftMonitor, Task, change_point
 from retrain.decisions.feature_drift import FeatureDriftMonitor
 from schemas import (
     Evidence,
@@ -41,7 +47,7 @@ class PolicyConfig:
     task: Task = "classification"
     detectors: tuple[DetectorSpec, ...] = DEFAULT_DETECTORS
     # Drift fires when this many of the detectors report a rise within `agreement_window` examples.
-    drift_quorum: int = 2
+    drift_quorum: int = 1
     agreement_window: int = 1_000
     # Performance: the rolling metric over the last `performance_window` examples.
     performance_window: int = 500
@@ -59,12 +65,34 @@ class PolicyConfig:
     # Label-free data drift on the prediction stream's features (opt-in): a detector per feature.
     feature_detector: DetectorSpec | None = None
     feature_limit: int = 64
+    # Post-change training: a degradation opens an episode that asks for fits on the examples since the change.
+    # Off, it asks at once for the trainer's default window (the naive rule, kept for comparisons).
+    post_change_training: bool = True
+    refit_first: int = 3_000
+    refit_growth: float = 2.5
+    refit_until: int = 5_000
+    # Skip an episode's later refits once the rolling error is within this of the error before the change.
+    recovered_margin: float | None = 0.02
+    # Errors kept (per model, since its version went into service) to locate the change point of an episode.
+    change_history: int = 10_000
 
     def __post_init__(self) -> None:
-        if not 1 <= self.drift_quorum <= len(self.detectors):
+        if self.detectors and not 1 <= self.drift_quorum <= len(self.detectors):
             raise ValueError(f"drift_quorum must be between 1 and the number of detectors ({len(self.detectors)})")
         if min(self.performance_window, self.agreement_window, self.cold_start_examples, self.reference_windows) < 1:
             raise ValueError("windows and counts must be positive")
+        if self.change_history < 2:
+            raise ValueError("change_history must be at least 2")
+        if not 1 <= self.refit_first <= self.refit_until or self.refit_growth <= 1:
+            raise ValueError("need 1 <= refit_first <= refit_until and refit_growth > 1")
+
+    def refit_sizes(self) -> tuple[int, ...]:
+        """Post-change example counts at which an episode asks for a fit: first, growing, until the window is full."""
+        sizes, size = [], float(self.refit_first)
+        while size < self.refit_until:
+            sizes.append(int(size))
+            size *= self.refit_growth
+        return (*sizes, self.refit_until)
         if self.relative_drop is not None and not 0 < self.relative_drop < 1:
             raise ValueError("relative_drop must be between 0 and 1")
 
@@ -73,6 +101,40 @@ class PolicyConfig:
 class _Cooldown:
     examples_at: int
     time_at: float
+
+
+@dataclass
+class Episode:
+    """A change the watch retrains for: where it began, where it was detected, which fits are still to come.
+
+    Positions count every labeled example of the model (whichever version predicted it), from 0.
+    """
+
+    change_at: int
+    detected_at: int
+    reason: RetrainReason
+    detector: str
+    detectors: list[str]
+    before_error: float | None  # the error before the change: the mark of recovery
+    version_at_open: int
+    sizes: tuple[int, ...]
+    fits: int = 0
+
+    def due(self, position: int) -> int | None:
+        """The post-change window of the next fit if it is due at ``position``, else None."""
+        if self.fits >= len(self.sizes):
+            return None
+        post_change = position + 1 - self.change_at
+        return post_change if post_change >= self.sizes[self.fits] else None
+
+    def take(self, post_change: int) -> None:
+        """A fit on ``post_change`` examples was asked for: it stands for every size it has reached."""
+        while self.fits < len(self.sizes) and self.sizes[self.fits] <= post_change:
+            self.fits += 1
+
+    @property
+    def finished(self) -> bool:
+        return self.fits >= len(self.sizes)
 
 
 @dataclass
@@ -87,13 +149,17 @@ class ModelWatch:
 
     def __post_init__(self) -> None:
         self.last_detections: list[Detection] = []
+        self.position = 0  # labeled examples of this model so far, every version: never reset
+        self.episode: Episode | None = None
+        self.opened: Episode | None = None  # the episode the last observe opened, if any
         self.features = (
             FeatureDriftMonitor(self.config.feature_detector, self.config.feature_limit)
             if self.config.feature_detector is not None
             else None
         )
-        self.monitor = DriftMonitor(self.config.detectors, self.config.task)
+        self.monitor = DriftMonitor(self.config.detectors, self.config.task) if self.config.detectors else None
         self._rolling = array("f", bytes(4 * self.config.performance_window))
+        self._history = array("f", bytes(4 * self.config.change_history))
         self._start_baseline()
 
     # -- input --------------------------------------------------------------------------------------------
@@ -108,9 +174,13 @@ class ModelWatch:
         self, example: LabeledExample, position: StreamPosition | None = None, now: datetime | None = None
     ) -> RetrainEvent | None:
         """Account for one labeled example; return a retrain event when one is due."""
+        index = self.position
+        self.position += 1
+        self.opened = None
+        self.last_detections = []
         if example.model_version < self.version:
             self.ignored_stale += 1  # an old version's error after the swap: not this model's baseline
-            return None
+            return self._with_position(self._refit_event(example, index), position)  # still post-change data
         if example.model_version > self.version:
             self.model_updated(example.model_version)  # we missed the update event: adopt the version
         error = example_error(example.prediction, example.label, self.config.task)
@@ -118,21 +188,57 @@ class ModelWatch:
         slot = self._seen % self.config.performance_window
         self._rolling_sum += error - self._rolling[slot]
         self._rolling[slot] = error
+        self._history[self._seen % self.config.change_history] = error
         self._seen += 1
         if self._seen <= self.config.reference_windows * self.config.performance_window:
             self._reference_error_sum += error
-        detections = [d for d in self.monitor.update(error) if d.rising]
-        self.last_detections = detections
-        for detection in detections:
-            self._rising[detection.detector] = detection
+        if self.monitor is not None:
+            detections = [d for d in self.monitor.update(error) if d.rising]
+            self.last_detections = detections
+            for detection in detections:
+                self._rising[detection.detector] = detection
         clock = (now or example.label_timestamp).timestamp()
-        if self._cooling_down(clock):
-            return None
-        event = self._drift_event(example) or self._performance_event(example) or self._volume_event(example)
-        if event is not None:
-            event = event.model_copy(update={"evidence": event.evidence.model_copy(update={"position": position})})
-            self._cooldown = _Cooldown(self.examples, clock)
-        return event
+        event = self._refit_event(example, index)
+        if event is None and not self._cooling_down(clock):
+            if self.config.post_change_training and self.version > 0:
+                self.opened = self._drift_episode(index) or self._performance_episode(index)
+                if self.opened is not None:
+                    self.episode = self.opened
+                    self._cooldown = _Cooldown(self.examples, clock)
+                    event = self._refit_event(example, index)
+            elif self.version > 0:
+                event = self._drift_event(example) or self._performance_event(example)
+            if event is None and self.opened is None and self.version == 0 and self.config.post_change_training:
+                self.opened = self._cold_start_episode(index)
+                if self.opened is not None:
+                    self.episode = self.opened
+                    self._cooldown = _Cooldown(self.examples, clock)
+                    event = self._refit_event(example, index)
+            if event is None and self.opened is None:
+                event = self._volume_event(example)
+            if event is not None and self.opened is None:
+                self._cooldown = _Cooldown(self.examples, clock)
+        return self._with_position(event, position)
+
+    def open_episode(self, change_at: int, detector: str = "oracle", reason: RetrainReason = RetrainReason.DRIFT):
+        """Open an episode at a change point known from outside (the oracle of ``retrain evaluate``)."""
+        self.episode = self.opened = Episode(
+            change_at,
+            self.position,
+            reason,
+            detector,
+            [detector],
+            self.rolling_error,
+            self.version,
+            self.config.refit_sizes(),
+        )
+        return self.episode
+
+    @staticmethod
+    def _with_position(event: RetrainEvent | None, position: StreamPosition | None) -> RetrainEvent | None:
+        if event is None or position is None:
+            return event
+        return event.model_copy(update={"evidence": event.evidence.model_copy(update={"position": position})})
 
     def observe_prediction(self, prediction: PredictionEvent) -> RetrainEvent | None:
         """Label-free: feed a prediction's features to the feature detectors (when configured)."""
@@ -177,7 +283,8 @@ class ModelWatch:
     # -- triggers -----------------------------------------------------------------------------------------
 
     def _start_baseline(self) -> None:
-        self.monitor.reset()
+        if self.monitor is not None:
+            self.monitor.reset()
         self.examples = 0
         self._seen = 0
         self._rolling_sum = 0.0
@@ -202,12 +309,121 @@ class ModelWatch:
             return False
         return True
 
-    def _drift_event(self, example: LabeledExample) -> RetrainEvent | None:
+    def _agreeing(self) -> list[Detection]:
+        assert self.monitor is not None
         now_index = self.monitor.n - 1
         agreeing = [d for d in self._rising.values() if now_index - d.index < self.config.agreement_window]
-        if len(agreeing) < self.config.drift_quorum:
+        return sorted(agreeing, key=lambda d: d.index) if len(agreeing) >= self.config.drift_quorum else []
+
+    def _drift_episode(self, index: int) -> Episode | None:
+        if self.monitor is None:
             return None
-        agreeing.sort(key=lambda d: d.index)
+        agreeing = self._agreeing()
+        if not agreeing:
+            return None
+        self._rising.clear()
+        errors = self._recent_errors()
+        start = change_point(errors)
+        before = errors[:start]
+        return Episode(
+            change_at=index + 1 - (len(errors) - start),
+            detected_at=index,
+            reason=RetrainReason.DRIFT,
+            detector=agreeing[-1].detector,
+            detectors=[d.detector for d in agreeing],
+            before_error=sum(before) / len(before) if before else None,
+            version_at_open=self.version,
+            sizes=self.config.refit_sizes(),
+        )
+
+    def _cold_start_episode(self, index: int) -> Episode | None:
+        """No model yet: fit on everything once there is enough, and again once the window is full."""
+        first = self.config.cold_start_examples
+        if self.position < first:
+            return None
+        sizes = (first,) if first >= self.config.refit_until else (first, self.config.refit_until)
+        return Episode(0, index, RetrainReason.DATA_VOLUME, "cold_start", ["cold_start"], None, 0, sizes)
+
+    def _performance_episode(self, index: int) -> Episode | None:
+        fired = self._performance_check()
+        if fired is None:
+            return None
+        rule, _threshold, _value = fired
+        reference = self.reference_accuracy if rule == "accuracy" else None
+        errors = self._recent_errors()
+        return Episode(
+            change_at=index + 1 - (len(errors) - change_point(errors)),
+            detected_at=index,
+            reason=RetrainReason.PERFORMANCE,
+            detector=f"rolling_{rule}",
+            detectors=[f"rolling_{rule}"],
+            before_error=None if reference is None else 1.0 - reference,
+            version_at_open=self.version,
+            sizes=self.config.refit_sizes(),
+        )
+
+    def _recent_errors(self) -> list[float]:
+        """This version's errors, oldest first: all of them, or the last ``change_history``."""
+        size = self.config.change_history
+        if self._seen <= size:
+            return list(self._history[: self._seen])
+        cut = self._seen % size
+        return list(self._history[cut:]) + list(self._history[:cut])
+
+    def _recovered(self, episode: Episode) -> bool:
+        """The model in service is a refit of this episode and is back to the error from before the change."""
+        margin = self.config.recovered_margin
+        if margin is None or episode.before_error is None or self.version <= episode.version_at_open:
+            return False
+        if self._seen < self.config.performance_window:
+            return False
+        error = self.rolling_error
+        return error is not None and error <= episode.before_error + margin
+
+    def _refit_event(self, example: LabeledExample, index: int) -> RetrainEvent | None:
+        episode = self.episode
+        if episode is None:
+            return None
+        post_change = episode.due(index)
+        if post_change is None:
+            return None
+        if episode.fits > 0 and self._recovered(episode):
+            self.episode = None  # back to where it was before the change: no more fits for this episode
+            return None
+        episode.take(post_change)
+        if episode.finished:
+            self.episode = None
+        return RetrainEvent(
+            model_id=self.model_id,
+            reason=episode.reason,
+            detector=episode.detector,
+            detected_at=example.label_timestamp,
+            model_version=self.version,
+            evidence=Evidence(
+                metric=self._metric_name,
+                before=episode.before_error,
+                after=self.rolling_error,
+                window_width=post_change,
+                examples_seen=self.examples,
+                detectors=episode.detectors,
+                values={
+                    "change_at": float(episode.change_at),
+                    "detected_at": float(episode.detected_at),
+                    "position": float(index),
+                    "refit": float(episode.fits),
+                },
+            ),
+            suggested_window=TrainingWindow(last_n=post_change),
+        )
+
+    def _drift_event(self, example: LabeledExample) -> RetrainEvent | None:
+        """The naive rule (post_change_training off): ask at once, with the detector's window as a hint."""
+        if self.monitor is None:
+            return None
+        agreeing = self._agreeing()
+        if not agreeing:
+            return None
+        now_index = self.monitor.n - 1
         last = agreeing[-1]
         # The narrowest post-change window any detector vouches for, ADWIN's when it is among them.
         adwin = [d for d in agreeing if d.detector == "ADWIN"]
@@ -226,10 +442,11 @@ class ModelWatch:
                 examples_seen=self.examples,
                 detectors=[d.detector for d in agreeing],
             ),
-            window=max(1, window),
+            window=None,
         )
 
-    def _performance_event(self, example: LabeledExample) -> RetrainEvent | None:
+    def _performance_check(self) -> tuple[str, float, float] | None:
+        """(rule, threshold, value) when the rolling metric is past its limit, else None."""
         config = self.config
         if self._seen < config.performance_window:
             return None
@@ -250,11 +467,17 @@ class ModelWatch:
             floor = [f for f in (config.min_accuracy, relative) if f is not None]
             if not floor or accuracy >= max(floor):
                 return None
-            threshold, value, rule = max(floor), accuracy, "accuracy"
-        else:
-            if config.max_error is None or error <= config.max_error:
-                return None
-            threshold, value, rule = config.max_error, error, "mae"
+            return "accuracy", max(floor), accuracy
+        if config.max_error is None or error <= config.max_error:
+            return None
+        return "mae", config.max_error, error
+
+    def _performance_event(self, example: LabeledExample) -> RetrainEvent | None:
+        """The naive rule (post_change_training off): ask at once for the trainer's default window."""
+        fired = self._performance_check()
+        if fired is None:
+            return None
+        rule, threshold, value = fired
         return self._event(
             example,
             RetrainReason.PERFORMANCE,
@@ -263,11 +486,11 @@ class ModelWatch:
                 metric=rule,
                 before=self.reference_accuracy if rule == "accuracy" else None,
                 after=value,
-                window_width=config.performance_window,
+                window_width=self.config.performance_window,
                 examples_seen=self.examples,
                 values={"threshold": threshold},
             ),
-            window=config.performance_window,
+            window=None,
         )
 
     def _volume_event(self, example: LabeledExample) -> RetrainEvent | None:
@@ -280,7 +503,7 @@ class ModelWatch:
             RetrainReason.DATA_VOLUME,
             detector="cold_start" if cold else "data_volume",
             evidence=Evidence(examples_seen=self.examples, values={"threshold": float(needed)}),
-            window=self.examples,
+            window=self.examples if cold else None,  # a cold start trains on all it has; later, the default window
         )
 
     @property
@@ -288,7 +511,7 @@ class ModelWatch:
         return "error_rate" if self.config.task == "classification" else "mae"
 
     def _event(
-        self, example: LabeledExample, reason: RetrainReason, *, detector: str, evidence: Evidence, window: int
+        self, example: LabeledExample, reason: RetrainReason, *, detector: str, evidence: Evidence, window: int | None
     ) -> RetrainEvent:
         return RetrainEvent(
             model_id=self.model_id,
@@ -297,5 +520,5 @@ class ModelWatch:
             detected_at=example.label_timestamp,
             model_version=self.version,
             evidence=evidence,
-            suggested_window=TrainingWindow(last_n=window),
+            suggested_window=None if window is None else TrainingWindow(last_n=window),
         )

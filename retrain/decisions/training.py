@@ -183,9 +183,41 @@ def train_challenger(
     task: Task,
     config: TrainingConfig,
     champion: FittedModel | None = None,
+    wider: Sequence[LabeledExample] | None = None,
 ) -> TrainingOutcome:
-    """Fit a challenger on ``window`` minus its holdout; score it and the champion on that holdout."""
+    """Fit a challenger on ``window`` minus its holdout; score it and the champion on that holdout.
+
+    ``wider``: a longer window ending with the same examples (the latest ``default_window``). A second candidate
+    is fitted on it (minus the same holdout) and kept if it scores better: after a change, the examples since
+    the change are usually the right window, but when the "change" was a passing fluctuation more data wins,
+    and the holdout decides which.
+    """
     train, holdout = split_holdout(window, config)
+    candidates = [train]
+    if wider is not None and len(wider) > len(window):
+        held = {e.prediction_id for e in holdout}
+        candidates.append([e for e in wider if e.prediction_id not in held])
+    best: tuple[FittedModel, float, int] | None = None
+    for examples in candidates:
+        challenger, score = _fit_and_score(examples, holdout, factory, task)
+        if best is None or score > best[1]:
+            best = (challenger, score, len(examples))
+    assert best is not None
+    challenger, challenger_score, n_train = best
+    champion_score = champion.score(holdout) if champion is not None else None
+    return TrainingOutcome(
+        challenger=challenger,
+        challenger_score=challenger_score,
+        champion_score=champion_score,
+        n_train=n_train,
+        n_holdout=len(holdout),
+        promote=should_promote(challenger_score, champion_score, config.tolerance),
+    )
+
+
+def _fit_and_score(
+    train: Sequence[LabeledExample], holdout: Sequence[LabeledExample], factory: EstimatorFactory, task: Task
+) -> tuple[FittedModel, float]:
     labels = [e.label for e in train]
     if task == "classification" and len({(type(label), label) for label in labels}) < 2:
         raise TrainingFailure("single_class", f"all {len(train)} training examples have the label {labels[0]!r}")
@@ -193,18 +225,9 @@ def train_challenger(
     try:
         challenger = FittedModel(factory(), feature_names, task)
         challenger.estimator.fit(challenger.matrix([e.features for e in train]), labels)
-        challenger_score = challenger.score(holdout)
+        return challenger, challenger.score(holdout)
     except Exception as error:  # any estimator failure is an outcome, not a crash
         raise TrainingFailure("estimator_error", f"{type(error).__name__}: {error}") from error
-    champion_score = champion.score(holdout) if champion is not None else None
-    return TrainingOutcome(
-        challenger=challenger,
-        challenger_score=challenger_score,
-        champion_score=champion_score,
-        n_train=len(train),
-        n_holdout=len(holdout),
-        promote=should_promote(challenger_score, champion_score, config.tolerance),
-    )
 
 
 def window_bounds(window: Sequence[LabeledExample]) -> tuple[datetime | None, datetime | None]:

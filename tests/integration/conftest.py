@@ -63,6 +63,7 @@ def unique() -> str:
 def topic_settings(unique: str) -> TopicSettings:
     """The pipeline's topics, with names private to this test."""
     return TopicSettings(
+        scoring_requests=f"scoring-requests-{unique}",
         predictions=f"predictions-{unique}",
         labels=f"labels-{unique}",
         labeled_examples=f"labeled-examples-{unique}",

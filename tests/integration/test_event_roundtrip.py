@@ -11,7 +11,7 @@ from producers.publisher import DLQ_HEADER_PREFIX
 from retrain.clients import make_consumer, make_producer
 from retrain.demo import read_back, run_demo, sample_events
 from retrain.settings import BrokerSettings, KafkaSettings, Settings, TopicSettings
-from schemas import DeadLetter, EventDecodeError, LabelEvent, PredictionEvent
+from schemas import DeadLetter, EventDecodeError, LabelEvent, PredictionEvent, ScoringRequest
 
 
 @pytest.fixture
@@ -52,6 +52,27 @@ def test_predictions_and_labels_of_a_model_share_a_partition_number(created_topi
         partitions[model_id] = sent_prediction.partition
     # With 3 partitions and 6 keys, murmur2 spreads them: co-partitioning is not "everything in partition 0".
     assert len(set(partitions.values())) > 1, partitions
+
+
+def test_a_scoring_request_goes_to_its_topic_in_the_partition_of_its_models_predictions(
+    created_topics: TopicSettings, producer, consumer
+):
+    publisher = EventPublisher(producer, created_topics)
+    prediction = sample_events(model_id="model-b")[0]
+    request = ScoringRequest(
+        prediction_id=prediction.prediction_id,
+        model_id="model-b",
+        features=prediction.features,
+        timestamp=prediction.timestamp,
+    )
+
+    sent = publisher.publish(request).get(timeout=30)
+    predicted = publisher.publish(prediction).get(timeout=30)
+    record = read_back(consumer, sent.topic, sent.partition, sent.offset)
+
+    assert topic_for(request, created_topics) == sent.topic == created_topics.scoring_requests
+    assert record.key == b"model-b" and decode_record(record, ScoringRequest) == request
+    assert sent.partition == predicted.partition
 
 
 def test_malformed_record_becomes_a_dead_letter_with_connect_headers(

@@ -19,6 +19,7 @@ def test_creates_every_topic_with_its_partitions_then_nothing_twice(admin: Kafka
     assert second.created == [] and sorted(second.existing) == sorted(names) and second.ok
     counts = existing_partition_counts(admin, names)
     assert counts == {
+        topic_settings.scoring_requests: 3,
         topic_settings.predictions: 3,
         topic_settings.labels: 3,
         topic_settings.labeled_examples: 3,

@@ -17,6 +17,7 @@ from schemas.events import (
     PredictionEvent,
     RetrainEvent,
     RetrainReason,
+    ScoringRequest,
     StreamPosition,
     TrainingWindow,
     UpdateOutcome,
@@ -25,6 +26,16 @@ from schemas.events import (
 T0 = datetime(2024, 3, 10, 12, 0, 0, 123456, tzinfo=UTC)
 T1 = T0 + timedelta(days=2, seconds=7)
 SHA256 = "0123456789abcdef" * 4
+
+
+def scoring_request(**overrides: Any) -> ScoringRequest:
+    fields: dict[str, Any] = {
+        "prediction_id": "pred-0001",
+        "model_id": "fraud-v2",
+        "features": {"amount": 12.5, "age_days": 400.0},
+        "timestamp": T0,
+    }
+    return ScoringRequest(**{**fields, **overrides})
 
 
 def prediction(**overrides: Any) -> PredictionEvent:
@@ -104,6 +115,8 @@ FULL_RETRAIN = RetrainEvent(
 
 # (id, event): every event type, with the Target variants (bool, int, str, float) and the optional parts.
 VALID_EXAMPLES: list[tuple[str, Event]] = [
+    ("scoring-request", scoring_request()),
+    ("scoring-request-int-and-unicode-features", scoring_request(features={"n": 3, "prix_€": -1e-9})),
     ("prediction-bool", prediction(prediction=True)),
     ("prediction-int-class", prediction(prediction=3)),
     ("prediction-str-class", prediction(prediction="chargeback")),
@@ -174,6 +187,13 @@ VALID_EXAMPLES: list[tuple[str, Event]] = [
 
 # The same events as a producer in another language would write them: plain JSON objects.
 WIRE: dict[type[Event], dict[str, Any]] = {
+    ScoringRequest: {
+        "schema_version": 1,
+        "prediction_id": "pred-0001",
+        "model_id": "fraud-v2",
+        "features": {"amount": 12.5, "age_days": 400.0},
+        "timestamp": "2024-03-10T12:00:00Z",
+    },
     PredictionEvent: {
         "schema_version": 1,
         "prediction_id": "pred-0001",

@@ -302,6 +302,15 @@ def test_trainer_keeps_its_models_in_a_named_volume() -> None:
     assert "models:/var/lib/retrain/models" in service("trainer").get("volumes", [])
 
 
+def test_scorer_reads_the_trainers_registry_with_the_same_key() -> None:
+    trainer, scorer = environment(service("trainer")), environment(service("scorer"))
+    assert "models:/var/lib/retrain/models:ro" in service("scorer").get("volumes", [])
+    for name in ("path", "hmac_key"):
+        variable = env_name(settings_module.RegistrySettings, name)
+        assert variable in trainer, f"the trainer sets no {variable}"
+        assert scorer.get(variable) == trainer[variable], f"scorer and trainer disagree on {variable}"
+
+
 def test_dockerfile_runs_the_retrain_cli_as_a_non_root_user() -> None:
     instructions = dockerfile_instructions()
     entrypoints = [arguments for keyword, arguments in instructions if keyword == "ENTRYPOINT"]

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from consumers.metrics import DetectorMetrics, TrainerMetrics
+from consumers.metrics import DetectorMetrics, ScorerMetrics, TrainerMetrics
 from tests.conftest import REPO_ROOT
 
 PROMETHEUS_DIR = REPO_ROOT / "prometheus"
@@ -21,11 +21,11 @@ METRIC_NAME = re.compile(r"\bretrain_[a-z_]+\b")
 
 def exposed_series() -> set[str]:
     """Every sample name the services can expose (counters with _total, histograms with _bucket ...)."""
-    registry, trainer_registry = CollectorRegistry(), CollectorRegistry()  # shared names: one registry each
-    DetectorMetrics(registry)
-    TrainerMetrics(trainer_registry)
+    registries = CollectorRegistry(), CollectorRegistry(), CollectorRegistry()  # shared names: one registry each
+    for metrics, registry in zip((DetectorMetrics, TrainerMetrics, ScorerMetrics), registries, strict=True):
+        metrics(registry)
     names = set()
-    for reg in (registry, trainer_registry):
+    for reg in registries:
         for family in reg.collect():
             names.add(family.name)
             names.update(

@@ -24,6 +24,7 @@ from schemas.events import (
     ModelUpdatedEvent,
     PredictionEvent,
     RetrainEvent,
+    ScoringRequest,
 )
 from schemas.export import SCHEMA_DIR, schema_file_name, stale_schema_files
 
@@ -66,12 +67,25 @@ def case(case_id: str, event_type: type[Event], changes: dict[str, Any] | None =
     return pytest.param(event_type, changes, drop, id=case_id)
 
 
-P, L, X, R, U, D = PredictionEvent, LabelEvent, LabeledExample, RetrainEvent, ModelUpdatedEvent, DeadLetter
+S, P, L, X, R, U, D = (
+    ScoringRequest,
+    PredictionEvent,
+    LabelEvent,
+    LabeledExample,
+    RetrainEvent,
+    ModelUpdatedEvent,
+    DeadLetter,
+)
 
 REFUSED_BY_BOTH = [
     *[case(f"{t.__name__}-missing-schema_version", t, drop="schema_version") for t in EVENT_TYPES],
     *[case(f"{t.__name__}-extra-key", t, {"surprise": 1}) for t in EVENT_TYPES],
     case("missing-prediction_id", P, drop="prediction_id"),
+    case("request-missing-prediction_id", S, drop="prediction_id"),
+    case("request-missing-features", S, drop="features"),
+    case("request-has-a-prediction", S, {"prediction": 1}),
+    case("request-feature-string-number", S, {"features.a": "1.5"}),
+    case("request-timestamp-number", S, {"timestamp": 1710072000}),
     case("missing-label", L, drop="label"),
     case("missing-label_timestamp", X, drop="label_timestamp"),
     case("missing-reason", R, drop="reason"),

@@ -17,6 +17,7 @@ from schemas.events import (
     ModelUpdatedEvent,
     PredictionEvent,
     RetrainEvent,
+    ScoringRequest,
 )
 from schemas.types import MAX_FEATURES
 
@@ -78,6 +79,7 @@ def test_string_schema_version_message_shows_the_string() -> None:
 
 
 REQUIRED: dict[type[Event], list[str]] = {
+    ScoringRequest: ["prediction_id", "model_id", "features", "timestamp"],
     PredictionEvent: ["prediction_id", "model_id", "model_version", "features", "prediction", "timestamp"],
     LabelEvent: ["prediction_id", "model_id", "label", "timestamp"],
     LabeledExample: [

@@ -30,6 +30,7 @@ def test_defaults_point_at_a_local_broker_and_loopback_metrics():
     assert settings.kafka.bootstrap_servers == "localhost:9092"
     assert settings.kafka.client_config()["security_protocol"] == "PLAINTEXT"
     assert settings.topics.names() == {
+        "scoring_requests": "scoring-requests",
         "predictions": "predictions",
         "labels": "labels",
         "labeled_examples": "labeled-examples",

@@ -1,0 +1,278 @@
+"""The scorer service: score ``scoring-requests`` with each model's promoted version, publish ``predictions``.
+
+Requests are decoded one by one and scored in batches: at the end of every poll batch, one ``predict`` call per
+model. The version in service comes from the model registry (the champion, verified before it is unpickled) the
+first time a model is seen; after that, a promoted ``ModelUpdatedEvent`` (read by a separate, group-less consumer
+from the start of ``model-updates``) swaps it. Swaps happen between batches: the new version is loaded and
+verified first, and only then replaces the old one, so every request is scored by exactly one version and a
+version that fails to load (tampered, missing) leaves the old one serving.
+
+A model with no promoted version yet is answered by ``RETRAIN_SCORER_FALLBACK_PREDICTION`` with model_version 0;
+the labels of those predictions are what the detector's cold-start trigger trains version 1 from.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from consumers.decoding import decode_record
+from consumers.metrics import ScorerMetrics
+from consumers.runtime import ConsumeLoop, InvalidRecord, Outputs
+from retrain.decisions.scoring import ModelLoadError, Prediction, ServedModel, load_version, score_batch
+from retrain.registry import ModelRegistry, RegistryError
+from retrain.settings import Settings, TopicSettings
+from schemas import ModelUpdatedEvent, PredictionEvent, ScoringRequest
+
+log = logging.getLogger(__name__)
+
+Pending = tuple[ConsumerRecord, ScoringRequest]
+
+
+class ScorerService:
+    name = "scorer"
+
+    def __init__(
+        self,
+        topics: TopicSettings,
+        registry: ModelRegistry,
+        *,
+        fallback: Prediction = 0,
+        updates: KafkaConsumer | None = None,
+        metrics_registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.topics = topics
+        self.registry = registry
+        self.fallback = fallback
+        self.updates = updates
+        self.metrics = ScorerMetrics(metrics_registry or CollectorRegistry())
+        self.served: dict[str, ServedModel] = {}
+        # The latest promoted update of each model: its sha256 is checked when the model is first loaded.
+        self.announced: dict[str, ModelUpdatedEvent] = {}
+        self._pending: list[Pending] = []
+        self._consumed = self.metrics.records_consumed.labels(self.name, topics.scoring_requests)
+        self._latency = self.metrics.processing_latency.labels(self.name)
+        self._predictions: dict[str, Any] = {}
+        if updates is not None:
+            self._catch_up_on_updates()
+
+    # -- the Service protocol -----------------------------------------------------------------------------
+
+    def handle(self, record: ConsumerRecord, out: Outputs) -> None:
+        """Decode and hold a request; the batch is scored in :meth:`after_batch`."""
+        if record.topic != self.topics.scoring_requests:
+            raise InvalidRecord("unexpected_topic", f"the scorer does not read {record.topic}")
+        self._consumed.inc()
+        self._pending.append((record, decode_record(record, ScoringRequest)))
+
+    def after_batch(self, out: Outputs) -> None:
+        """Apply model updates, then score the batch: one version per model for all of it."""
+        self._poll_updates()
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        started = time.perf_counter()
+        by_model: dict[str, list[Pending]] = {}
+        for item in pending:
+            by_model.setdefault(item[1].model_id, []).append(item)
+        for model_id, items in by_model.items():
+            try:
+                self._score(model_id, items, out)
+            except Exception as error:  # a bug must not lose the batch: its requests are dead-lettered instead
+                log.exception("scoring %d requests of %s failed", len(items), model_id)
+                for record, _ in items:
+                    out.dead_letter_record(record, error, "processing_error")
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def committable(self, partition: TopicPartition, position: int) -> int:
+        return position  # every request read has been scored (after_batch runs before the commit)
+
+    def partitions_revoked(self, partitions: Iterable[TopicPartition]) -> None:
+        """Nothing held: a batch is scored and flushed before the next poll, where rebalances happen."""
+
+    def partitions_assigned(self, consumer: KafkaConsumer, partitions: Iterable[TopicPartition]) -> None:
+        """Nothing to restore: models are loaded when their first request arrives."""
+
+    def close(self) -> None:
+        if self.updates is not None:
+            self.updates.close()
+
+    # -- models in service ----------------------------------------------------------------------------------
+
+    def serving(self, model_id: str) -> ServedModel:
+        """The version in service for ``model_id``; on first sight, the registry's champion (or the fallback)."""
+        served = self.served.get(model_id)
+        if served is None:
+            served = self.served[model_id] = self._first_sight(model_id)
+            self.metrics.swaps.labels(model_id)  # counters start at 0, so increase() sees the first one
+            self.metrics.load_failures.labels(model_id)
+            self.metrics.model_version.labels(model_id).set(served.version)
+        return served
+
+    def model_updated(self, update: ModelUpdatedEvent) -> bool:
+        """Swap to a promoted version once it is loaded and verified; True if the version in service changed.
+
+        A model not served yet only has the update noted: its first request loads the registry's champion.
+        """
+        if not update.promoted or update.version is None:
+            return False
+        self.announced[update.model_id] = update
+        current = self.served.get(update.model_id)
+        if current is None or current.version == update.version:
+            return False
+        try:
+            loaded = load_version(self.registry, update.model_id, update.version, update.sha256)
+        except ModelLoadError as error:
+            self._load_failed(update.model_id, update.version, current, error)
+            return False
+        self.served[update.model_id] = loaded
+        self.metrics.swaps.labels(update.model_id).inc()
+        self.metrics.model_version.labels(update.model_id).set(loaded.version)
+        log.info(
+            "%s: serving version %d (was %d, %s)",
+            update.model_id,
+            loaded.version,
+            current.version,
+            update.outcome.value,
+        )
+        return True
+
+    def _first_sight(self, model_id: str) -> ServedModel:
+        fallback = ServedModel(model_id, 0)
+        try:
+            champion = self.registry.champion(model_id)
+        except (RegistryError, OSError) as error:  # an inconsistent or unreadable champion.json
+            self._load_failed(model_id, None, fallback, error)
+            return fallback
+        if champion is None:
+            log.info("%s has no promoted version: answering %r with model_version 0", model_id, self.fallback)
+            return fallback
+        announced = self.announced.get(model_id)
+        sha256 = announced.sha256 if announced is not None and announced.version == champion.version else None
+        try:
+            served = load_version(self.registry, model_id, champion.version, sha256)
+        except ModelLoadError as error:
+            self._load_failed(model_id, champion.version, fallback, error)
+            return fallback
+        log.info("%s: serving version %d", model_id, served.version)
+        return served
+
+    def _load_failed(self, model_id: str, version: int | None, kept: ServedModel, error: Exception) -> None:
+        self.metrics.load_failures.labels(model_id).inc()
+        what = f"version {version}" if version is not None else "its champion"
+        log.error(
+            "%s: %s could not be loaded, still serving version %d; promote a version again to retry: %s",
+            model_id,
+            what,
+            kept.version,
+            error,
+        )
+
+    # -- scoring ----------------------------------------------------------------------------------------------
+
+    def _score(self, model_id: str, items: list[Pending], out: Outputs) -> None:
+        served = self.serving(model_id)
+        results = score_batch(served, [request.features for _, request in items], self.fallback)
+        now = time.time()
+        scored = 0
+        for (record, request), result in zip(items, results, strict=True):
+            if result.error is not None:
+                reason = "unusable_features"
+                message = f"{model_id} version {served.version} cannot score these features: {result.error}"
+                out.dead_letter_record(record, InvalidRecord(reason, message), reason)
+                continue
+            try:
+                prediction = PredictionEvent(
+                    prediction_id=request.prediction_id,
+                    model_id=model_id,
+                    model_version=served.version,
+                    features=request.features,
+                    prediction=result.prediction,
+                    timestamp=request.timestamp,
+                )
+            except ValidationError as error:  # e.g. NaN from a regressor
+                reason = "invalid_prediction"
+                message = f"{model_id} version {served.version} predicted {result.prediction!r}: {error}"
+                out.dead_letter_record(record, InvalidRecord(reason, message[:2048]), reason)
+                continue
+            out.emit(prediction)
+            scored += 1
+            if record.timestamp >= 0:
+                self._latency.observe(max(0.0, now - record.timestamp / 1000))
+        counter = self._predictions.get(model_id)
+        if counter is None:
+            counter = self._predictions[model_id] = self.metrics.predictions.labels(model_id)
+        counter.inc(scored)
+
+    # -- model updates ----------------------------------------------------------------------------------------
+
+    def _catch_up_on_updates(self) -> None:
+        assert self.updates is not None
+        partitions = self.updates.partitions_for_topic(self.topics.model_updates) or set()
+        assigned = [TopicPartition(self.topics.model_updates, p) for p in sorted(partitions)]
+        if not assigned:
+            log.warning("topic %s has no partitions: no hot swaps (create the topics first)", self.topics.model_updates)
+            self.updates.close()
+            self.updates = None
+            return
+        self.updates.assign(assigned)
+        self.updates.seek_to_beginning()
+        end = self.updates.end_offsets(assigned)
+        while any(self.updates.position(tp) < end[tp] for tp in assigned):
+            self._poll_updates(timeout_ms=500)
+
+    def _poll_updates(self, timeout_ms: int = 0) -> None:
+        if self.updates is None:
+            return
+        for records in self.updates.poll(timeout_ms=timeout_ms).values():
+            for record in records:
+                try:
+                    update = decode_record(record, ModelUpdatedEvent)
+                except ValueError:
+                    continue  # the trainer's own topic; a bad record there is the trainer's to report
+                self.model_updated(update)
+
+
+def run_scorer(settings: Settings, *, registry: CollectorRegistry | None = None, serve: bool = True) -> ConsumeLoop:
+    """Build the scorer's clients and loop from the settings; return the loop (call ``run()``)."""
+    from consumers.metrics import serve_metrics
+    from producers import EventPublisher
+    from retrain.clients import make_consumer, make_producer
+
+    if settings.registry.hmac_key is None:
+        raise RegistryError(
+            "the scorer loads signed models: set RETRAIN_REGISTRY_HMAC_KEY to the trainer's key (and "
+            "RETRAIN_REGISTRY_PATH to its registry)"
+        )
+    registry = registry or CollectorRegistry()
+    updates = make_consumer(settings.kafka, None)
+    service = ScorerService(
+        settings.topics,
+        ModelRegistry.from_settings(settings.registry),
+        fallback=settings.scorer.fallback,
+        updates=updates,
+        metrics_registry=registry,
+    )
+    max_records = settings.scorer.max_poll_records
+    consumer = make_consumer(settings.kafka, settings.scorer.group_id, max_poll_records=max_records)
+    # Flushed after every poll batch, so a long linger only fills bigger batches (as in the detector).
+    publisher = EventPublisher(make_producer(settings.kafka, linger_ms=50, batch_size=1024 * 1024), settings.topics)
+    loop = ConsumeLoop(
+        service,
+        consumer,
+        publisher,
+        [settings.topics.scoring_requests],
+        max_records=max_records,
+        on_dead_letter=service.metrics.dead_letter,
+        on_lag=service.metrics.lag,
+    )
+    if serve:
+        serve_metrics(registry, settings.metrics.host, settings.metrics.scorer_port)
+    return loop

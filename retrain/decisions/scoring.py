@@ -1,0 +1,87 @@
+"""What the scorer serves, and how it scores a batch: no Kafka.
+
+A :class:`ServedModel` is one model's version in service: a verified :class:`FittedModel` loaded from the
+registry, or, before the model's first promotion, nothing (version 0), in which case the configured fallback
+prediction answers. :func:`score_batch` makes one ``predict`` call for a whole batch (per-row scikit-learn calls
+are about 100 times slower); when that call raises, it splits the batch in halves until the rows that make it
+raise are isolated, so one unusable request costs its own prediction and no one else's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from retrain.decisions.training import FittedModel
+from retrain.registry import ArtifactVerificationError, ModelRegistry, RegistryError
+
+Prediction = bool | int | float | str
+
+
+class ModelLoadError(RuntimeError):
+    """A version that cannot go into service: refused by verification, missing, unreadable, or not a model."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    model_id: str
+    version: int  # 0: no promoted version yet, the fallback answers
+    model: FittedModel | None = None
+    sha256: str | None = None
+
+    @property
+    def is_fallback(self) -> bool:
+        return self.model is None
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """The prediction for one row, or why the model could not score it."""
+
+    prediction: Any = None
+    error: str | None = None
+
+
+def score_batch(served: ServedModel, rows: Sequence[dict[str, float]], fallback: Prediction) -> list[RowResult]:
+    """One result per row, in order: the model's predictions (one ``predict`` call when nothing fails)."""
+    if served.model is None:
+        return [RowResult(fallback) for _ in rows]
+    return _score(served.model, list(rows))
+
+
+def _score(model: FittedModel, rows: list[dict[str, float]]) -> list[RowResult]:
+    if not rows:
+        return []
+    try:
+        predictions = model.predict(rows)
+        if len(predictions) != len(rows):
+            raise ValueError(f"predict returned {len(predictions)} predictions for {len(rows)} rows")
+        return [RowResult(prediction) for prediction in predictions]
+    except Exception as error:  # the estimator's own errors, whatever their class
+        if len(rows) == 1:
+            return [RowResult(error=f"{type(error).__name__}: {error}")]
+    middle = len(rows) // 2
+    return _score(model, rows[:middle]) + _score(model, rows[middle:])
+
+
+def load_version(registry: ModelRegistry, model_id: str, version: int, sha256: str | None = None) -> ServedModel:
+    """A verified version of ``model_id``; ``sha256``, when given (a model update's), must be the registry's too."""
+    what = f"{model_id} version {version}"
+    try:
+        info = registry.info(model_id, version)
+        if sha256 is not None and info.sha256 != sha256:
+            raise ModelLoadError(
+                f"{what}: the update announced sha256 {sha256[:12]}..., the registry holds {info.sha256[:12]}... "
+                "(another registry, or the version was replaced); not loaded"
+            )
+        model = registry.load(model_id, version)  # verifies the artifact's sha256 and HMAC before unpickling
+    except (RegistryError, ArtifactVerificationError) as error:
+        raise ModelLoadError(str(error)) from error
+    except ModelLoadError:
+        raise
+    except Exception as error:  # a verified artifact that does not unpickle here (library versions, ...)
+        raise ModelLoadError(f"{what}: {type(error).__name__}: {error}") from error
+    if not isinstance(model, FittedModel):
+        raise ModelLoadError(f"{what} is a {type(model).__name__}, not a FittedModel; it cannot score requests")
+    return ServedModel(model_id, version, model, info.sha256)

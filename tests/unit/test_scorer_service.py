@@ -1,0 +1,324 @@
+"""The scorer's decisions without Kafka, on a real registry: batches, fallback, hot swaps, refused versions."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from kafka.consumer.fetcher import ConsumerRecord
+from sklearn.linear_model import LogisticRegression
+from sklearn.tree import DecisionTreeClassifier
+
+from consumers.scorer import ScorerService
+from retrain.decisions.scoring import RowResult, ServedModel, score_batch
+from retrain.decisions.training import FittedModel
+from retrain.registry import ModelRegistry, ModelVersionInfo
+from retrain.settings import TopicSettings
+from schemas import EventDecodeError, ModelUpdatedEvent, PredictionEvent, ScoringRequest, UpdateOutcome, encode
+
+KEY = "scorer-test-key-0123456789abcdef-xyz"
+TOPICS = TopicSettings()
+START = datetime(2026, 11, 28, tzinfo=UTC)
+WINDOW = {"n_samples": 100, "first_label_timestamp": None, "last_label_timestamp": None}
+
+
+class CollectingOutputs:
+    def __init__(self) -> None:
+        self.events: list[PredictionEvent] = []
+        self.dead: list[tuple[int, str, str]] = []  # (offset, reason, message)
+
+    def emit(self, event) -> None:
+        self.events.append(event)
+
+    def dead_letter_record(self, record: ConsumerRecord, error: Exception, reason: str) -> None:
+        self.dead.append((record.offset, reason, str(error)))
+
+
+def threshold_model(above: int) -> FittedModel:
+    """Predicts ``above`` when x > 0.5, else ``1 - above``: version 1 and version 2 disagree everywhere."""
+    rng = random.Random(0)
+    xs = [rng.random() for _ in range(200)]
+    tree = DecisionTreeClassifier(max_depth=1, random_state=0).fit(
+        [[x] for x in xs], [above if x > 0.5 else 1 - above for x in xs]
+    )
+    return FittedModel(tree, ["x"], "classification")
+
+
+def register(registry: ModelRegistry, model_id: str, model, *, promote: bool) -> ModelVersionInfo:
+    info = registry.register(model_id, model, n_samples=200, metrics={}, training_window=WINDOW, trigger_event_id=None)
+    return registry.promote(model_id, info.version) if promote else info
+
+
+def update(info: ModelVersionInfo, *, sha256: str | None = None, outcome=UpdateOutcome.PROMOTED) -> ModelUpdatedEvent:
+    return ModelUpdatedEvent(
+        model_id=info.model_id,
+        version=info.version,
+        promoted=True,
+        outcome=outcome,
+        artifact_uri=info.artifact_uri,
+        sha256=sha256 or info.sha256,
+    )
+
+
+def requests(model_id: str, xs: list[float], start: int = 0) -> list[ScoringRequest]:
+    return [
+        ScoringRequest(
+            prediction_id=f"{model_id}-{start + i}",
+            model_id=model_id,
+            features={"x": x},
+            timestamp=START + timedelta(seconds=start + i),
+        )
+        for i, x in enumerate(xs)
+    ]
+
+
+def record(request: ScoringRequest | bytes, offset: int, model_id: str = "m") -> ConsumerRecord:
+    value = request if isinstance(request, bytes) else encode(request)
+    key = model_id.encode()
+    return ConsumerRecord(TOPICS.scoring_requests, 0, None, offset, 0, 0, key, value, [], None, 1, len(value), 0)
+
+
+def score(service: ScorerService, batch: list[ScoringRequest], first_offset: int = 0) -> CollectingOutputs:
+    out = CollectingOutputs()
+    for offset, request in enumerate(batch, start=first_offset):
+        service.handle(record(request, offset, request.model_id), out)  # type: ignore[arg-type]
+    service.after_batch(out)  # type: ignore[arg-type]
+    return out
+
+
+def metric(service: ScorerService, name: str, **labels: str) -> float | None:
+    return service.metrics.registry.get_sample_value(name, labels)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> ModelRegistry:
+    return ModelRegistry(tmp_path / "models", KEY)
+
+
+@pytest.fixture
+def service(registry: ModelRegistry) -> ScorerService:
+    return ScorerService(TOPICS, registry, fallback="unknown")
+
+
+XS = [0.1, 0.9, 0.4, 0.6, 0.95]
+
+
+def test_a_model_with_no_version_gets_the_fallback_with_version_0(service: ScorerService):
+    out = score(service, requests("cold", XS))
+
+    assert [(e.prediction, e.model_version) for e in out.events] == [("unknown", 0)] * 5
+    assert out.dead == []
+    assert metric(service, "retrain_predictions_total", model_id="cold") == 5
+    assert metric(service, "retrain_scorer_model_version", model_id="cold") == 0
+    assert metric(service, "retrain_model_swaps_total", model_id="cold") == 0
+
+
+def test_the_champion_scores_the_batch_and_the_request_carries_through(service, registry):
+    register(registry, "m", threshold_model(above=1), promote=True)
+    batch = requests("m", XS)
+
+    out = score(service, batch)
+
+    assert [e.prediction for e in out.events] == [0, 1, 0, 1, 1]
+    assert {e.model_version for e in out.events} == {1}
+    for event, request in zip(out.events, batch, strict=True):
+        assert (event.prediction_id, event.model_id, event.features, event.timestamp) == (
+            request.prediction_id,
+            request.model_id,
+            request.features,
+            request.timestamp,
+        )
+    assert metric(service, "retrain_scorer_model_version", model_id="m") == 1
+    assert metric(service, "retrain_scoring_batch_seconds_count") == 1
+
+
+def test_a_promoted_update_swaps_between_batches_and_nothing_is_scored_twice(service, registry):
+    register(registry, "m", threshold_model(above=1), promote=True)
+    first = score(service, requests("m", XS))
+    v2 = register(registry, "m", threshold_model(above=0), promote=True)
+
+    assert service.model_updated(update(v2)) is True
+    second = score(service, requests("m", XS, start=5), first_offset=5)
+
+    assert [(e.prediction, e.model_version) for e in first.events] == [(0, 1), (1, 1), (0, 1), (1, 1), (1, 1)]
+    assert [(e.prediction, e.model_version) for e in second.events] == [(1, 2), (0, 2), (1, 2), (0, 2), (0, 2)]
+    ids = [e.prediction_id for e in first.events + second.events]
+    assert ids == [f"m-{i}" for i in range(10)]
+    assert metric(service, "retrain_model_swaps_total", model_id="m") == 1
+    assert metric(service, "retrain_scorer_model_version", model_id="m") == 2
+    assert service.model_updated(update(v2)) is False  # the version in service already: no second swap
+
+
+def test_a_batch_is_scored_by_one_version_even_when_the_update_arrives_while_it_is_read(service, registry):
+    register(registry, "m", threshold_model(above=1), promote=True)
+    score(service, requests("m", [0.9]))  # version 1 in service
+    v2 = register(registry, "m", threshold_model(above=0), promote=True)
+    out = CollectingOutputs()
+    batch = requests("m", XS, start=1)
+    service.handle(record(batch[0], 1), out)  # type: ignore[arg-type]
+    service.model_updated(update(v2))
+    for offset, request in enumerate(batch[1:], start=2):
+        service.handle(record(request, offset), out)  # type: ignore[arg-type]
+    service.after_batch(out)  # type: ignore[arg-type]
+
+    assert [e.model_version for e in out.events] == [2] * 5
+
+
+def test_a_rollback_swaps_back_to_the_earlier_version(service, registry):
+    register(registry, "m", threshold_model(above=1), promote=True)
+    register(registry, "m", threshold_model(above=0), promote=True)
+    assert [e.model_version for e in score(service, requests("m", XS)).events] == [2] * 5
+
+    back = registry.rollback("m")
+    assert service.model_updated(update(back, outcome=UpdateOutcome.ROLLED_BACK)) is True
+    assert [e.prediction for e in score(service, requests("m", XS, 5)).events] == [0, 1, 0, 1, 1]
+
+
+def test_a_version_that_fails_verification_is_not_loaded_and_the_old_one_keeps_serving(service, registry, caplog):
+    register(registry, "m", threshold_model(above=1), promote=True)
+    score(service, requests("m", XS))
+    v2 = register(registry, "m", threshold_model(above=0), promote=True)
+    artifact = registry.path / "m" / "2" / "model.joblib"
+    artifact.write_bytes(artifact.read_bytes() + b"tampered")
+
+    assert service.model_updated(update(v2)) is False
+    assert service.model_updated(update(dataclasses.replace(v2, version=7))) is False  # no such version
+    out = score(service, requests("m", XS, 5))
+
+    assert [(e.prediction, e.model_version) for e in out.events] == [(0, 1), (1, 1), (0, 1), (1, 1), (1, 1)]
+    assert metric(service, "retrain_model_load_failures_total", model_id="m") == 2
+    assert metric(service, "retrain_model_swaps_total", model_id="m") == 0
+    assert metric(service, "retrain_scorer_model_version", model_id="m") == 1
+    assert "m: version 2 could not be loaded, still serving version 1" in caplog.text
+    assert "sha256 of model.joblib does not match" in caplog.text
+    assert KEY not in caplog.text
+
+
+def test_an_update_whose_sha256_is_not_the_registrys_is_refused(service, registry):
+    register(registry, "m", threshold_model(above=1), promote=True)
+    score(service, requests("m", XS))
+    v2 = register(registry, "m", threshold_model(above=0), promote=True)
+
+    assert service.model_updated(update(v2, sha256="0" * 64)) is False
+    assert service.serving("m").version == 1
+    assert metric(service, "retrain_model_load_failures_total", model_id="m") == 1
+    assert service.model_updated(update(v2)) is True  # the genuine announcement goes through
+    assert service.serving("m").version == 2
+
+
+def test_an_artifact_that_is_not_a_fitted_model_is_refused(service, registry):
+    register(registry, "m", threshold_model(above=1), promote=True)
+    score(service, requests("m", XS))
+    bare = register(registry, "m", DecisionTreeClassifier().fit([[0.0], [1.0]], [0, 1]), promote=True)
+
+    assert service.model_updated(update(bare)) is False
+    assert service.serving("m").version == 1
+
+
+def test_a_tampered_champion_on_first_sight_leaves_the_fallback(service, registry):
+    register(registry, "m", threshold_model(above=1), promote=True)
+    artifact = registry.path / "m" / "1" / "model.joblib"
+    artifact.write_bytes(b"not what was signed")
+
+    out = score(service, requests("m", XS))
+
+    assert [(e.prediction, e.model_version) for e in out.events] == [("unknown", 0)] * 5
+    assert metric(service, "retrain_model_load_failures_total", model_id="m") == 1
+
+
+def test_the_cold_start_swaps_from_the_fallback_to_version_1(service, registry):
+    assert [e.model_version for e in score(service, requests("m", XS)).events] == [0] * 5
+    v1 = register(registry, "m", threshold_model(above=1), promote=True)
+
+    assert service.model_updated(update(v1)) is True
+    assert [(e.prediction, e.model_version) for e in score(service, requests("m", [0.9], 5)).events] == [(1, 1)]
+
+
+def test_an_update_for_a_model_not_served_yet_is_only_noted(service, registry):
+    register(registry, "m", threshold_model(above=1), promote=True)
+    v2 = register(registry, "m", threshold_model(above=0), promote=False)
+
+    assert service.model_updated(update(v2)) is False  # not loaded: the model has had no request yet
+    assert "m" not in service.served
+    # Its first request loads the registry's champion (version 1: version 2 was never promoted there).
+    assert [e.model_version for e in score(service, requests("m", [0.9])).events] == [1]
+
+
+def test_the_champion_is_not_loaded_when_its_announced_sha256_differs(service, registry):
+    v1 = register(registry, "m", threshold_model(above=1), promote=True)
+    service.model_updated(update(v1, sha256="f" * 64))  # noted before the first request
+
+    assert [e.model_version for e in score(service, requests("m", [0.9])).events] == [0]
+    assert metric(service, "retrain_model_load_failures_total", model_id="m") == 1
+
+
+def test_requests_the_model_cannot_use_are_dead_lettered_and_the_rest_scored(service, registry):
+    rng = random.Random(1)
+    xs = [rng.random() for _ in range(300)]
+    logistic = LogisticRegression().fit([[x] for x in xs], [int(x > 0.5) for x in xs])
+    register(registry, "m", FittedModel(logistic, ["x"], "classification"), promote=True)
+    batch = requests("m", XS)
+    # No "x": the model sees NaN, which a logistic regression refuses (ValueError from scikit-learn).
+    batch[1] = batch[1].model_copy(update={"features": {"y": 1.0}})
+    batch[3] = batch[3].model_copy(update={"features": {"y": 2.0}})
+
+    out = score(service, batch)
+
+    assert [e.prediction_id for e in out.events] == ["m-0", "m-2", "m-4"]
+    assert [e.prediction for e in out.events] == [0, 0, 1]
+    assert [(offset, reason) for offset, reason, _ in out.dead] == [(1, "unusable_features"), (3, "unusable_features")]
+    assert out.dead[0][2].startswith("m version 1 cannot score these features: ValueError: Input X contains NaN")
+    assert metric(service, "retrain_predictions_total", model_id="m") == 3
+
+
+def test_one_predict_call_per_model_per_batch(service, registry):
+    calls: list[int] = []
+    register(registry, "a", threshold_model(above=1), promote=True)
+    register(registry, "b", threshold_model(above=0), promote=True)
+    for model_id in ("a", "b"):
+        model = service.serving(model_id).model
+        assert model is not None
+        predict = model.predict
+        model.predict = lambda rows, predict=predict: calls.append(len(rows)) or predict(rows)  # type: ignore[method-assign]
+    mixed = [r for pair in zip(requests("a", XS), requests("b", XS), strict=True) for r in pair]
+
+    out = score(service, mixed)
+
+    assert sorted(calls) == [5, 5]
+    assert [e.prediction_id for e in out.events] == [f"a-{i}" for i in range(5)] + [f"b-{i}" for i in range(5)]
+
+
+def test_undecodable_and_wrong_schema_requests_raise_for_the_dead_letter_topic(service):
+    prediction = PredictionEvent(
+        prediction_id="p", model_id="m", model_version=1, features={"x": 1.0}, prediction=1, timestamp=START
+    )
+    with pytest.raises(EventDecodeError) as wrong_schema:
+        service.handle(record(encode(prediction), 0), CollectingOutputs())  # type: ignore[arg-type]
+    with pytest.raises(EventDecodeError) as garbage:
+        service.handle(record(b"\xff\x00", 1), CollectingOutputs())  # type: ignore[arg-type]
+
+    assert (wrong_schema.value.reason, garbage.value.reason) == ("validation", "invalid_utf8")
+    out = CollectingOutputs()
+    service.after_batch(out)  # type: ignore[arg-type]
+    assert out.events == []  # neither was kept for scoring
+
+
+def test_score_batch_isolates_the_failing_rows_by_halving():
+    rng = random.Random(2)
+    xs = [rng.random() for _ in range(200)]
+    model = FittedModel(
+        LogisticRegression().fit([[x] for x in xs], [int(x > 0.5) for x in xs]), ["x"], "classification"
+    )
+    rows = [{"x": x} for x in [0.2, 0.8, 0.3, 0.7, 0.1, 0.9, 0.4, 0.6]]
+    for bad in (2, 7):
+        rows[bad] = {"y": 1.0}
+
+    results = score_batch(ServedModel("m", 1, model), rows, fallback=0)
+
+    assert [r.error is None for r in results] == [True, True, False, True, True, True, True, False]
+    assert [r.prediction for r in results if r.error is None] == [0, 1, 1, 0, 1, 0]
+    assert score_batch(ServedModel("m", 0), rows[:2], fallback="x") == [RowResult("x"), RowResult("x")]
+    assert score_batch(ServedModel("m", 1, model), [], fallback=0) == []
