@@ -67,6 +67,7 @@ def measure(kafka: KafkaSettings, n: int, workdir: Path) -> tuple[float, float]:
         broker=BrokerSettings(),
         trainer=TrainerSettings(
             group_id=f"trainer-{suffix}",
+            estimator="sklearn.ensemble.RandomForestClassifier",
             estimator_params=json.dumps(PARAMS),
             max_window=n,
             buffer_max_examples=n,

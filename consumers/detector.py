@@ -158,7 +158,8 @@ class DetectorService:
         if watch is None:
             task = "regression" if model_id in self.settings.regression_model_ids else "classification"
             version, accuracy = self.versions.get(model_id, (0, None))
-            watch = self.watches[model_id] = ModelWatch(model_id, self.configs[task], version, accuracy)
+            watch = self.watches[model_id] = ModelWatch(model_id, self.configs[task], version)
+            watch.validation_accuracy = accuracy
             # Start this model's counters at 0, so that increase() in alerts and dashboards sees the first event.
             for reason in RetrainReason:
                 self.metrics.retrain_events.labels(model_id, reason.value)

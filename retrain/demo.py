@@ -1,173 +1,300 @@
-"""``retrain demo`` (foundation stage): a broker, the topics, and one event of each kind through Kafka.
+"""``retrain demo``: the whole loop on a drifting stream, live, on this machine.
 
-Each event is published to its pipeline topic, read back from the exact partition and offset the broker
-acknowledged, decoded and compared with what was sent. A malformed record goes the dead-letter way.
+A broker (started if none answers), fresh topics for this run, the scorer, detector and trainer in this process,
+and a replayer sending a River stream with abrupt drifts. Progress every second; at the end a summary, the same
+stream through ``retrain evaluate``'s default strategy for comparison, and a PNG of rolling accuracy with the true
+drifts, the detections and the model swaps. Ctrl-C stops everything cleanly.
 """
 
 from __future__ import annotations
 
+import logging
+import secrets
+import signal
+import threading
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from uuid import uuid4
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
-from consumers.decoding import dead_letter_for, decode_record
+from consumers.decoding import decode_record
 from producers import EventPublisher
-from producers.publisher import DLQ_HEADER_PREFIX
+from producers.replay import ReplayConfig, Replayer, ReplayStats
+from producers.streams import GeneratorSource, StreamSource
 from retrain.clients import make_admin, make_consumer, make_producer
-from retrain.localkafka import LocalBroker, metadata_ok
+from retrain.roundtrip import ensure_broker
 from retrain.settings import Settings
 from retrain.topics import ensure_topics, pipeline_topics
-from schemas import (
-    DeadLetter,
-    Event,
-    EventDecodeError,
-    Evidence,
-    LabeledExample,
-    LabelEvent,
-    ModelUpdatedEvent,
-    PredictionEvent,
-    RetrainEvent,
-    RetrainReason,
-    TrainingWindow,
-    UpdateOutcome,
-)
+from schemas import LabeledExample, RetrainEvent, RetrainReason
 
 Say = Callable[[str], None]
 
 
-def sample_events(model_id: str = "demo-model") -> list[Event]:
-    """One event of each kind, as the pipeline would produce them for one prediction's life."""
-    now = datetime.now(UTC)
-    prediction_id = uuid4().hex
-    features = {"nswprice": 0.056, "nswdemand": 0.439, "vicprice": 0.003, "period": 0.5}
-    prediction = PredictionEvent(
-        prediction_id=prediction_id,
-        model_id=model_id,
-        model_version=1,
-        features=features,
-        prediction="UP",
-        timestamp=now,
+def default_stream() -> GeneratorSource:
+    """Agrawal, three concepts, two abrupt switches: the drift is plain to see and to detect."""
+    return GeneratorSource("agrawal", (0, 2, 4), (8_000, 16_000), 24_000, seed=42)
+
+
+@dataclass
+class DemoResult:
+    """What happened over Kafka, in the detector's order of labeled examples."""
+
+    examples: int = 0
+    correct: bytearray = field(default_factory=bytearray)
+    versions: list[int] = field(default_factory=list)
+    detections: list[int] = field(default_factory=list)  # detected_at of each episode (drift or performance)
+    retrain_events: list[RetrainEvent] = field(default_factory=list)
+    promotions: int = 0
+    dead_letters: float = 0.0
+    stats: ReplayStats | None = None
+    interrupted: bool = False
+
+    @property
+    def swaps(self) -> list[int]:
+        """Where each newer version first appears (late labels of older versions may follow it)."""
+        first: dict[int, int] = {}
+        for position, version in enumerate(self.versions):
+            first.setdefault(version, position)
+        return sorted(position for version, position in first.items() if position > 0)
+
+    def accuracy(self, start: int) -> float:
+        scored = self.correct[start:]
+        return sum(scored) / len(scored) if scored else float("nan")
+
+
+class _Service:
+    """One service's consume loop in a thread of the demo, with its metrics in a private registry."""
+
+    def __init__(self, name: str, build: Callable[..., Any], settings: Settings) -> None:
+        self.name = name
+        self.registry = CollectorRegistry()
+        self.loop = build(settings, registry=self.registry, serve=False)
+        self.thread = threading.Thread(target=self.loop.run, name=name, daemon=True)
+        self.thread.start()
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sum of a metric's samples whose labels include ``labels``."""
+        return sum(
+            sample.value
+            for metric in self.registry.collect()
+            for sample in metric.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def stop(self) -> None:
+        self.loop.stop()
+        self.thread.join(timeout=30)
+
+
+def demo_settings(settings: Settings, run_id: str, bootstrap: str | None, workdir: Path) -> Settings:
+    """This run's own topics, consumer groups and registry (with a key made for it when none is configured)."""
+    topics = settings.topics.model_copy(
+        update={role: f"demo-{run_id}-{name}" for role, name in settings.topics.names().items()}
+        | {"stream_partitions": 2}
     )
-    label = LabelEvent(prediction_id=prediction_id, model_id=model_id, label="DOWN", timestamp=now)
-    example = LabeledExample(
-        prediction_id=prediction_id,
-        model_id=model_id,
-        model_version=1,
-        features=features,
-        prediction="UP",
-        label="DOWN",
-        prediction_timestamp=now,
-        label_timestamp=now,
-    )
-    retrain = RetrainEvent(
-        model_id=model_id,
-        reason=RetrainReason.DRIFT,
-        detector="ADWIN",
-        model_version=1,
-        evidence=Evidence(metric="error_rate", before=0.12, after=0.41, window_width=180, detectors=["ADWIN"]),
-        suggested_window=TrainingWindow(last_n=180),
-    )
-    updated = ModelUpdatedEvent(
-        model_id=model_id,
-        version=2,
-        previous_version=1,
-        promoted=True,
-        outcome=UpdateOutcome.PROMOTED,
-        metrics={"challenger_accuracy": 0.81, "champion_accuracy": 0.62},
-        n_samples=180,
-        artifact_uri=f"file:///var/lib/retrain/models/{model_id}/2/model.skops",
-        sha256="0" * 64,
-        trigger_event_id=retrain.event_id,
-    )
-    return [prediction, label, example, retrain, updated]
+    update: dict[str, Any] = {"topics": topics}
+    if bootstrap is not None:
+        update["kafka"] = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})
+    key = settings.registry.hmac_key or SecretStr(secrets.token_hex(32))
+    update["registry"] = settings.registry.model_copy(update={"path": workdir / "models", "hmac_key": key})
+    for section in ("detector", "trainer", "scorer"):
+        current = getattr(settings, section)
+        update[section] = current.model_copy(update={"group_id": f"demo-{run_id}-{section}"})
+    return settings.model_copy(update=update)
 
 
-def read_back(consumer: KafkaConsumer, topic: str, partition: int, offset: int, timeout_s: float = 10.0):
-    """The record at exactly (topic, partition, offset)."""
-    where = TopicPartition(topic, partition)
-    consumer.assign([where])
-    consumer.seek(where, offset)
-    batches = consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=1)
-    records = batches.get(where, [])
-    if not records or records[0].offset != offset:
-        raise RuntimeError(f"could not read back {topic}[{partition}]@{offset} within {timeout_s}s")
-    return records[0]
+def run_demo(
+    settings: Settings,
+    say: Say = print,
+    *,
+    source: StreamSource | None = None,
+    rate: float | None = 300.0,
+    label_delay: str = "uniform:0.1,0.5",
+    keep_broker: bool = False,
+    workdir: Path = Path(".cache/demo"),
+    png: Path | None = None,
+    model_id: str = "demo",
+    compare: bool = True,
+) -> int:
+    source = source or default_stream()
+    # kafka-python warns whenever a poll of its event loop takes over 100 ms, which fits (on this thread) cause.
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    run_id = secrets.token_hex(4)
+    started_at = time.monotonic()
+    broker = ensure_broker(settings, say)
+    run_dir = workdir / run_id
+    settings = demo_settings(settings, run_id, broker.bootstrap if broker else None, run_dir)
+    png = png or run_dir / "demo.png"
+    stop = threading.Event()
+    services: list[_Service] = []
+    replayer: Replayer | None = None
 
+    def interrupt(*_: object) -> None:
+        stop.set()
+        if replayer is not None:
+            replayer.stop()
 
-def ensure_broker(settings: Settings, say: Say) -> LocalBroker | None:
-    """Start the project's broker when nothing answers at the configured bootstrap; return it if started."""
-    first = settings.kafka.bootstrap_list[0]
-    if metadata_ok(first):
-        say(f"broker: reachable at {first}")
-        return None
-    broker = LocalBroker(settings.broker)
-    say(f"broker: nothing answers at {first}; starting the local Kafka {settings.broker.kafka_version} broker")
-    pid = broker.start()
-    say(f"broker: running at {broker.bootstrap} (pid {pid}, log {broker.log_file})")
-    return broker
-
-
-def run_demo(settings: Settings, say: Say = print, *, keep_broker: bool = False) -> int:
-    started = ensure_broker(settings, say)
-    kafka = settings.kafka
-    if started is not None:
-        kafka = kafka.model_copy(update={"bootstrap_servers": started.bootstrap})
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    result = DemoResult()
     try:
-        admin = make_admin(kafka)
+        admin = make_admin(settings.kafka)
         try:
-            report = ensure_topics(admin, pipeline_topics(settings.topics))
+            ensure_topics(admin, pipeline_topics(settings.topics))
         finally:
             admin.close()
-        say(f"topics: created {report.created or 'none'}; already there {report.existing or 'none'}")
-        for problem in report.problems:
-            say(f"topics: PROBLEM {problem}")
-        if not report.ok:
-            return 1
-        return _round_trip(settings, kafka, say)
+        say(f"demo {run_id}: topics demo-{run_id}-*, registry {settings.registry.path}")
+        from consumers.detector import run_detector
+        from consumers.scorer import run_scorer
+        from consumers.trainer import run_trainer
+
+        scorer = _Service("scorer", run_scorer, settings)
+        detector = _Service("detector", run_detector, settings)
+        trainer = _Service("trainer", run_trainer, settings)
+        services = [scorer, detector, trainer]
+        producer = make_producer(settings.kafka, linger_ms=20, batch_size=512 * 1024)
+        replayer = Replayer(
+            EventPublisher(producer, settings.topics),
+            source,
+            model_id,
+            ReplayConfig(rate=rate, label_delay=label_delay, seed=7, wait_for_labels=True),
+            run_id=run_id,
+        )
+        say(f"replaying {source.description} at {rate or 'max'}/s, labels after {label_delay} s")
+        replay_thread = threading.Thread(target=lambda: setattr(result, "stats", replayer.run()), daemon=True)
+        replay_thread.start()
+        sent_total = source.examples
+        last = (time.monotonic(), 0.0)
+        while not stop.is_set():
+            time.sleep(1.0)
+            for service in services:
+                if not service.alive:
+                    raise RuntimeError(f"the {service.name}'s loop died")
+            joined = detector.value("retrain_labeled_examples_total", model_id=model_id)
+            now = time.monotonic()
+            speed = (joined - last[1]) / max(1e-6, now - last[0])
+            last = (now, joined)
+            accuracy = detector.value("retrain_rolling_accuracy", model_id=model_id)
+            say(
+                f"[{now - started_at:5.0f}s] labeled {joined:>7,.0f}/{sent_total:,} ({speed:6,.0f}/s)  "
+                f"rolling accuracy {accuracy:.3f}  "
+                f"drift events {detector.value('retrain_retrain_events_total', model_id=model_id, reason='drift'):.0f}"
+                f"  retrains {trainer.value('retrain_model_updates_total', model_id=model_id):.0f}  "
+                f"version in service {scorer.value('retrain_scorer_model_version', model_id=model_id):.0f}"
+            )
+            done = not replay_thread.is_alive() and joined >= (result.stats.labels_sent if result.stats else sent_total)
+            asked = detector.value("retrain_retrain_events_total", model_id=model_id)
+            answered = trainer.value("retrain_model_updates_total", model_id=model_id) + trainer.value(
+                "retrain_retrain_events_coalesced_total", model_id=model_id
+            )
+            if done and answered >= asked:
+                break
+        replay_thread.join(timeout=30)
+        producer.close()
+        result.interrupted = stop.is_set()
+        result.dead_letters = sum(s.value("retrain_dead_letters_total") for s in services)
     finally:
-        if started is not None and not keep_broker:
-            started.stop()
-            say("broker: stopped (use --keep-broker to leave it running)")
-
-
-def _round_trip(settings: Settings, kafka, say: Say) -> int:
-    producer = make_producer(kafka)
-    consumer = make_consumer(kafka, None, consumer_timeout_ms=10_000)
-    publisher = EventPublisher(producer, settings.topics)
-    failures = 0
+        for service in services:
+            service.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     try:
-        for event in sample_events():
-            metadata = publisher.publish(event).get(timeout=30)
-            record = read_back(consumer, metadata.topic, metadata.partition, metadata.offset)
-            same = decode_record(record, type(event)) == event
-            failures += not same
-            say(
-                f"round-trip: {type(event).__name__:<18} -> {metadata.topic}[{metadata.partition}]"
-                f"@{metadata.offset} key={record.key.decode()} {'ok' if same else 'MISMATCH'}"
-            )
-        garbage = b'{"prediction_id": "p-1", "features": {"x": NaN}'
-        bad = producer.send(settings.topics.predictions, key=b"demo-model", value=garbage).get(timeout=30)
-        bad_record = read_back(consumer, bad.topic, bad.partition, bad.offset)
-        try:
-            decode_record(bad_record, PredictionEvent)
-            say("dead letter: the malformed record was accepted: MISMATCH")
-            failures += 1
-        except EventDecodeError as error:
-            letter = dead_letter_for(bad_record, error, service="demo")
-            sent = publisher.publish(letter).get(timeout=30)
-            back = read_back(consumer, sent.topic, sent.partition, sent.offset)
-            headers = dict(back.headers)
-            same = decode_record(back, DeadLetter) == letter and letter.payload() == garbage
-            failures += not same
-            say(
-                f"dead letter: {error.reason} -> {sent.topic}[{sent.partition}]@{sent.offset} "
-                f"({DLQ_HEADER_PREFIX}exception.message={headers[DLQ_HEADER_PREFIX + 'exception.message'].decode()!r})"
-                f" {'ok' if same else 'MISMATCH'}"
-            )
+        _collect(settings, model_id, result)
+        _summarise(result, source, settings, say, png, compare, time.monotonic() - started_at)
+    finally:
+        if broker is not None and not keep_broker:
+            broker.stop()
+            say("broker: stopped (use --keep-broker to leave it running)")
+    return 130 if result.interrupted else 0
+
+
+def _collect(settings: Settings, model_id: str, result: DemoResult) -> None:
+    """Read back what the services wrote: the labeled examples in order, and the retrain events."""
+    consumer = make_consumer(settings.kafka, None, consumer_timeout_ms=2_000)
+    try:
+        for topic in (settings.topics.labeled_examples, settings.topics.retrain_events):
+            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+            consumer.assign(partitions)
+            consumer.seek_to_beginning()
+            ends = consumer.end_offsets(partitions)
+            while any(consumer.position(p) < ends[p] for p in partitions):
+                for records in consumer.poll(timeout_ms=1_000).values():
+                    for record in records:
+                        if topic == settings.topics.labeled_examples:
+                            example = decode_record(record, LabeledExample)
+                            if example.model_id == model_id:
+                                result.correct.append(example.prediction == example.label)
+                                result.versions.append(example.model_version)
+                        else:
+                            result.retrain_events.append(decode_record(record, RetrainEvent))
     finally:
         consumer.close()
-        producer.close()
-    say("demo: all events round-tripped" if failures == 0 else f"demo: {failures} event(s) did not round-trip")
-    return 0 if failures == 0 else 1
+    result.examples = len(result.correct)
+    seen: set[float] = set()
+    for event in result.retrain_events:
+        detected = event.evidence.values.get("detected_at")
+        degradation = event.reason in (RetrainReason.DRIFT, RetrainReason.PERFORMANCE)
+        if degradation and detected is not None and detected not in seen:
+            seen.add(detected)
+            result.detections.append(int(detected))
+    result.promotions = len(result.swaps)
+
+
+def _summarise(
+    result: DemoResult,
+    source: StreamSource,
+    settings: Settings,
+    say: Say,
+    png: Path,
+    compare: bool,
+    elapsed: float,
+) -> None:
+    from retrain import evaluate
+    from retrain.plots import Timeline, plot_timelines
+
+    start = settings.detector.cold_start_examples
+    say(f"--- summary after {elapsed:.0f}s{' (interrupted)' if result.interrupted else ''} ---")
+    say(f"labeled examples joined: {result.examples:,}; dead letters: {result.dead_letters:.0f}")
+    say(f"accuracy after the cold start ({start:,}): {result.accuracy(start):.4f}")
+    say(f"true drifts at {list(source.drift_points)}; detected at {result.detections}")
+    reasons = [f"{e.reason.value}@{int(e.evidence.values.get('position', -1))}" for e in result.retrain_events]
+    say(f"retrain events: {len(result.retrain_events)} ({', '.join(reasons)}); versions promoted: {result.promotions}")
+    timelines = [
+        Timeline(
+            "demo over Kafka",
+            result.correct,
+            result.detections,
+            result.swaps,
+            max(0, result.promotions - 1),
+            result.accuracy(start),
+        )
+    ]
+    if compare and not result.interrupted:
+        offline = evaluate.evaluate_stream(
+            source, settings.detector, settings.trainer, scheduled_every=5_000, initial=None, names=["default"]
+        )["default"]
+        say(
+            f"retrain evaluate (default, same stream, offline): accuracy {offline.accuracy:.4f}, "
+            f"detected at {offline.detections}"
+        )
+        timelines.append(
+            Timeline(
+                "retrain evaluate (default)",
+                offline.correct,
+                offline.detections,
+                [s for s in offline.swaps if s < len(offline.correct)],
+                offline.retrains,
+                offline.accuracy,
+            )
+        )
+    if result.examples:
+        plot_timelines(timelines, png, drift_points=source.drift_points, title=f"demo: {source.description}")
+        say(f"wrote {png}")

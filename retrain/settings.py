@@ -243,6 +243,8 @@ class TrainerSettings(BaseSettings):
     buffer_max_examples: int = Field(default=100_000, ge=1)
     buffer_max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     cold_start_min: int = Field(default=1_000, ge=1)
+    # Threads per fit (OpenMP/BLAS); unset = the libraries' default (all cores).
+    fit_threads: int | None = Field(default=1, ge=1)
     max_poll_interval_ms: int = Field(default=30 * 60 * 1000, ge=10_000)
 
     @property

@@ -160,19 +160,21 @@ class DriftMonitor:
 def change_point(errors: Sequence[float]) -> int:
     """Where the error most likely rose: the index of the first example after a single upward mean shift.
 
-    The CUSUM estimate: the split ``k`` that maximises ``(k/n) * S_n - S_k`` (``S_k`` the sum of the first ``k``
-    errors), i.e. where the errors before are lowest against the overall mean. It locates the change from the
-    errors alone, whichever detector fired (a detector's own window may still hold part of the old concept).
-    Returns 0 for fewer than two errors or no rise.
+    The maximum-likelihood split for one shift of the mean: the ``k`` that maximises
+    ``k (n - k) / n * (mean_after - mean_before) ** 2`` among the splits where the mean rises. It locates the change
+    from the errors alone, whichever detector fired (a detector's own window may still hold part of the old
+    concept). Returns 0 for fewer than two errors or no rise.
     """
     n = len(errors)
     if n < 2:
         return 0
     total = float(sum(errors))
     best, best_k, prefix = 0.0, 0, 0.0
-    for k, error in enumerate(errors, start=1):
-        prefix += error
-        gap = k * total / n - prefix
-        if gap > best:
-            best, best_k = gap, k
+    for k in range(1, n):
+        prefix += errors[k - 1]
+        before, after = prefix / k, (total - prefix) / (n - k)
+        if after > before:
+            score = k * (n - k) / n * (after - before) ** 2
+            if score > best:
+                best, best_k = score, k
     return best_k

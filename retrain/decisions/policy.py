@@ -85,6 +85,8 @@ class PolicyConfig:
             raise ValueError("change_history must be at least 2")
         if not 1 <= self.refit_first <= self.refit_until or self.refit_growth <= 1:
             raise ValueError("need 1 <= refit_first <= refit_until and refit_growth > 1")
+        if self.relative_drop is not None and not 0 < self.relative_drop < 1:
+            raise ValueError("relative_drop must be between 0 and 1")
 
     def refit_sizes(self) -> tuple[int, ...]:
         """Post-change example counts at which an episode asks for a fit: first, growing, until the window is full."""
@@ -119,6 +121,7 @@ class Episode:
     version_at_open: int
     sizes: tuple[int, ...]
     fits: int = 0
+    refined: bool = False  # change_at re-estimated with the errors that followed the detection
 
     def due(self, position: int) -> int | None:
         """The post-change window of the next fit if it is due at ``position``, else None."""
@@ -149,6 +152,7 @@ class ModelWatch:
 
     def __post_init__(self) -> None:
         self.last_detections: list[Detection] = []
+        self.validation_accuracy: float | None = None  # the trainer's score of the version in service
         self.position = 0  # labeled examples of this model so far, every version: never reset
         self.episode: Episode | None = None
         self.opened: Episode | None = None  # the episode the last observe opened, if any
@@ -165,9 +169,15 @@ class ModelWatch:
     # -- input --------------------------------------------------------------------------------------------
 
     def model_updated(self, version: int, accuracy: float | None = None) -> None:
-        """A new version is in service: fresh detectors, fresh metric, cooldown over."""
+        """A new version is in service: fresh detectors, fresh metric, cooldown over.
+
+        ``accuracy`` (the trainer's validation score) is kept for reference only: the rules compare against the
+        accuracy measured live after the swap, which a small holdout often overstates. It also keeps the decisions
+        a function of the labeled examples alone, whenever the update itself reaches the detector.
+        """
         self.version = version
-        self.reference_accuracy = accuracy
+        self.validation_accuracy = accuracy
+        self.reference_accuracy = None
         self._start_baseline()
 
     def observe(
@@ -362,6 +372,15 @@ class ModelWatch:
             sizes=self.config.refit_sizes(),
         )
 
+    def _refine(self, episode: Episode, index: int) -> None:
+        if self.version != episode.version_at_open or episode.detector == "oracle":
+            return  # another model's errors since: they say nothing about this change
+        errors = self._recent_errors()
+        first = index + 1 - len(errors)  # the position of errors[0]
+        if first >= episode.change_at:
+            return  # the history no longer reaches back before the change
+        episode.change_at = first + change_point(errors)
+
     def _recent_errors(self) -> list[float]:
         """This version's errors, oldest first: all of them, or the last ``change_history``."""
         size = self.config.change_history
@@ -387,6 +406,19 @@ class ModelWatch:
         post_change = episode.due(index)
         if post_change is None:
             return None
+        if not episode.refined:
+            # Detected early, the change point is estimated from a few post-change errors (CUSUM is then off by
+            # hundreds). When the first fit is due, the same model's errors since then locate it far better.
+            episode.refined = True
+            self._refine(episode, index)
+            post_change = episode.due(index)
+            if post_change is None:
+                return None
+        judging = (
+            episode.fits > 0 and self.version > episode.version_at_open and self.config.recovered_margin is not None
+        )
+        if judging and self._seen < self.config.performance_window:
+            return None  # a refit of this episode is in service: judge it on a full window before asking again
         if episode.fits > 0 and self._recovered(episode):
             self.episode = None  # back to where it was before the change: no more fits for this episode
             return None
@@ -413,7 +445,7 @@ class ModelWatch:
                     "refit": float(episode.fits),
                 },
             ),
-            suggested_window=TrainingWindow(last_n=post_change),
+            suggested_window=TrainingWindow(last_n=min(post_change, self.config.refit_until)),
         )
 
     def _drift_event(self, example: LabeledExample) -> RetrainEvent | None:
@@ -456,8 +488,8 @@ class ModelWatch:
             accuracy = 1.0 - error
             reference_size = config.reference_windows * config.performance_window
             if self.reference_accuracy is None and self._seen >= reference_size:
-                # No validation score from the trainer: the accuracy over the first `reference_windows` windows
-                # after promotion is the reference (one window alone is too noisy: +-0.02 at 500 examples).
+                # The accuracy over the first `reference_windows` windows after promotion is the reference (one
+                # window alone is too noisy: +-0.02 at 500 examples).
                 self.reference_accuracy = 1.0 - self._reference_error_sum / reference_size
             relative = (
                 config.relative_drop * self.reference_accuracy

@@ -9,7 +9,7 @@ from consumers.decoding import dead_letter_for, decode_record
 from producers import EventPublisher, topic_for
 from producers.publisher import DLQ_HEADER_PREFIX
 from retrain.clients import make_consumer, make_producer
-from retrain.demo import read_back, run_demo, sample_events
+from retrain.roundtrip import read_back, run_roundtrip, sample_events
 from retrain.settings import BrokerSettings, KafkaSettings, Settings, TopicSettings
 from schemas import DeadLetter, EventDecodeError, LabelEvent, PredictionEvent, ScoringRequest
 
@@ -107,11 +107,11 @@ def test_foundation_demo_round_trips_every_event(
     settings = Settings(kafka=kafka_settings, topics=topic_settings, broker=BrokerSettings())
     lines: list[str] = []
 
-    assert run_demo(settings, say=lines.append) == 0
+    assert run_roundtrip(settings, say=lines.append) == 0
 
     assert sum(" ok" in line and line.startswith("round-trip:") for line in lines) == 5, lines
     assert any(line.startswith("dead letter: invalid_json") and line.endswith(" ok") for line in lines), lines
-    assert lines[-1] == "demo: all events round-tripped"
+    assert lines[-1] == "roundtrip: all events round-tripped"
 
 
 def test_a_prediction_is_not_a_label(created_topics: TopicSettings, producer, consumer):

@@ -135,8 +135,11 @@ def test_prometheus_sees_the_drift_the_retrain_and_the_lag_drain(
         metrics=MetricsSettings(
             detector_port=ports["detector"], trainer_port=ports["trainer"], scorer_port=ports["scorer"]
         ),
-        detector=DetectorSettings(group_id=f"detector-{unique}", relative_drop=None),
-        trainer=TrainerSettings(group_id=f"trainer-{unique}", estimator_params='{"n_estimators": 20}'),
+        # One fit per episode (3,000 examples after the change), so that exact counts can be asserted.
+        detector=DetectorSettings(
+            group_id=f"detector-{unique}", relative_drop=None, refit_first=3_000, refit_until=3_000
+        ),
+        trainer=TrainerSettings(group_id=f"trainer-{unique}", estimator_params='{"max_iter": 20}'),
         registry=RegistrySettings(path=tmp_path / "models", hmac_key="p" * 40),
     )
     detector = RunningService(lambda s, registry, serve: run_detector(s, registry=registry, serve=True), settings)

@@ -47,6 +47,7 @@ def settings(kafka_settings: KafkaSettings, created_topics: TopicSettings, uniqu
         trainer=TrainerSettings(
             group_id=f"trainer-{unique}",
             cold_start_min=2_000,
+            estimator="sklearn.ensemble.RandomForestClassifier",
             estimator_params='{"n_estimators": 30, "random_state": 0}',
         ),
         registry=RegistrySettings(path=tmp_path / "models", hmac_key=KEY),

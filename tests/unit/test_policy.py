@@ -126,37 +126,50 @@ def test_stationary_stream_raises_no_drift_event(rate):
 # -- drift --------------------------------------------------------------------------------------------------
 
 
-def test_abrupt_rise_raises_exactly_one_drift_event_soon_after_the_change():
+# One fit per episode, 500 examples after the change point: short streams, one event to look at.
+ONE_FIT = {"refit_first": 500, "refit_until": 500}
+
+
+def test_abrupt_rise_opens_one_episode_that_asks_for_fits_on_the_post_change_examples_only():
     examples, _ = stream(SEED, ((0.1, 5_000), (0.5, 15_000)))
     watch = ModelWatch("churn", config=PolicyConfig(relative_drop=None, **QUIET), version=1)
     position = StreamPosition(topic="labeled-examples", partition=2, offset=77)
 
-    events = []
+    events, opened = [], []
     for i, example in enumerate(examples):
         event = watch.observe(example, position=position)
+        if watch.opened is not None:
+            opened.append(watch.opened)
         if event is not None:
             events.append((i, event))
 
-    assert len(events) == 1, [(i, e.reason.value) for i, e in events]
-    index, event = events[0]
-    assert event.reason is RetrainReason.DRIFT
-    assert 5_000 <= index < 6_000
-    assert event.model_id == "churn" and event.model_version == 1
-    assert event.detected_at == examples[index].label_timestamp
-    assert {"ADWIN", "PageHinkley"} <= set(event.evidence.detectors)
-    assert event.detector in {"ADWIN", "PageHinkley"}
-    assert event.evidence.metric == "error_rate"
-    assert event.evidence.before is not None and event.evidence.after is not None
-    assert event.evidence.before < event.evidence.after
-    assert event.evidence.examples_seen == index + 1
-    assert event.evidence.position == position
-    assert event.suggested_window is not None and event.suggested_window.last_n is not None
-    assert 1 <= event.suggested_window.last_n <= index + 1
+    assert len(opened) == 1
+    episode = opened[0]
+    assert 5_000 <= episode.detected_at < 5_300
+    assert abs(episode.change_at - 5_000) <= 30  # the CUSUM estimate, not the detector's late window
+    # Fits at 3,000 and then 5,000 post-change examples (refit_first x refit_growth, capped at refit_until).
+    assert [(i - episode.change_at + 1, e.suggested_window.last_n) for i, e in events] == [
+        (3_000, 3_000),
+        (5_000, 5_000),
+    ]
+    first = events[0][1]
+    assert first.reason is RetrainReason.DRIFT and first.model_id == "churn" and first.model_version == 1
+    assert first.detected_at == examples[events[0][0]].label_timestamp
+    assert first.detector in {"ADWIN", "PageHinkley"} and first.detector in first.evidence.detectors
+    assert first.evidence.metric == "error_rate"
+    assert first.evidence.before == pytest.approx(0.1, abs=0.015)  # the error before the change
+    assert first.evidence.values["change_at"] == episode.change_at
+    assert first.evidence.values["detected_at"] == episode.detected_at
+    assert first.evidence.values["position"] == events[0][0]
+    assert [e.evidence.values["refit"] for _, e in events] == [1.0, 2.0]
+    assert first.evidence.position == position
 
 
 def test_quorum_of_one_fires_on_either_detector_alone():
     examples, _ = stream(SEED, ((0.1, 5_000), (0.5, 3_000)))
-    config = PolicyConfig(detectors=(DetectorSpec.of("PageHinkley"),), drift_quorum=1, relative_drop=None, **QUIET)
+    config = PolicyConfig(
+        detectors=(DetectorSpec.of("PageHinkley"),), drift_quorum=1, relative_drop=None, **ONE_FIT, **QUIET
+    )
     watch = ModelWatch("churn", config=config, version=1)
 
     events = run(watch, examples)
@@ -165,7 +178,72 @@ def test_quorum_of_one_fires_on_either_detector_alone():
     index, event = events[0]
     assert event.reason is RetrainReason.DRIFT and event.detector == "PageHinkley"
     assert event.evidence.detectors == ["PageHinkley"]
-    assert 5_000 <= index < 6_000
+    assert 5_000 <= event.evidence.values["detected_at"] < 5_300
+    assert index == event.evidence.values["change_at"] + 499
+
+
+def test_a_refit_is_skipped_once_the_model_is_back_to_its_error_before_the_change():
+    config = PolicyConfig(relative_drop=None, refit_first=1_000, refit_until=3_000, refit_growth=2.0, **QUIET)
+    watch = ModelWatch("churn", config=config, version=1)
+    before, _ = stream(SEED, ((0.1, 5_000), (0.5, 1_800)))
+    events = run(watch, before)
+    assert [e.suggested_window.last_n for _, e in events] == [1_000]
+    assert watch.episode is not None and watch.episode.sizes == (1_000, 2_000, 3_000)
+
+    watch.model_updated(2)  # the refit went into service and is as good as the old model was before the change
+    after, _ = stream(SEED + 1, ((0.1, 3_000),), version=2, start=6_800)
+
+    assert run(watch, after) == []
+    assert watch.episode is None
+
+
+def test_a_refit_that_has_not_recovered_is_followed_by_the_next():
+    config = PolicyConfig(relative_drop=None, refit_first=1_000, refit_until=3_000, refit_growth=2.0, **QUIET)
+    watch = ModelWatch("churn", config=config, version=1)
+    before, _ = stream(SEED, ((0.1, 5_000), (0.5, 1_800)))
+    run(watch, before)
+    change_at = watch.episode.change_at
+
+    watch.model_updated(2)  # the refit is still worse than before the change: 0.2 > 0.1 + 0.02
+    after, _ = stream(SEED + 1, ((0.2, 3_000),), version=2, start=6_800)
+
+    # Due at 2,000 post-change examples, asked for once version 2 has a full window (500) to be judged on.
+    expected = [6_800 + 500 - change_at, 3_000]
+    assert [e.suggested_window.last_n for _, e in run(watch, after)] == expected
+
+
+def test_old_version_examples_after_a_swap_still_count_as_post_change_data():
+    config = PolicyConfig(relative_drop=None, refit_first=1_000, refit_until=2_000, **QUIET)
+    watch = ModelWatch("churn", config=config, version=1)
+    before, _ = stream(SEED, ((0.1, 5_000), (0.5, 1_500)))
+    run(watch, before)
+    change_at = watch.episode.change_at
+    watch.model_updated(2)
+
+    late, _ = stream(SEED + 1, ((0.5, 1_500),), version=1, start=6_500)  # version 1's labels, arriving late
+    assert run(watch, late) == []
+    assert watch.ignored_stale == 1_500 and watch.examples == 0
+    new, _ = stream(SEED + 2, ((0.5, 500),), version=2, start=8_000)  # version 2, not recovered
+
+    events = run(watch, new)
+
+    # The 1,500 stale examples count: the fit is due (8,500 - change_at >= 2,000) as soon as version 2 is judged.
+    assert 8_500 - change_at > 2_000
+    assert [(i, e.suggested_window.last_n, e.evidence.window_width) for i, e in events] == [
+        (499, 2_000, 8_500 - change_at)
+    ]
+
+
+def test_an_oracle_episode_starts_exactly_where_it_is_told():
+    watch = ModelWatch("churn", config=PolicyConfig(relative_drop=None, **ONE_FIT, **QUIET), version=1)
+    examples, _ = stream(SEED, ((0.1, 2_000),))
+    run(watch, examples[:1_000])
+    episode = watch.open_episode(change_at=1_000)
+
+    events = run(watch, examples[1_000:])
+
+    assert episode.detected_at == 1_000 and episode.detector == "oracle"
+    assert [(i + 1_000, e.suggested_window.last_n) for i, e in events] == [(1_499, 500)]
 
 
 # -- cooldown and model updates -----------------------------------------------------------------------------
@@ -174,51 +252,56 @@ def test_quorum_of_one_fires_on_either_detector_alone():
 EPISODES: Segments = ((0.1, 5_000), (0.5, 2_000), (0.9, 2_000), (0.1, 5_000), (0.6, 3_000))
 
 
-def test_cooldown_holds_back_events_until_enough_examples_have_passed():
+def detections(watch: ModelWatch, examples) -> list[int]:
+    found = []
+    for example in examples:
+        watch.observe(example)
+        if watch.opened is not None:
+            found.append(watch.opened.detected_at)
+    return found
+
+
+def test_cooldown_holds_back_episodes_until_enough_examples_have_passed():
     examples, _ = stream(SEED, EPISODES)
     cooldown = 6_000
-    watch = ModelWatch(
-        "churn", config=PolicyConfig(relative_drop=None, cooldown_examples=cooldown, cooldown_s=10**9), version=1
-    )
-
-    events = run(watch, examples)
-
-    indices = [i for i, _ in events]
-    assert all(e.reason is RetrainReason.DRIFT for _, e in events)
-    assert len(indices) == 2, indices
-    first, second = indices
-    assert 5_000 <= first < 6_000
-    assert second - first >= cooldown
-    assert 14_000 <= second < 15_000  # the third rise: the second one fell inside the cooldown
-
-
-def test_without_the_cooldown_the_second_rise_fires():
-    """Control for the test above: the rise at 7,000 is real, the cooldown is what held it back."""
-    examples, _ = stream(SEED, EPISODES)
-    config = PolicyConfig(relative_drop=None, cooldown_examples=1, cooldown_s=10**9)
+    config = PolicyConfig(relative_drop=None, cooldown_examples=cooldown, cooldown_s=10**9, **ONE_FIT)
     watch = ModelWatch("churn", config=config, version=1)
 
-    indices = [i for i, _ in run(watch, examples)]
+    found = detections(watch, examples)
 
-    assert any(5_000 <= i < 6_000 for i in indices), indices
-    assert any(7_000 <= i < 8_000 for i in indices), indices
+    assert len(found) == 2, found
+    first, second = found
+    assert 5_000 <= first < 5_300
+    assert 14_000 <= second < 14_300  # the third rise: the second one fell inside the cooldown
+
+
+def test_without_the_cooldown_the_second_rise_opens_its_own_episode():
+    """Control for the test above: the rise at 7,000 is real, the cooldown is what held it back."""
+    examples, _ = stream(SEED, EPISODES)
+    config = PolicyConfig(relative_drop=None, cooldown_examples=1, cooldown_s=10**9, **ONE_FIT)
+    watch = ModelWatch("churn", config=config, version=1)
+
+    found = detections(watch, examples)
+
+    assert any(5_000 <= i < 5_300 for i in found), found
+    assert any(7_000 <= i < 7_300 for i in found), found
 
 
 def test_time_cooldown_ends_after_cooldown_s_of_event_time():
     examples, _ = stream(SEED, EPISODES)
-    config = PolicyConfig(relative_drop=None, cooldown_examples=10**9, cooldown_s=1_500.0)  # examples are 1 s apart
-    watch = ModelWatch("churn", config=config, version=1)
+    config = PolicyConfig(relative_drop=None, cooldown_examples=10**9, cooldown_s=1_500.0, **ONE_FIT)
+    watch = ModelWatch("churn", config=config, version=1)  # examples are 1 s apart
 
-    indices = [i for i, _ in run(watch, examples)]
+    found = detections(watch, examples)
 
-    assert len(indices) >= 2, indices
-    assert indices[1] - indices[0] >= 1_500
-    assert any(7_000 <= i < 8_000 for i in indices), indices  # 1,500 s after the first, before the second rise ends
+    assert len(found) >= 2, found
+    assert found[1] - found[0] >= 1_500
+    assert any(7_000 <= i < 8_000 for i in found), found  # 1,500 s after the first, before the second rise ends
 
 
 def test_model_updated_clears_the_cooldown_and_ignores_the_old_version():
     old, _ = stream(SEED, ((0.1, 5_000), (0.5, 3_000)), version=1)
-    watch = ModelWatch("churn", config=PolicyConfig(relative_drop=None, **QUIET), version=1)
+    watch = ModelWatch("churn", config=PolicyConfig(relative_drop=None, **ONE_FIT, **QUIET), version=1)
     assert len(run(watch, old)) == 1  # in cooldown from here on, "forever"
 
     watch.model_updated(2)
@@ -233,13 +316,10 @@ def test_model_updated_clears_the_cooldown_and_ignores_the_old_version():
     assert watch.rolling_error is None and watch.examples == 0 and watch.monitor.n == 0
 
     new, _ = stream(SEED + 2, ((0.1, 3_000), (0.5, 3_000)), version=2, start=9_000)
-    events = run(watch, new)
+    found = detections(watch, new)
 
-    assert len(events) == 1  # the cooldown did not survive the update
-    index, event = events[0]
-    assert event.reason is RetrainReason.DRIFT and event.model_version == 2
-    assert 3_000 <= index < 4_000
-    assert event.evidence.examples_seen == index + 1  # counted from the update
+    assert len(found) == 1  # the cooldown did not survive the update
+    assert 12_000 <= found[0] < 12_300  # positions count every example of the model (9,000 before), stale ones too
 
 
 def test_a_newer_version_in_an_example_is_adopted_with_a_fresh_baseline():
@@ -264,25 +344,43 @@ def test_a_newer_version_in_an_example_is_adopted_with_a_fresh_baseline():
 # -- performance --------------------------------------------------------------------------------------------
 
 
-def test_accuracy_below_the_relative_drop_of_the_reference_fires():
-    """Promoted at validation accuracy 0.9; live accuracy is 0.75 from the start: below 0.9 x 0.9 = 0.81."""
-    examples, drawn = stream(SEED, ((0.25, 2_000),))
-    watch = ModelWatch("churn", config=PolicyConfig(**QUIET))
-    watch.model_updated(1, accuracy=0.9)
+def test_accuracy_below_the_relative_drop_of_the_measured_reference_fires_at_once_with_the_naive_rule():
+    """The reference is the live accuracy over the first 5 windows after the swap (not the trainer's holdout)."""
+    examples, drawn = stream(SEED, ((0.1, 2_500), (0.35, 1_500)))
+    watch = ModelWatch("churn", config=PolicyConfig(detectors=(), post_change_training=False, **QUIET))
+    watch.model_updated(1, accuracy=0.99)  # an optimistic validation score: not the reference
 
     events = run(watch, examples)
 
+    reference = 1 - sum(drawn[:2_500]) / 2_500
+    window = [1 - sum(drawn[i - 499 : i + 1]) / 500 for i in range(499, len(drawn))]
+    expected = next(i + 499 for i, accuracy in enumerate(window) if i + 499 >= 2_499 and accuracy < 0.9 * reference)
     assert len(events) == 1
     index, event = events[0]
-    assert index == 499  # the first full window of 500
+    assert index == expected and 2_500 < index < 3_000
     assert event.reason is RetrainReason.PERFORMANCE
     assert event.detector == "rolling_accuracy"
     assert event.evidence.metric == "accuracy"
-    assert event.evidence.before == pytest.approx(0.9)
-    assert event.evidence.after == pytest.approx(1 - sum(drawn[:500]) / 500, abs=1e-6)
-    assert event.evidence.values["threshold"] == pytest.approx(0.81)
+    assert event.evidence.before == pytest.approx(reference, abs=1e-6)
+    assert event.evidence.after == pytest.approx(window[index - 499], abs=1e-6)
+    assert event.evidence.values["threshold"] == pytest.approx(0.9 * reference, abs=1e-6)
     assert event.evidence.window_width == 500
-    assert event.suggested_window is not None and event.suggested_window.last_n == 500
+    assert event.suggested_window is None  # the trainer's default window
+    assert watch.validation_accuracy == 0.99
+
+
+def test_a_performance_drop_opens_an_episode_at_the_estimated_change():
+    examples, _ = stream(SEED, ((0.1, 3_000), (0.4, 3_000)))
+    config = PolicyConfig(detectors=(), min_accuracy=0.8, relative_drop=None, **ONE_FIT, **QUIET)
+    watch = ModelWatch("churn", config=config, version=1)
+
+    found = detections(watch, examples)
+
+    assert len(found) == 1 and 3_000 <= found[0] < 3_500
+    assert watch.opened is None and watch.episode is None  # its one fit was asked for
+    events = run(ModelWatch("churn", config=config, version=1), examples)
+    assert [e.reason for _, e in events] == [RetrainReason.PERFORMANCE]
+    assert abs(events[0][1].evidence.values["change_at"] - 3_000) <= 50
 
 
 def test_accuracy_at_the_reference_does_not_fire():
@@ -295,7 +393,8 @@ def test_accuracy_at_the_reference_does_not_fire():
 
 def test_min_accuracy_is_an_absolute_floor():
     examples, drawn = stream(SEED, ((0.3, 2_000),))
-    watch = ModelWatch("churn", config=PolicyConfig(relative_drop=None, min_accuracy=0.8, **QUIET), version=1)
+    config = PolicyConfig(relative_drop=None, min_accuracy=0.8, post_change_training=False, **QUIET)
+    watch = ModelWatch("churn", config=config, version=1)
 
     events = run(watch, examples)
 
@@ -318,25 +417,30 @@ def test_no_floor_no_performance_event():
 # -- data volume --------------------------------------------------------------------------------------------
 
 
-def test_cold_start_asks_for_a_first_model_at_cold_start_examples():
-    examples, _ = stream(SEED, ((0.1, 1_500),), version=0)
-    watch = ModelWatch("churn", config=PolicyConfig(cold_start_examples=1_000, **QUIET))
+def test_cold_start_fits_at_cold_start_examples_and_again_when_the_window_is_full():
+    examples, _ = stream(SEED, ((0.1, 6_000),), version=0)
+    watch = ModelWatch("churn", config=PolicyConfig(cold_start_examples=1_000, refit_until=5_000, **QUIET))
     assert watch.version == 0
 
     events = run(watch, examples)
 
-    assert len(events) == 1
-    index, event = events[0]
-    assert index == 999  # the 1,000th example
-    assert event.reason is RetrainReason.DATA_VOLUME
-    assert event.detector == "cold_start"
-    assert event.model_version == 0
-    assert event.evidence.examples_seen == 1_000
-    assert event.evidence.values["threshold"] == 1_000.0
-    assert event.suggested_window is not None and event.suggested_window.last_n == 1_000
+    assert [(i, e.reason, e.detector, e.suggested_window.last_n) for i, e in events] == [
+        (999, RetrainReason.DATA_VOLUME, "cold_start", 1_000),
+        (4_999, RetrainReason.DATA_VOLUME, "cold_start", 5_000),
+    ]
+    assert events[0][1].model_version == 0
 
 
-def test_versioned_model_asks_after_volume_examples():
+def test_cold_start_with_the_naive_rule_asks_once():
+    examples, _ = stream(SEED, ((0.1, 6_000),), version=0)
+    config = PolicyConfig(cold_start_examples=1_000, post_change_training=False, **QUIET)
+    events = run(ModelWatch("churn", config=config), examples)
+
+    assert [(i, e.detector, e.suggested_window.last_n) for i, e in events] == [(999, "cold_start", 1_000)]
+    assert events[0][1].evidence.values["threshold"] == 1_000.0
+
+
+def test_versioned_model_asks_after_volume_examples_for_the_default_window():
     examples, _ = stream(SEED, ((0.1, 4_000),), version=1)
     config = PolicyConfig(cold_start_examples=1_000, volume_examples=3_000, **QUIET)
     watch = ModelWatch("churn", config=config, version=1)
@@ -346,7 +450,7 @@ def test_versioned_model_asks_after_volume_examples():
     assert [(i, e.reason, e.detector) for i, e in events] == [(2_999, RetrainReason.DATA_VOLUME, "data_volume")]
     event = events[0][1]
     assert event.evidence.examples_seen == 3_000
-    assert event.suggested_window is not None and event.suggested_window.last_n == 3_000
+    assert event.suggested_window is None
 
 
 # -- configuration ------------------------------------------------------------------------------------------
@@ -362,11 +466,27 @@ def test_versioned_model_asks_after_volume_examples():
         {"relative_drop": 1.0},
         {"relative_drop": 1.5},
         {"relative_drop": -0.1},
+        {"refit_first": 0},
+        {"refit_first": 6_000, "refit_until": 5_000},
+        {"refit_growth": 1.0},
+        {"change_history": 1},
     ],
 )
 def test_policy_config_refuses_nonsense(kwargs):
     with pytest.raises(ValueError):
         PolicyConfig(**kwargs)
+
+
+def test_refit_sizes_grow_until_the_window_is_full():
+    assert PolicyConfig(refit_first=3_000, refit_growth=2.5, refit_until=5_000).refit_sizes() == (3_000, 5_000)
+    assert PolicyConfig(refit_first=500, refit_growth=2.0, refit_until=5_000).refit_sizes() == (
+        500,
+        1_000,
+        2_000,
+        4_000,
+        5_000,
+    )
+    assert PolicyConfig(refit_first=5_000, refit_until=5_000).refit_sizes() == (5_000,)
 
 
 def test_policy_config_accepts_its_bounds():
