@@ -32,7 +32,7 @@ test: $(STAMP) system-deps broker-jars lint
 	$(BIN)/retrain schemas export --check
 	$(BIN)/pytest
 
-demo: $(STAMP)
+demo: $(STAMP) broker-jars
 	$(BIN)/retrain demo
 
 format: $(STAMP)
