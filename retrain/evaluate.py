@@ -141,6 +141,7 @@ def simulate(
     fallback_prediction: Any = 0,
     initial: int | None = None,
     model_id: str = "evaluated",
+    on_example: Callable[[LabeledExample], None] | None = None,
 ) -> StrategyResult:
     """Run one strategy over the stream, as the scorer, detector and trainer would.
 
@@ -176,6 +177,8 @@ def simulate(
             label_timestamp=stamp,
         )
         buffer.add(labeled)
+        if on_example is not None:
+            on_example(labeled)  # what the detector would join, in its order
         if oracle_points and oracle_points[0] == index:
             oracle_points.pop(0)
             result.detections.append(watch.open_episode(change_at=index).detected_at)
