@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from consumers.decoding import decode_record
 from consumers.metrics import DetectorMetrics
 from consumers.runtime import InvalidRecord, Outputs
+from consumers.updates import ModelUpdates
 from retrain.configure import policy_config
 from retrain.decisions.join import LabelJoiner, LabelOutcome
 from retrain.decisions.policy import ModelWatch
@@ -51,7 +52,7 @@ class DetectorService:
     ) -> None:
         self.settings = settings
         self.topics = topics
-        self.updates = updates
+        self.updates = ModelUpdates(updates, topics.model_updates, self._on_update) if updates is not None else None
         self.metrics = DetectorMetrics(registry or CollectorRegistry())
         self.configs = {task: policy_config(settings, task) for task in ("classification", "regression")}
         self.joiners: dict[int, LabelJoiner] = {}
@@ -63,8 +64,9 @@ class DetectorService:
         self._joined_count = self.metrics.joins.labels("joined")
         self._model_gauges: dict[str, tuple[Any, Any]] = {}
         self._labeled_per_model: dict[str, Any] = {}
-        if updates is not None:
-            self._catch_up_on_updates()
+        if self.updates is not None and not self.updates.catch_up():
+            self.updates.close()
+            self.updates = None
 
     # -- the Service protocol -----------------------------------------------------------------------------
 
@@ -92,7 +94,8 @@ class DetectorService:
             self._joined(example, record, out)
 
     def after_batch(self, out: Outputs) -> None:
-        self._poll_updates()
+        if self.updates is not None:
+            self.updates.poll()
         for partition, joiner in self.joiners.items():
             before = joiner.stats.evicted
             expired = joiner.expire()
@@ -219,27 +222,9 @@ class DetectorService:
         self.metrics.retrain_events.labels(event.model_id, event.reason.value).inc()
         out.emit(event)
 
-    def _catch_up_on_updates(self) -> None:
-        assert self.updates is not None
-        partitions = self.updates.partitions_for_topic(self.topics.model_updates) or set()
-        assigned = [TopicPartition(self.topics.model_updates, p) for p in sorted(partitions)]
-        self.updates.assign(assigned)
-        self.updates.seek_to_beginning()
-        end = self.updates.end_offsets(assigned)
-        while any(self.updates.position(tp) < end[tp] for tp in assigned):
-            self._poll_updates(timeout_ms=500)
-
-    def _poll_updates(self, timeout_ms: int = 0) -> None:
-        if self.updates is None:
-            return
-        for records in self.updates.poll(timeout_ms=timeout_ms).values():
-            for record in records:
-                try:
-                    update = decode_record(record, ModelUpdatedEvent)
-                except ValueError:
-                    continue  # the trainer's own topic; a bad record there is the trainer's to report
-                if update.promoted and update.version is not None:
-                    self._model_updated(update)
+    def _on_update(self, update: ModelUpdatedEvent) -> None:
+        if update.promoted and update.version is not None:
+            self._model_updated(update)
 
     def _model_updated(self, update: ModelUpdatedEvent) -> None:
         assert update.version is not None

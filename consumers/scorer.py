@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from consumers.decoding import decode_record
 from consumers.metrics import ScorerMetrics
 from consumers.runtime import ConsumeLoop, InvalidRecord, Outputs
+from consumers.updates import ModelUpdates
 from retrain.decisions.scoring import ModelLoadError, Prediction, ServedModel, load_version, score_batch
 from retrain.registry import ModelRegistry, RegistryError
 from retrain.settings import Settings, TopicSettings
@@ -51,7 +52,7 @@ class ScorerService:
         self.topics = topics
         self.registry = registry
         self.fallback = fallback
-        self.updates = updates
+        self.updates = ModelUpdates(updates, topics.model_updates, self.model_updated) if updates is not None else None
         self.metrics = ScorerMetrics(metrics_registry or CollectorRegistry())
         self.served: dict[str, ServedModel] = {}
         # The latest promoted update of each model: its sha256 is checked when the model is first loaded.
@@ -60,8 +61,9 @@ class ScorerService:
         self._consumed = self.metrics.records_consumed.labels(self.name, topics.scoring_requests)
         self._latency = self.metrics.processing_latency.labels(self.name)
         self._predictions: dict[str, Any] = {}
-        if updates is not None:
-            self._catch_up_on_updates()
+        if self.updates is not None and not self.updates.catch_up():
+            self.updates.close()
+            self.updates = None
 
     # -- the Service protocol -----------------------------------------------------------------------------
 
@@ -74,7 +76,8 @@ class ScorerService:
 
     def after_batch(self, out: Outputs) -> None:
         """Apply model updates, then score the batch: one version per model for all of it."""
-        self._poll_updates()
+        if self.updates is not None:
+            self.updates.poll()
         if not self._pending:
             return
         pending, self._pending = self._pending, []
@@ -212,32 +215,6 @@ class ScorerService:
         counter.inc(scored)
 
     # -- model updates ----------------------------------------------------------------------------------------
-
-    def _catch_up_on_updates(self) -> None:
-        assert self.updates is not None
-        partitions = self.updates.partitions_for_topic(self.topics.model_updates) or set()
-        assigned = [TopicPartition(self.topics.model_updates, p) for p in sorted(partitions)]
-        if not assigned:
-            log.warning("topic %s has no partitions: no hot swaps (create the topics first)", self.topics.model_updates)
-            self.updates.close()
-            self.updates = None
-            return
-        self.updates.assign(assigned)
-        self.updates.seek_to_beginning()
-        end = self.updates.end_offsets(assigned)
-        while any(self.updates.position(tp) < end[tp] for tp in assigned):
-            self._poll_updates(timeout_ms=500)
-
-    def _poll_updates(self, timeout_ms: int = 0) -> None:
-        if self.updates is None:
-            return
-        for records in self.updates.poll(timeout_ms=timeout_ms).values():
-            for record in records:
-                try:
-                    update = decode_record(record, ModelUpdatedEvent)
-                except ValueError:
-                    continue  # the trainer's own topic; a bad record there is the trainer's to report
-                self.model_updated(update)
 
 
 def run_scorer(settings: Settings, *, registry: CollectorRegistry | None = None, serve: bool = True) -> ConsumeLoop:
