@@ -12,7 +12,7 @@ import csv
 import itertools
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -239,7 +239,3 @@ def stream_from_args(args: argparse.Namespace) -> StreamSource:
         args.noise if args.generator != "stagger" else 0.0,
         args.drift_width,
     )
-
-
-def drift_points_of(source: StreamSource) -> Sequence[int]:
-    return source.drift_points

@@ -191,9 +191,10 @@ def simulate(
             pending = event  # the trainer coalesces: the newest event of a model stands for the others
         if pending is None or not _ready(pending, champion, buffer, trainer):
             continue
-        window = choose_window(buffer.examples(), pending, trainer.config)
+        buffered = buffer.examples()
+        window = choose_window(buffered, pending, trainer.config)
         result.events.append((index, pending.reason.value, len(window)))
-        wider = buffer.examples()[-trainer.config.default_window :]
+        wider = buffered[-trainer.config.default_window :]
         pending, (fitted, accuracy) = None, _fit(window, wider, trainer, task, champion, result)
         if fitted is not None:
             champion = fitted

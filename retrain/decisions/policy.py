@@ -449,7 +449,7 @@ class ModelWatch:
         )
 
     def _drift_event(self, example: LabeledExample) -> RetrainEvent | None:
-        """The naive rule (post_change_training off): ask at once, with the detector's window as a hint."""
+        """The naive rule (post_change_training off): ask at once, for the trainer's default window."""
         if self.monitor is None:
             return None
         agreeing = self._agreeing()
