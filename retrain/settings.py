@@ -201,7 +201,7 @@ class DetectorSettings(BaseSettings):
     # Post-change training: after a drift, fits on the examples since the change point, the first once there are
     # refit_first of them, again as they grow x refit_growth, until refit_until (skipped once recovered).
     post_change_training: bool = True
-    refit_first: int = Field(default=3_000, ge=1)
+    refit_first: int = Field(default=1_500, ge=1)
     refit_growth: float = Field(default=2.5, gt=1)
     refit_until: int = Field(default=5_000, ge=1)
     recovered_margin: float | None = Field(default=0.02, ge=0)

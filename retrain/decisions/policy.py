@@ -68,7 +68,7 @@ class PolicyConfig:
     # Post-change training: a degradation opens an episode that asks for fits on the examples since the change.
     # Off, it asks at once for the trainer's default window (the naive rule, kept for comparisons).
     post_change_training: bool = True
-    refit_first: int = 3_000
+    refit_first: int = 1_500
     refit_growth: float = 2.5
     refit_until: int = 5_000
     # Skip an episode's later refits once the rolling error is within this of the error before the change.

@@ -136,10 +136,11 @@ def test_abrupt_drift_gives_one_drift_event_and_bad_input_goes_to_dead_letters(
         detector.stop()
 
     events = [decode_record(r, RetrainEvent) for r in read_all(kafka_settings, settings.topics.retrain_events, 1)]
-    # One episode: fits on the 3,000 and then the 5,000 examples after the estimated change point.
-    assert [event.reason.value for event in events] == ["drift", "drift"], events
-    _, event = events
-    assert [e.suggested_window.last_n for e in events] == [3_000, 5_000]
+    # One episode: fits on the 1,500, 3,750 and then 5,000 examples after the estimated change point (no model is
+    # promoted here, so no refit is skipped as recovered).
+    assert [event.reason.value for event in events] == ["drift", "drift", "drift"], events
+    event = events[-1]
+    assert [e.suggested_window.last_n for e in events] == [1_500, 3_750, 5_000]
     detected = {e.evidence.values["detected_at"] for e in events}
     change = {e.evidence.values["change_at"] for e in events}
     assert len(detected) == 1 and len(change) == 1  # the same episode

@@ -147,9 +147,11 @@ def test_abrupt_rise_opens_one_episode_that_asks_for_fits_on_the_post_change_exa
     episode = opened[0]
     assert 5_000 <= episode.detected_at < 5_300
     assert abs(episode.change_at - 5_000) <= 30  # the CUSUM estimate, not the detector's late window
-    # Fits at 3,000 and then 5,000 post-change examples (refit_first x refit_growth, capped at refit_until).
+    # Fits at 1,500, 3,750 and then 5,000 post-change examples (refit_first x refit_growth, capped at
+    # refit_until); the model is never updated here, so none is skipped as recovered.
     assert [(i - episode.change_at + 1, e.suggested_window.last_n) for i, e in events] == [
-        (3_000, 3_000),
+        (1_500, 1_500),
+        (3_750, 3_750),
         (5_000, 5_000),
     ]
     first = events[0][1]
@@ -161,7 +163,7 @@ def test_abrupt_rise_opens_one_episode_that_asks_for_fits_on_the_post_change_exa
     assert first.evidence.values["change_at"] == episode.change_at
     assert first.evidence.values["detected_at"] == episode.detected_at
     assert first.evidence.values["position"] == events[0][0]
-    assert [e.evidence.values["refit"] for _, e in events] == [1.0, 2.0]
+    assert [e.evidence.values["refit"] for _, e in events] == [1.0, 2.0, 3.0]
     assert first.evidence.position == position
 
 
