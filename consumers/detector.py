@@ -56,6 +56,7 @@ class DetectorService:
         self.metrics = DetectorMetrics(registry or CollectorRegistry())
         self.configs = {task: policy_config(settings, task) for task in ("classification", "regression")}
         self.joiners: dict[int, LabelJoiner] = {}
+        self._read_to: dict[tuple[str, int], int] = {}  # (topic, partition) -> the offset after the last one read
         self.watches: dict[str, ModelWatch] = {}
         self.versions: dict[str, tuple[int, float | None]] = {}
         # Labelled metric children, looked up once (prometheus-client's labels() is slow on a hot path).
@@ -77,6 +78,7 @@ class DetectorService:
         consumed.inc()
         if record.timestamp >= 0:
             self._latency.observe(max(0.0, time.time() - record.timestamp / 1000))
+        self._read_to[(record.topic, record.partition)] = record.offset + 1
         joiner = self._joiner(record.partition)
         if record.topic == self.topics.predictions:
             prediction = decode_record(record, PredictionEvent)
@@ -126,14 +128,21 @@ class DetectorService:
         joiner = self.joiners.get(partition.partition)
         if joiner is None:
             return position
-        oldest_prediction, oldest_label = joiner.oldest_pending_offsets()
-        oldest = oldest_prediction if partition.topic == self.topics.predictions else oldest_label
-        return position if oldest is None else min(position, oldest)
+        # Both topics' limits come from one computation over the positions read so far (the same for both
+        # calls of a commit), so that no join has one side committed and the other not.
+        read = {
+            topic: self._read_to.get((topic, partition.partition), position)
+            for topic in (self.topics.predictions, self.topics.labels)
+        }
+        read[partition.topic] = position
+        predictions, labels = joiner.commit_offsets(read[self.topics.predictions], read[self.topics.labels])
+        return predictions if partition.topic == self.topics.predictions else labels
 
     def partitions_revoked(self, partitions: Iterable[TopicPartition]) -> None:
         # The pending joins of a revoked partition are read again by its next owner (we committed no
         # further than the oldest of them); the models' watches stay, keyed by model_id.
         for partition in partitions:
+            self._read_to.pop((partition.topic, partition.partition), None)
             if partition.topic == self.topics.predictions:
                 self.joiners.pop(partition.partition, None)
 

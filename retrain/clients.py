@@ -40,6 +40,8 @@ def make_consumer(kafka: KafkaSettings, group_id: str | None, *topics: str, **ov
         # nothing; it rebalances when its metadata changes, so refresh metadata often (default: 5 minutes).
         "metadata_max_age_ms": 5_000,
     }
+    if group_id is not None:
+        config["session_timeout_ms"] = kafka.session_timeout_ms
     config.update(overrides)
     return KafkaConsumer(*topics, **config)
 

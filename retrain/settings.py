@@ -41,6 +41,10 @@ class KafkaSettings(BaseSettings):
     ssl_password: SecretStr | None = None
     ssl_check_hostname: bool = True
     request_timeout_ms: int = Field(default=30_000, ge=1_000)
+    # Consumer groups: a crashed member's partitions go to the others (or to its restart) once its session
+    # expires. kafka-python 3 defaults to 45 s; heartbeats come from a background thread every 3 s, so a long
+    # batch or fit does not expire a session (max_poll_interval_ms covers that). The broker accepts 6 s to 30 min.
+    session_timeout_ms: int = Field(default=10_000, ge=6_000, le=1_800_000)
 
     @model_validator(mode="after")
     def _sasl_is_complete(self) -> KafkaSettings:

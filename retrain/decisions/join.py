@@ -9,7 +9,10 @@ One joiner serves one partition of the co-partitioned predictions and labels top
 every join.
 
 The joiner also knows, for each side, the offset of the oldest record still waiting: a consumer that commits
-no further than that never loses a pending record to a crash (it is read again after a restart).
+no further than that never loses a pending record to a crash (it is read again after a restart). And it keeps
+the offsets of each join until both are committed, so that the two topics' commits never split a pair: after a
+crash both sides of a join are read again, or neither (one side alone would wait for a partner that never
+comes, and a label would end in the dead letters although it was joined). See :meth:`commit_offsets`.
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ class LabelJoiner:
         self._prediction_deadlines: list[tuple[float, int, str, _Waiting]] = []
         self._label_deadlines: list[tuple[float, int, str, _Waiting]] = []
         self._joined: OrderedDict[str, None] = OrderedDict()
+        self._unsettled: deque[tuple[int, int]] = deque()  # (prediction offset, label offset) of recent joins
 
     # -- input --------------------------------------------------------------------------------------------
 
@@ -102,6 +106,7 @@ class LabelJoiner:
         waiting_label = self._labels.pop(key, None)
         if waiting_label is not None:
             assert isinstance(waiting_label.event, LabelEvent)
+            self._unsettled.append((offset, waiting_label.offset))
             return PredictionOutcome.JOINED, self._join(prediction, waiting_label.event)
         entry = _Waiting(prediction, offset, prediction.timestamp.timestamp() + self.prediction_ttl_s)
         self._predictions[key] = entry
@@ -118,6 +123,7 @@ class LabelJoiner:
         waiting_prediction = self._predictions.pop(key, None)
         if waiting_prediction is not None:
             assert isinstance(waiting_prediction.event, PredictionEvent)
+            self._unsettled.append((waiting_prediction.offset, offset))
             return LabelOutcome.JOINED, self._join(waiting_prediction.event, label)
         entry = _Waiting(label, offset, label.timestamp.timestamp() + self.label_ttl_s)
         self._labels[key] = entry
@@ -151,6 +157,33 @@ class LabelJoiner:
     def oldest_pending_offsets(self) -> tuple[int | None, int | None]:
         """Offsets of the oldest prediction and the oldest label still waiting (None: nothing waits)."""
         return _head_offset(self._prediction_order, self._predictions), _head_offset(self._label_order, self._labels)
+
+    def commit_offsets(self, prediction_position: int, label_position: int) -> tuple[int, int]:
+        """The offsets of the two topics that are safe to commit together, given how far each has been read.
+
+        No further than the oldest waiting record of each side, and no pair split: when a join's label lies
+        at or past the labels' commit, its prediction must be read again too (and the other way round). The
+        two limits feed each other, so they are tightened until neither moves. Offsets only grow from one call
+        to the next, so the joins now behind both commits are forgotten.
+        """
+        oldest_prediction, oldest_label = self.oldest_pending_offsets()
+        predictions = prediction_position if oldest_prediction is None else min(prediction_position, oldest_prediction)
+        labels = label_position if oldest_label is None else min(label_position, oldest_label)
+        moved = True
+        while moved:
+            moved = False
+            for prediction_offset, label_offset in self._unsettled:
+                if label_offset >= labels and prediction_offset < predictions:
+                    predictions, moved = prediction_offset, True
+                if prediction_offset >= predictions and label_offset < labels:
+                    labels, moved = label_offset, True
+        self._unsettled = deque(pair for pair in self._unsettled if pair[0] >= predictions or pair[1] >= labels)
+        return predictions, labels
+
+    @property
+    def unsettled_joins(self) -> int:
+        """Joins with a side not yet behind its topic's commit."""
+        return len(self._unsettled)
 
     # -- internals ----------------------------------------------------------------------------------------
 

@@ -315,6 +315,41 @@ def test_oldest_pending_offsets_follow_joins_and_expiry():
     assert joiner.oldest_pending_offsets() == (14, 8)
 
 
+def test_commit_offsets_never_split_a_join_between_the_two_topics():
+    joiner = LabelJoiner(prediction_ttl_s=100.0, label_ttl_s=100.0)
+    joiner.add_label(label("w", 0.0), offset=3)  # waits: the labels' commit stays at 3
+    joiner.add_prediction(prediction("a", 1.0), offset=20)
+    joiner.add_label(label("a", 2.0), offset=4)  # joins a: (20, 4), its label past the labels' commit
+    joiner.add_prediction(prediction("b", 3.0), offset=21)
+    joiner.add_label(label("b", 4.0), offset=5)  # (21, 5)
+    joiner.add_prediction(prediction("c", 5.0), offset=22)  # waits
+    # Without the pairs, predictions would commit at 22 and labels at 3: after a crash labels a and b would be
+    # read again without their predictions. With them, predictions commit no further than a's.
+    assert joiner.oldest_pending_offsets() == (22, 3)
+    assert joiner.commit_offsets(prediction_position=23, label_position=6) == (20, 3)
+    assert joiner.unsettled_joins == 2
+
+    joiner.add_prediction(prediction("w", 6.0), offset=23)  # the waiting label joins: nothing waits on labels
+    joiner.add_label(label("c", 7.0), offset=6)  # and c joins
+    assert joiner.commit_offsets(prediction_position=24, label_position=7) == (24, 7)
+    assert joiner.unsettled_joins == 0  # every join is behind both commits: forgotten
+
+
+def test_commit_offsets_tighten_both_sides_until_stable():
+    """A pending prediction holds a label back, whose join holds another prediction back, and so on."""
+    joiner = LabelJoiner(prediction_ttl_s=100.0, label_ttl_s=100.0)
+    joiner.add_prediction(prediction("p0", 0.0), offset=0)  # waits: predictions commit at 0 at most
+    joiner.add_label(label("x", 1.0), offset=10)
+    joiner.add_prediction(prediction("x", 1.0), offset=1)  # (1, 10): its prediction is past 0, so labels <= 10
+    joiner.add_prediction(prediction("y", 2.0), offset=2)
+    joiner.add_label(label("y", 2.0), offset=11)  # (2, 11)
+    assert joiner.commit_offsets(prediction_position=3, label_position=12) == (0, 10)
+
+    joiner.add_label(label("p0", 3.0), offset=12)  # (0, 12): the oldest prediction joins last
+    assert joiner.commit_offsets(prediction_position=3, label_position=13) == (3, 13)
+    assert joiner.unsettled_joins == 0
+
+
 # -- configuration ------------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,173 @@
+"""kill -9 the detector five times during a 50,000-label stream: at-least-once, every label with a prediction joined.
+
+The detector runs as a process (``retrain detector``) and is killed with SIGKILL at five seeded random points
+while the stream is still being produced, then restarted. Its committed offsets never pass the oldest pending
+prediction or label, so a restart reads again whatever was not safely joined: nothing is missing, and the
+duplicates (records joined twice because the kill came between the write and the commit) are counted.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import pytest
+from kafka import TopicPartition
+
+from consumers.decoding import decode_record
+from retrain.clients import make_consumer, make_producer
+from retrain.settings import KafkaSettings, TopicSettings
+from schemas import LabeledExample
+from tests.conftest import REPO_ROOT
+from tests.integration.streams import Scored, delayed_shuffled_labels, sea_model, sea_stream
+from tests.integration.test_detector import LABEL_WINDOW, produce, read_all
+from tests.integration.test_detector_process import free_port
+
+pytestmark = pytest.mark.kafka
+
+MODELS = 5
+PER_MODEL = 10_000  # 50,000 labels, every one with its prediction
+KILLS = 5
+SEED = 7
+
+
+def interleaved_stream() -> list[Scored]:
+    model = sea_model()
+    streams = [sea_stream(model, n=PER_MODEL, drift_at=None, model_id=f"crash{m}", seed=40 + m) for m in range(MODELS)]
+    return [stream[i] for i in range(PER_MODEL) for stream in streams]  # five keys: spread over the partitions
+
+
+class Detector:
+    """``retrain detector`` as a process of this test, started again after each kill."""
+
+    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, group: str) -> None:
+        self.env = {
+            **os.environ,
+            "RETRAIN_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "RETRAIN_DETECTOR_GROUP_ID": group,
+            "RETRAIN_METRICS_DETECTOR_PORT": str(free_port()),
+            **{f"RETRAIN_TOPIC_{role.upper()}": name for role, name in topics.names().items()},
+            "RETRAIN_TOPIC_STREAM_PARTITIONS": str(topics.stream_partitions),
+        }
+        self.process: subprocess.Popen | None = None
+        self.outputs: list[str] = []
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "retrain.cli", "detector"],
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+
+    def _collect(self) -> None:
+        assert self.process is not None
+        self.outputs.append(self.process.stdout.read().decode(errors="replace") if self.process.stdout else "")
+
+    def kill(self) -> None:
+        assert self.process is not None and self.process.poll() is None, "the detector died before its kill"
+        self.process.send_signal(signal.SIGKILL)
+        assert self.process.wait(timeout=10) == -signal.SIGKILL
+        self._collect()
+
+    def terminate(self) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._collect()
+        return self.process.returncode
+
+
+def written(consumer, partitions: list[TopicPartition]) -> int:
+    return sum(consumer.end_offsets(partitions).values())
+
+
+def test_kill_9_five_times_loses_no_join(kafka_settings: KafkaSettings, created_topics: TopicSettings, unique: str):
+    stream = interleaved_stream()
+    total = len(stream)
+    rng = random.Random(SEED)
+    # Kill points: how many labeled examples have been written when the detector is killed.
+    kill_at = sorted(rng.sample(range(2_000, total - 5_000), KILLS))
+
+    producer = make_producer(kafka_settings, linger_ms=20, batch_size=256 * 1024)
+    producing = threading.Thread(
+        target=produce,
+        args=(producer, created_topics, stream, delayed_shuffled_labels(stream, LABEL_WINDOW)),
+        daemon=True,
+    )
+    numbers = range(created_topics.stream_partitions)
+    out_partitions = [TopicPartition(created_topics.labeled_examples, p) for p in numbers]
+    watcher = make_consumer(kafka_settings, None)
+    detector = Detector(kafka_settings, created_topics, f"detector-{unique}")
+    started = time.monotonic()
+    try:
+        detector.start()
+        producing.start()  # the stream is produced while the detector is being killed
+        for point in kill_at:
+            deadline = time.monotonic() + 180
+            while written(watcher, out_partitions) < point:
+                assert time.monotonic() < deadline, f"stuck below {point} labeled examples"
+                assert detector.process.poll() is None, "the detector exited by itself"
+                time.sleep(0.05)
+            detector.kill()
+            detector.start()
+        producing.join(timeout=120)
+        assert not producing.is_alive(), "the stream was not produced within 2 minutes"
+
+        # Run until every prediction id has been joined (duplicates make the topic longer than the stream).
+        ids: Counter[str] = Counter()
+        deadline = time.monotonic() + 240
+        while len(ids) < total:
+            assert time.monotonic() < deadline, f"only {len(ids)} of {total} predictions joined"
+            assert detector.process.poll() is None, "the detector exited by itself"
+            time.sleep(2)
+            if written(watcher, out_partitions) >= total:
+                ids = Counter(
+                    decode_record(r, LabeledExample).prediction_id
+                    for r in read_all(kafka_settings, created_topics.labeled_examples, created_topics.stream_partitions)
+                )
+        assert detector.terminate() == 0
+    finally:
+        watcher.close()
+        producer.close()
+        if detector.process is not None and detector.process.poll() is None:
+            detector.process.kill()
+    elapsed = time.monotonic() - started
+
+    expected = {item.prediction.prediction_id for item in stream}
+    assert set(ids) == expected  # every label that has a prediction is joined, nothing else is
+    duplicates = sum(ids.values()) - total
+    twice = sum(1 for count in ids.values() if count > 1)
+    print(
+        f"\n{KILLS} kills at {kill_at}: {total:,} labels joined, {duplicates:,} duplicate joins "
+        f"({twice:,} ids joined more than once), {elapsed:.0f} s"
+    )
+    # At-least-once, not at-most-a-lot: a restart joins again only what was not committed, at most one poll
+    # (1,000 records) beyond the joins still open (labels come up to two 500-example windows late), never the
+    # stream from its start. Measured: 1,474 to 2,364 duplicates over five kills.
+    assert duplicates <= KILLS * (1_000 + 2 * LABEL_WINDOW)
+    # Nothing went to dead letters: no label lost its prediction across the restarts.
+    assert read_all(kafka_settings, created_topics.dead_letters, 1) == []
+    for output in detector.outputs:
+        assert "Traceback" not in output, output
+    # The last committed offsets reach the end of both input topics: nothing is left to read again.
+    consumer = make_consumer(kafka_settings, f"detector-{unique}")
+    try:
+        for topic in (created_topics.predictions, created_topics.labels):
+            partitions = [TopicPartition(topic, p) for p in range(created_topics.stream_partitions)]
+            ends = consumer.end_offsets(partitions)
+            assert {tp: consumer.committed(tp) for tp in partitions} == ends
+    finally:
+        consumer.close()
