@@ -2,7 +2,8 @@
 
 Both read the same records (N predictions and N labels, SEA features, keyed by one model) from the same
 broker in one run. The raw consumer only polls and touches each value; the detector decodes, joins, runs two
-drift detectors, writes every LabeledExample and flushes before committing. Usage:
+drift detectors, writes every LabeledExample and flushes before committing; then again with its state snapshots
+on (one signed snapshot of the partition per commit). Usage:
 
     .venv/bin/python -m bench.detector_throughput [--examples 50000] [--bootstrap 127.0.0.1:9092]
 
@@ -20,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from bench.kafka import benchmark_kafka, fresh_topics
 from consumers.detector import run_detector
 from retrain.clients import make_consumer, make_producer
-from retrain.settings import BrokerSettings, DetectorSettings, KafkaSettings, Settings, TopicSettings
+from retrain.settings import BrokerSettings, DetectorSettings, KafkaSettings, RegistrySettings, Settings, TopicSettings
 from schemas import encode
 from tests.integration.streams import sea_model, sea_stream
 
@@ -55,12 +56,13 @@ def raw_consume(kafka: KafkaSettings, topics: TopicSettings, total: int) -> floa
     return elapsed
 
 
-def detector_consume(kafka: KafkaSettings, topics: TopicSettings, n: int) -> float:
+def detector_consume(kafka: KafkaSettings, topics: TopicSettings, n: int, snapshots: bool) -> float:
     settings = Settings(
         kafka=kafka,
         topics=topics,
         broker=BrokerSettings(),
-        detector=DetectorSettings(group_id=f"detector-{uuid.uuid4().hex[:8]}"),
+        detector=DetectorSettings(group_id=f"detector-{uuid.uuid4().hex[:8]}", state_snapshots=snapshots),
+        registry=RegistrySettings(hmac_key="a benchmark key that signs the snapshots" if snapshots else None),
     )
     registry = CollectorRegistry()
     loop = run_detector(settings, registry=registry, serve=False)
@@ -85,7 +87,8 @@ def main() -> None:
         produce(kafka, topics, args.examples)
         records = 2 * args.examples
         raw = raw_consume(kafka, topics, records)
-        detector = detector_consume(kafka, topics, args.examples)
+        detector = detector_consume(kafka, topics, args.examples, snapshots=False)
+        snapshots = detector_consume(kafka, topics, args.examples, snapshots=True)
     print(f"records: {records} ({args.examples} predictions + {args.examples} labels)")
     print(f"raw kafka-python consume: {records / raw:,.0f} records/s ({raw:.2f} s)")
     print(
@@ -94,6 +97,10 @@ def main() -> None:
         f"({detector:.2f} s)"
     )
     print(f"ratio detector/raw: {raw / detector:.2f}")
+    print(
+        f"detector with state snapshots: {records / snapshots:,.0f} records/s ({snapshots:.2f} s); "
+        f"ratio with/without snapshots: {detector / snapshots:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,11 @@ A thin Kafka adapter around :mod:`retrain.decisions`: one :class:`LabelJoiner` p
 co-partitioned predictions/labels topics, one :class:`ModelWatch` per model. Model updates are read by a
 separate, group-less consumer from the beginning of ``model-updates``, so every instance knows every model's
 current version whichever partitions it owns.
+
+State that Kafka cannot replay cheaply (each model's detectors, metric, episode and cooldown, and which joins
+were already made) is snapshotted per partition to the compacted ``detector-state`` topic before each commit,
+and restored when the partition is first read after an assignment: a restart or a rebalance carries on where
+the committed offsets left it. See :mod:`retrain.decisions.checkpoint`.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import river
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import CollectorRegistry
@@ -21,9 +27,11 @@ from prometheus_client import CollectorRegistry
 from consumers.decoding import decode_record
 from consumers.metrics import DetectorMetrics
 from consumers.runtime import InvalidRecord, Outputs
+from consumers.state import StateChangelog
 from consumers.updates import ModelUpdates
 from retrain.configure import policy_config
-from retrain.decisions.join import LabelJoiner, LabelOutcome
+from retrain.decisions.checkpoint import Snapshot, SnapshotRefused, decode_snapshot, encode_snapshot, snapshot_key
+from retrain.decisions.join import LabelJoiner, LabelOutcome, PredictionOutcome
 from retrain.decisions.policy import ModelWatch
 from retrain.settings import DetectorSettings, TopicSettings
 from schemas import (
@@ -49,9 +57,17 @@ class DetectorService:
         topics: TopicSettings,
         updates: KafkaConsumer | None = None,
         registry: CollectorRegistry | None = None,
+        changelog: StateChangelog | None = None,
+        state_key: bytes | None = None,
     ) -> None:
         self.settings = settings
         self.topics = topics
+        # Snapshots need both: where to write them, and the key that signs them.
+        self.changelog = changelog if state_key is not None else None
+        self.state_key = state_key
+        self._models_in: dict[int, set[str]] = {}  # partition -> the models whose joins it carries
+        self._dirty: set[int] = set()  # partitions with records handled since their last snapshot
+        self._committed_at: dict[tuple[str, int], int] = {}
         self.updates = ModelUpdates(updates, topics.model_updates, self._on_update) if updates is not None else None
         self.metrics = DetectorMetrics(registry or CollectorRegistry())
         self.configs = {task: policy_config(settings, task) for task in ("classification", "regression")}
@@ -79,10 +95,13 @@ class DetectorService:
         if record.timestamp >= 0:
             self._latency.observe(max(0.0, time.time() - record.timestamp / 1000))
         self._read_to[(record.topic, record.partition)] = record.offset + 1
+        self._dirty.add(record.partition)
         joiner = self._joiner(record.partition)
         if record.topic == self.topics.predictions:
             prediction = decode_record(record, PredictionEvent)
-            _, example = joiner.add_prediction(prediction, record.offset)
+            outcome, example = joiner.add_prediction(prediction, record.offset)
+            if outcome is PredictionOutcome.DUPLICATE:
+                self.metrics.joins.labels("duplicate_prediction").inc()
             if self.settings.feature_drift:
                 self._features(prediction, record, out)
         elif record.topic == self.topics.labels:
@@ -138,13 +157,47 @@ class DetectorService:
         predictions, labels = joiner.commit_offsets(read[self.topics.predictions], read[self.topics.labels])
         return predictions if partition.topic == self.topics.predictions else labels
 
+    def prepare_commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Before the offsets are committed: snapshot every partition read since its last snapshot.
+
+        The snapshots go out with the batch's outputs; the loop flushes both before it commits.
+        """
+        if self.changelog is None or self.state_key is None or not self._dirty:
+            self._dirty.clear()
+            return
+        for partition in sorted(self._dirty):
+            joiner = self.joiners.get(partition)
+            if joiner is None:
+                continue
+            models = self._models_in.get(partition, set())
+            snapshot = Snapshot(
+                partition, {m: self.watches[m] for m in models if m in self.watches}, joiner.unsettled_ids()
+            )
+            self.changelog.save(partition, encode_snapshot(snapshot, self.state_key, river.__version__))
+            self.metrics.state_snapshots.inc()
+        self._dirty.clear()
+
+    def committed(self, offsets: dict[TopicPartition, int]) -> None:
+        """The offsets are committed: joins now behind both topics' commits will not be read again."""
+        self._committed_at.update({(tp.topic, tp.partition): offset for tp, offset in offsets.items()})
+        for partition in {tp.partition for tp in offsets}:
+            joiner = self.joiners.get(partition)
+            predictions = self._committed_at.get((self.topics.predictions, partition))
+            labels = self._committed_at.get((self.topics.labels, partition))
+            if joiner is not None and predictions is not None and labels is not None:
+                joiner.settle(predictions, labels)
+
     def partitions_revoked(self, partitions: Iterable[TopicPartition]) -> None:
         # The pending joins of a revoked partition are read again by its next owner (we committed no
         # further than the oldest of them); the models' watches stay, keyed by model_id.
         for partition in partitions:
             self._read_to.pop((partition.topic, partition.partition), None)
+            self._committed_at.pop((partition.topic, partition.partition), None)
             if partition.topic == self.topics.predictions:
                 self.joiners.pop(partition.partition, None)
+                self._dirty.discard(partition.partition)
+                for model_id in self._models_in.pop(partition.partition, set()):
+                    self.watches.pop(model_id, None)  # its next owner restores it from the snapshot
 
     def partitions_assigned(self, consumer: KafkaConsumer, partitions: Iterable[TopicPartition]) -> None:
         """Nothing to restore: uncommitted records (pending joins included) are read again from the commit."""
@@ -152,6 +205,8 @@ class DetectorService:
     def close(self) -> None:
         if self.updates is not None:
             self.updates.close()
+        if self.changelog is not None:
+            self.changelog.close()
 
     # -- internals ----------------------------------------------------------------------------------------
 
@@ -163,7 +218,41 @@ class DetectorService:
                 label_ttl_s=self.settings.label_ttl_s,
                 max_pending=self.settings.max_pending,
             )
+            self._restore(partition, joiner)
         return joiner
+
+    def _restore(self, partition: int, joiner: LabelJoiner) -> None:
+        """The partition is read for the first time since its assignment: carry on from its snapshot."""
+        if self.changelog is None or self.state_key is None:
+            return
+        data = self.changelog.load(partition)
+        if data is None:
+            self.metrics.state_restores.labels("empty").inc()
+            return
+        try:
+            snapshot = decode_snapshot(data, self.state_key, river.__version__)
+        except SnapshotRefused as refused:
+            log.error("detector state of partition %d refused: %s", partition, refused)
+            self.metrics.state_restores.labels(refused.reason).inc()
+            return
+        watches = {}
+        for model_id, watch in snapshot.watches.items():
+            task = "regression" if model_id in self.settings.regression_model_ids else "classification"
+            if watch.config != self.configs[task]:
+                log.warning("detector state of %s not restored: the detector settings changed since", model_id)
+                self.metrics.state_restores.labels("config_changed").inc()
+                continue
+            version, accuracy = self.versions.get(model_id, (watch.version, watch.validation_accuracy))
+            if version > watch.version:
+                watch.model_updated(version, accuracy)  # promoted while nobody watched this partition
+            watches[model_id] = watch
+        self.watches.update(watches)
+        self._models_in.setdefault(partition, set()).update(watches)
+        joiner.restore_joined(snapshot.joined)
+        self.metrics.state_restores.labels("restored").inc()
+        log.info(
+            "partition %d: restored the state of %d models and %d joins", partition, len(watches), len(snapshot.joined)
+        )
 
     def watch(self, model_id: str) -> ModelWatch:
         watch = self.watches.get(model_id)
@@ -181,6 +270,10 @@ class DetectorService:
 
     def _joined(self, example: LabeledExample, record: ConsumerRecord, out: Outputs) -> None:
         self._joined_count.inc()
+        models = self._models_in.get(record.partition)
+        if models is None:
+            models = self._models_in[record.partition] = set()
+        models.add(example.model_id)
         per_model = self._labeled_per_model.get(example.model_id)
         if per_model is None:
             per_model = self._labeled_per_model[example.model_id] = self.metrics.labeled_examples.labels(
@@ -229,6 +322,9 @@ class DetectorService:
         event = event.model_copy(update={"evidence": event.evidence.model_copy(update={"position": position})})
         log.info("retrain %s: %s by %s", event.model_id, event.reason.value, event.detector)
         self.metrics.retrain_events.labels(event.model_id, event.reason.value).inc()
+        # The labeled examples the event speaks of are written first: the trainer, on reading the event, trains
+        # on labeled-examples up to its end offsets, which must include them (events are rare: the wait is cheap).
+        out.publisher.flush()
         out.emit(event)
 
     def _on_update(self, update: ModelUpdatedEvent) -> None:
@@ -254,13 +350,32 @@ def run_detector(settings, *, registry: CollectorRegistry | None = None, serve: 
 
     registry = registry or CollectorRegistry()
     updates = make_consumer(settings.kafka, None)
-    service = DetectorService(settings.detector, settings.topics, updates=updates, registry=registry)
-    consumer = make_consumer(
-        settings.kafka, settings.detector.group_id, max_poll_records=settings.detector.max_poll_records
-    )
     # The loop flushes after every poll batch, so a long linger costs no latency: it only fills bigger batches
     # (kafka-python's send costs about half as much per record with 1 MiB batches; measured 95 -> 45 us).
     publisher = EventPublisher(make_producer(settings.kafka, linger_ms=50, batch_size=1024 * 1024), settings.topics)
+    changelog, state_key = None, None
+    if settings.detector.state_snapshots:
+        if settings.registry.hmac_key is None:
+            log.warning(
+                "detector state snapshots are off: they are signed with RETRAIN_REGISTRY_HMAC_KEY, which is not set "
+                "(a restart or rebalance starts the detectors afresh; no join is lost)"
+            )
+        else:
+            state_key = snapshot_key(settings.registry.hmac_key.get_secret_value().encode())
+            changelog = StateChangelog(
+                publisher.producer, make_consumer(settings.kafka, None), settings.topics.detector_state
+            )
+    service = DetectorService(
+        settings.detector,
+        settings.topics,
+        updates=updates,
+        registry=registry,
+        changelog=changelog,
+        state_key=state_key,
+    )
+    consumer = make_consumer(
+        settings.kafka, settings.detector.group_id, max_poll_records=settings.detector.max_poll_records
+    )
     loop = ConsumeLoop(
         service,
         consumer,

@@ -64,6 +64,16 @@ class DetectorMetrics(ServiceMetrics):
             registry=registry,
         )
         self.pending = Gauge("retrain_join_pending", "Records waiting in the join buffers", ["side"], registry=registry)
+        self.state_snapshots = Counter(
+            "retrain_state_snapshots_total", "Partition state snapshots written to the changelog", registry=registry
+        )
+        self.state_restores = Counter(
+            "retrain_state_restores_total",
+            "Partition state restores: restored, empty (nothing to restore), or refused (bad_signature, "
+            "river_version, format, not_a_snapshot, config_changed)",
+            ["outcome"],
+            registry=registry,
+        )
         self.rolling_accuracy = Gauge(
             "retrain_rolling_accuracy", "Accuracy over the last N labeled examples", ["model_id"], registry=registry
         )

@@ -221,9 +221,14 @@ def cmd_detector(args: argparse.Namespace, settings: Settings) -> int:
 
     loop = run_detector(settings)
     loop.install_signal_handlers()
+    snapshots = (
+        f"state snapshots in {settings.topics.detector_state}"
+        if loop.service.changelog is not None
+        else "state snapshots off"
+    )
     print(
         f"detector: reading {settings.topics.predictions} and {settings.topics.labels} at "
-        f"{settings.kafka.bootstrap_servers}; metrics on http://{settings.metrics.host}:"
+        f"{settings.kafka.bootstrap_servers}; {snapshots}; metrics on http://{settings.metrics.host}:"
         f"{settings.metrics.detector_port}/metrics",
         flush=True,
     )

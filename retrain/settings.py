@@ -113,6 +113,8 @@ class TopicSettings(BaseSettings):
     retrain_events: str = "retrain-events"
     model_updates: str = "model-updates"
     dead_letters: str = "dead-letters"
+    # Compacted, co-partitioned with the streams: the detector's state snapshot of each partition.
+    detector_state: str = "detector-state"
 
     stream_partitions: int = Field(default=6, ge=1, le=10_000)
     control_partitions: int = Field(default=1, ge=1, le=10_000)
@@ -138,6 +140,7 @@ class TopicSettings(BaseSettings):
             "retrain_events": self.retrain_events,
             "model_updates": self.model_updates,
             "dead_letters": self.dead_letters,
+            "detector_state": self.detector_state,
         }
 
 
@@ -186,6 +189,10 @@ class DetectorSettings(BaseSettings):
     model_config = _config("RETRAIN_DETECTOR_")
 
     group_id: str = "retrain-detector"
+    # Snapshot each partition's detector state (signed with the registry's HMAC key) when its offsets are
+    # committed, and restore it when the partition is assigned again. Off, or without a key, a restart or a
+    # rebalance starts the partition's detectors afresh (its joins are still complete).
+    state_snapshots: bool = True
     # Models whose error is |y - y_hat| (regression); every other model is a classifier with a 0/1 error.
     regression_models: str = Field(default="", description="Comma-separated model ids")
     # JSON list of {"name": <River detector>, "params": {...}}; River's defaults where params are absent.

@@ -55,6 +55,8 @@ def pipeline_topics(settings: TopicSettings) -> list[TopicSpec]:
         stream(settings.labels),
         # The trainer rebuilds its windows from here after a restart: retention is the longest window.
         stream(settings.labeled_examples, **{"retention.ms": str(settings.labeled_examples_retention_ms)}),
+        # One record per partition (key: the partition number); compaction keeps the latest.
+        stream(settings.detector_state, **{"cleanup.policy": "compact"}),
         control(settings.retrain_events, settings.control_partitions),
         control(settings.model_updates, settings.control_partitions),
         control(

@@ -91,7 +91,8 @@ class LabelJoiner:
         self._prediction_deadlines: list[tuple[float, int, str, _Waiting]] = []
         self._label_deadlines: list[tuple[float, int, str, _Waiting]] = []
         self._joined: OrderedDict[str, None] = OrderedDict()
-        self._unsettled: deque[tuple[int, int]] = deque()  # (prediction offset, label offset) of recent joins
+        # (prediction offset, label offset, prediction id) of the joins not yet behind both committed offsets.
+        self._unsettled: deque[tuple[int, int, str]] = deque()
 
     # -- input --------------------------------------------------------------------------------------------
 
@@ -106,7 +107,7 @@ class LabelJoiner:
         waiting_label = self._labels.pop(key, None)
         if waiting_label is not None:
             assert isinstance(waiting_label.event, LabelEvent)
-            self._unsettled.append((offset, waiting_label.offset))
+            self._unsettled.append((offset, waiting_label.offset, key))
             return PredictionOutcome.JOINED, self._join(prediction, waiting_label.event)
         entry = _Waiting(prediction, offset, prediction.timestamp.timestamp() + self.prediction_ttl_s)
         self._predictions[key] = entry
@@ -123,7 +124,7 @@ class LabelJoiner:
         waiting_prediction = self._predictions.pop(key, None)
         if waiting_prediction is not None:
             assert isinstance(waiting_prediction.event, PredictionEvent)
-            self._unsettled.append((waiting_prediction.offset, offset))
+            self._unsettled.append((waiting_prediction.offset, offset, key))
             return LabelOutcome.JOINED, self._join(waiting_prediction.event, label)
         entry = _Waiting(label, offset, label.timestamp.timestamp() + self.label_ttl_s)
         self._labels[key] = entry
@@ -163,8 +164,8 @@ class LabelJoiner:
 
         No further than the oldest waiting record of each side, and no pair split: when a join's label lies
         at or past the labels' commit, its prediction must be read again too (and the other way round). The
-        two limits feed each other, so they are tightened until neither moves. Offsets only grow from one call
-        to the next, so the joins now behind both commits are forgotten.
+        two limits feed each other, so they are tightened until neither moves. Call :meth:`settle` once they are
+        committed.
         """
         oldest_prediction, oldest_label = self.oldest_pending_offsets()
         predictions = prediction_position if oldest_prediction is None else min(prediction_position, oldest_prediction)
@@ -172,18 +173,32 @@ class LabelJoiner:
         moved = True
         while moved:
             moved = False
-            for prediction_offset, label_offset in self._unsettled:
+            for prediction_offset, label_offset, _ in self._unsettled:
                 if label_offset >= labels and prediction_offset < predictions:
                     predictions, moved = prediction_offset, True
                 if prediction_offset >= predictions and label_offset < labels:
                     labels, moved = label_offset, True
-        self._unsettled = deque(pair for pair in self._unsettled if pair[0] >= predictions or pair[1] >= labels)
         return predictions, labels
+
+    def settle(self, predictions: int, labels: int) -> None:
+        """These offsets are committed: forget the joins now behind both (committed offsets only grow)."""
+        self._unsettled = deque(j for j in self._unsettled if j[0] >= predictions or j[1] >= labels)
 
     @property
     def unsettled_joins(self) -> int:
-        """Joins with a side not yet behind its topic's commit."""
+        """Joins with a side not behind its topic's committed offset: after a crash they are read again."""
         return len(self._unsettled)
+
+    def unsettled_ids(self) -> list[str]:
+        """The prediction ids of those joins: what a snapshot keeps so that a restart knows them as done."""
+        return [prediction_id for _, _, prediction_id in self._unsettled]
+
+    def restore_joined(self, prediction_ids: list[str]) -> None:
+        """Joins made before a restart: when their records are read again they are duplicates, not new joins."""
+        for prediction_id in prediction_ids:
+            self._joined[prediction_id] = None
+        while len(self._joined) > max(self.remember_joined, len(prediction_ids)):
+            self._joined.popitem(last=False)
 
     # -- internals ----------------------------------------------------------------------------------------
 

@@ -70,6 +70,7 @@ def topic_settings(unique: str) -> TopicSettings:
         retrain_events=f"retrain-events-{unique}",
         model_updates=f"model-updates-{unique}",
         dead_letters=f"dead-letters-{unique}",
+        detector_state=f"detector-state-{unique}",
         stream_partitions=3,
     )
 

@@ -26,6 +26,7 @@ def test_creates_every_topic_with_its_partitions_then_nothing_twice(admin: Kafka
         topic_settings.retrain_events: 1,
         topic_settings.model_updates: 1,
         topic_settings.dead_letters: 1,
+        topic_settings.detector_state: 3,
     }
 
 
@@ -37,6 +38,8 @@ def test_labeled_examples_keep_their_configured_retention(admin: KafkaAdminClien
     retention = described["topic"][topic_settings.labeled_examples]["retention.ms"]
     assert retention["value"] == str(topic_settings.labeled_examples_retention_ms)
     assert retention["config_source"] == "DYNAMIC_TOPIC_CONFIG"
+    state = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic_settings.detector_state)])
+    assert state["topic"][topic_settings.detector_state]["cleanup.policy"]["value"] == "compact"
 
 
 def test_existing_labels_topic_with_other_partition_count_is_reported(admin: KafkaAdminClient, topic_settings):

@@ -76,7 +76,8 @@ def test_cold_start_then_a_drift_retrain_that_scores_better(settings: Settings, 
     topics = settings.topics
     before = labeled("sea", 3_000, variant_after=None, seed=11)
     cold = RetrainEvent(model_id="sea", reason=RetrainReason.DATA_VOLUME, detector="cold_start", model_version=0)
-    send(producer, topics, *before, cold)
+    send(producer, topics, *before)
+    send(producer, topics, cold)
 
     trainer = RunningService(run_trainer, settings)
     try:
@@ -89,7 +90,8 @@ def test_cold_start_then_a_drift_retrain_that_scores_better(settings: Settings, 
             model_version=1,
             suggested_window=TrainingWindow(last_n=2_500),
         )
-        send(producer, topics, *after, drift)
+        send(producer, topics, *after)  # written before the event, as the detector does
+        send(producer, topics, drift)
         trainer.wait_for("retrain_model_updates_total", 2, model_id="sea", outcome="promoted")
     finally:
         trainer.stop()

@@ -327,11 +327,14 @@ def test_commit_offsets_never_split_a_join_between_the_two_topics():
     # read again without their predictions. With them, predictions commit no further than a's.
     assert joiner.oldest_pending_offsets() == (22, 3)
     assert joiner.commit_offsets(prediction_position=23, label_position=6) == (20, 3)
-    assert joiner.unsettled_joins == 2
+    joiner.settle(20, 3)
+    assert joiner.unsettled_ids() == ["a", "b"]
 
     joiner.add_prediction(prediction("w", 6.0), offset=23)  # the waiting label joins: nothing waits on labels
     joiner.add_label(label("c", 7.0), offset=6)  # and c joins
     assert joiner.commit_offsets(prediction_position=24, label_position=7) == (24, 7)
+    assert joiner.unsettled_joins == 4  # until the commit is made
+    joiner.settle(24, 7)
     assert joiner.unsettled_joins == 0  # every join is behind both commits: forgotten
 
 
@@ -347,7 +350,19 @@ def test_commit_offsets_tighten_both_sides_until_stable():
 
     joiner.add_label(label("p0", 3.0), offset=12)  # (0, 12): the oldest prediction joins last
     assert joiner.commit_offsets(prediction_position=3, label_position=13) == (3, 13)
+    joiner.settle(3, 13)
     assert joiner.unsettled_joins == 0
+
+
+def test_restored_joins_are_duplicates_when_read_again():
+    joiner = LabelJoiner(remember_joined=2)
+    joiner.restore_joined(["r1", "r2", "r3"])  # more than remember_joined: a restore keeps them all
+    assert joiner.add_prediction(prediction("r1"), offset=0) == (PredictionOutcome.DUPLICATE, None)
+    assert joiner.add_label(label("r3"), offset=0) == (LabelOutcome.DUPLICATE, None)
+    outcome, example = joiner.add_prediction(prediction("new"), offset=1)
+    assert outcome is PredictionOutcome.PENDING and example is None
+    assert joiner.add_label(label("new"), offset=1)[0] is LabelOutcome.JOINED
+    assert joiner.unsettled_ids() == ["new"] and joiner.stats.duplicate_predictions == 1
 
 
 # -- configuration ------------------------------------------------------------------------------------------

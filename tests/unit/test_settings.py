@@ -37,6 +37,7 @@ def test_defaults_point_at_a_local_broker_and_loopback_metrics():
         "retrain_events": "retrain-events",
         "model_updates": "model-updates",
         "dead_letters": "dead-letters",
+        "detector_state": "detector-state",
     }
     assert settings.broker.host == "127.0.0.1" and settings.broker.port == 9092
     assert settings.metrics.host == "127.0.0.1"

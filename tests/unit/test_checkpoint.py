@@ -1,0 +1,105 @@
+"""Detector state snapshots: a restored watch decides exactly as one that never stopped; bad snapshots are refused."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from retrain.decisions.checkpoint import (
+    MAGIC,
+    Snapshot,
+    SnapshotRefused,
+    decode_snapshot,
+    encode_snapshot,
+    read_header,
+    snapshot_key,
+)
+from retrain.decisions.policy import ModelWatch, PolicyConfig
+from tests.unit.test_policy import SEED, stream
+
+KEY = snapshot_key(b"k" * 32)
+RIVER = "0.26.1"
+
+
+def decisions(watch: ModelWatch, examples, start: int) -> list[tuple[int, str, int | None, float]]:
+    out = []
+    for i, example in enumerate(examples, start):
+        event = watch.observe(example)
+        if event is not None:
+            out.append((i, event.reason.value, event.suggested_window.last_n, event.evidence.values["change_at"]))
+    return out
+
+
+@pytest.mark.parametrize("split", [4_000, 5_100, 7_000])  # before the drift, just after it, mid-episode
+def test_a_restored_watch_makes_exactly_the_decisions_of_one_that_never_stopped(split):
+    examples, _ = stream(SEED, ((0.1, 5_000), (0.4, 10_000)))
+    config = PolicyConfig(relative_drop=None, cooldown_s=10**9)
+    uninterrupted = ModelWatch("churn", config, version=1)
+    expected = decisions(uninterrupted, examples, 0)
+    assert [reason for _, reason, _, _ in expected] == ["drift", "drift", "drift"]  # one episode, three fits
+
+    before = ModelWatch("churn", config, version=1)
+    first = decisions(before, examples[:split], 0)
+    data = encode_snapshot(Snapshot(2, {"churn": before}, ["p-1", "p-2"]), KEY, RIVER)
+    restored = decode_snapshot(data, KEY, RIVER)
+    assert restored.partition == 2 and restored.joined == ["p-1", "p-2"]
+    assert restored.watches["churn"] is not before
+    assert first + decisions(restored.watches["churn"], examples[split:], split) == expected
+
+
+def test_a_snapshot_is_compressed_and_its_header_says_what_is_inside():
+    examples, _ = stream(SEED, ((0.1, 20_000),))
+    watch = ModelWatch("churn", PolicyConfig(), version=1)
+    decisions(watch, examples, 0)
+    data = encode_snapshot(Snapshot(0, {"churn": watch}, []), KEY, RIVER)
+    assert len(data) < len(pickle.dumps(watch)) / 4  # 10,000 0/1 errors of history compress well
+    header, _ = read_header(data, KEY)
+    assert header == {"format": 1, "river": RIVER, "partition": 0, "models": ["churn"], "joined": 0}
+
+
+class Planted:
+    """Unpickling this records that it happened: a refused snapshot must never get that far."""
+
+    unpickled = 0
+
+    def __reduce__(self):
+        return (_mark, ())
+
+
+def _mark():
+    Planted.unpickled += 1
+    return None
+
+
+def test_an_altered_snapshot_or_another_key_is_refused_before_unpickling():
+    data = bytearray(encode_snapshot(Snapshot(1, {"planted": Planted()}, []), KEY, RIVER))  # type: ignore[dict-item]
+    Planted.unpickled = 0
+    assert decode_snapshot(bytes(data), KEY, RIVER).watches == {"planted": None}
+    assert Planted.unpickled == 1  # the control: a genuine snapshot is unpickled
+
+    Planted.unpickled = 0
+    altered = bytes(data[:-1]) + bytes([data[-1] ^ 1])
+    with pytest.raises(SnapshotRefused) as refused:
+        decode_snapshot(altered, KEY, RIVER)
+    assert refused.value.reason == "bad_signature"
+    with pytest.raises(SnapshotRefused) as refused:
+        decode_snapshot(bytes(data), snapshot_key(b"another key, also 32 bytes long!"), RIVER)
+    assert refused.value.reason == "bad_signature"
+    with pytest.raises(SnapshotRefused) as refused:
+        decode_snapshot(b'{"schema_version": 1}', KEY, RIVER)
+    assert refused.value.reason == "not_a_snapshot"
+    with pytest.raises(SnapshotRefused) as refused:
+        decode_snapshot(MAGIC + b"\x00" * 10, KEY, RIVER)
+    assert refused.value.reason == "not_a_snapshot"
+    assert Planted.unpickled == 0
+
+
+def test_a_snapshot_of_another_river_version_is_refused_with_a_clear_message():
+    data = encode_snapshot(Snapshot(3, {"planted": Planted()}, []), KEY, "0.25.0")  # type: ignore[dict-item]
+    Planted.unpickled = 0
+    with pytest.raises(SnapshotRefused) as refused:
+        decode_snapshot(data, KEY, RIVER)
+    assert refused.value.reason == "river_version"
+    assert "written with River 0.25.0" in str(refused.value) and f"runs River {RIVER}" in str(refused.value)
+    assert Planted.unpickled == 0
