@@ -29,7 +29,7 @@ from schemas import LabeledExample, RetrainEvent
 from tests.conftest import REPO_ROOT
 from tests.integration.streams import Scored, delayed_shuffled_labels, sea_model, sea_stream
 from tests.integration.test_detector import LABEL_WINDOW, produce, read_all
-from tests.integration.test_detector_process import free_port
+from tests.integration.test_detector_process import free_port, joined, scrape
 
 pytestmark = pytest.mark.kafka
 
@@ -78,6 +78,13 @@ class Detector:
     def _collect(self) -> None:
         assert self.process is not None
         self.outputs.append(self.process.stdout.read().decode(errors="replace") if self.process.stdout else "")
+
+    def joined(self) -> float:
+        """Joins this process has made, from its /metrics (0 when it is not serving yet)."""
+        try:
+            return joined(scrape(int(self.env["RETRAIN_METRICS_DETECTOR_PORT"])))
+        except OSError:
+            return 0.0
 
     def kill(self) -> None:
         assert self.process is not None and self.process.poll() is None, "the detector died before its kill"
