@@ -3,6 +3,11 @@
 At-least-once: a batch's outputs are flushed (acknowledged by the broker) before its offsets are committed, and
 a service may hold its commit back further (the detector commits no further than its oldest pending join).
 A record the service cannot use never stops the loop: it goes to the dead-letter topic with the reason.
+
+Exactly-once (a transactional producer, ``RETRAIN_KAFKA_PROCESSING_GUARANTEE=exactly_once``): each batch's
+outputs, the service's snapshots and the consumed offsets are one Kafka transaction; consumers downstream read
+committed records only. A transaction that cannot be committed stops the service: restarted, it carries on from
+the last committed transaction, and nothing of the failed one is ever read.
 """
 
 from __future__ import annotations
@@ -105,6 +110,8 @@ class ConsumeLoop(ConsumerRebalanceListener):
         self.outputs = Outputs(publisher, service.name, on_dead_letter)
         self._stopping = threading.Event()
         self._committed: dict[TopicPartition, int] = {}
+        self.transactional = bool(getattr(publisher.producer, "config", {}).get("transactional_id"))
+        self._in_transaction = False
 
     def stop(self, *_: object) -> None:
         """Ask the loop to finish its batch, flush, commit and return. Safe from a signal handler."""
@@ -130,7 +137,13 @@ class ConsumeLoop(ConsumerRebalanceListener):
         """
         self.consumer.subscribe(self.topics, listener=self)
 
+    def _begin(self) -> None:
+        if self.transactional and not self._in_transaction:
+            self.publisher.producer.begin_transaction()
+            self._in_transaction = True
+
     def run_once(self) -> int:
+        self._begin()
         batches = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
         handled = 0
         for records in batches.values():
@@ -180,8 +193,14 @@ class ConsumeLoop(ConsumerRebalanceListener):
         # either both or (often) neither, which keeps the joins made twice after a restart few.
         self.publisher.flush()
         self.outputs.sent = 0
-        if offsets:
+        if self.transactional:
+            if offsets:
+                self.publisher.producer.send_offsets_to_transaction(offsets, self.consumer.group_metadata())
+            self.publisher.producer.commit_transaction()  # outputs, snapshots and offsets at once
+            self._in_transaction = False
+        elif offsets:
             self.consumer.commit(offsets)
+        if offsets:
             self._committed.update(plain)
             committed = getattr(self.service, "committed", None)
             if committed is not None:
@@ -189,6 +208,7 @@ class ConsumeLoop(ConsumerRebalanceListener):
 
     def _finish(self) -> None:
         try:
+            self._begin()
             self.service.after_batch(self.outputs)
             self._flush_and_commit()
         finally:

@@ -221,7 +221,7 @@ def run_scorer(settings: Settings, *, registry: CollectorRegistry | None = None,
     """Build the scorer's clients and loop from the settings; return the loop (call ``run()``)."""
     from consumers.metrics import serve_metrics
     from producers import EventPublisher
-    from retrain.clients import make_consumer, make_producer
+    from retrain.clients import make_consumer, make_service_producer
 
     if settings.registry.hmac_key is None:
         raise RegistryError(
@@ -240,7 +240,10 @@ def run_scorer(settings: Settings, *, registry: CollectorRegistry | None = None,
     max_records = settings.scorer.max_poll_records
     consumer = make_consumer(settings.kafka, settings.scorer.group_id, max_poll_records=max_records)
     # Flushed after every poll batch, so a long linger only fills bigger batches (as in the detector).
-    publisher = EventPublisher(make_producer(settings.kafka, linger_ms=50, batch_size=1024 * 1024), settings.topics)
+    producer = make_service_producer(
+        settings.kafka, "scorer", settings.scorer.group_id, linger_ms=50, batch_size=1024 * 1024
+    )
+    publisher = EventPublisher(producer, settings.topics)
     loop = ConsumeLoop(
         service,
         consumer,

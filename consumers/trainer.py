@@ -320,7 +320,7 @@ def run_trainer(settings, *, registry: CollectorRegistry | None = None, serve: b
     from consumers.metrics import serve_metrics
     from consumers.runtime import ConsumeLoop
     from producers import EventPublisher
-    from retrain.clients import make_consumer, make_producer
+    from retrain.clients import make_consumer, make_service_producer
     from retrain.configure import estimator_choice, training_config
 
     trainer = settings.trainer
@@ -345,7 +345,7 @@ def run_trainer(settings, *, registry: CollectorRegistry | None = None, serve: b
     loop = ConsumeLoop(
         service,
         consumer,
-        EventPublisher(make_producer(settings.kafka), settings.topics),
+        EventPublisher(make_service_producer(settings.kafka, "trainer", trainer.group_id), settings.topics),
         [settings.topics.labeled_examples, settings.topics.retrain_events],
         max_records=2_000,
         on_dead_letter=service.metrics.dead_letter,

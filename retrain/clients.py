@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -24,6 +25,20 @@ def make_producer(kafka: KafkaSettings, **overrides: Any) -> KafkaProducer:
     return KafkaProducer(**config)
 
 
+def make_service_producer(kafka: KafkaSettings, service: str, group_id: str, **overrides: Any) -> KafkaProducer:
+    """A service's producer: transactional (and initialised) under ``exactly_once``, else :func:`make_producer`.
+
+    ``init_transactions`` fences an earlier producer with the same transactional id (a crashed instance being
+    restarted) and aborts its open transaction, so nothing it wrote after its last commit is ever read.
+    """
+    if kafka.processing_guarantee != "exactly_once":
+        return make_producer(kafka, **overrides)
+    transactional_id = kafka.transactional_id or f"retrain-{service}-{group_id}-{socket.gethostname()}"
+    producer = make_producer(kafka, transactional_id=transactional_id, **overrides)
+    producer.init_transactions()
+    return producer
+
+
 def make_consumer(kafka: KafkaSettings, group_id: str | None, *topics: str, **overrides: Any) -> KafkaConsumer:
     """A consumer that commits only when told to and assigns partitions by range.
 
@@ -42,6 +57,8 @@ def make_consumer(kafka: KafkaSettings, group_id: str | None, *topics: str, **ov
     }
     if group_id is not None:
         config["session_timeout_ms"] = kafka.session_timeout_ms
+    if kafka.processing_guarantee == "exactly_once":
+        config["isolation_level"] = "read_committed"  # never an aborted or still-open transaction's records
     config.update(overrides)
     return KafkaConsumer(*topics, **config)
 

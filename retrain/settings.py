@@ -45,6 +45,12 @@ class KafkaSettings(BaseSettings):
     # expires. kafka-python 3 defaults to 45 s; heartbeats come from a background thread every 3 s, so a long
     # batch or fit does not expire a session (max_poll_interval_ms covers that). The broker accepts 6 s to 30 min.
     session_timeout_ms: int = Field(default=10_000, ge=6_000, le=1_800_000)
+    # at_least_once: outputs flushed, then offsets committed (a crash can repeat a batch's outputs).
+    # exactly_once: each batch's outputs, state snapshots and offsets in one Kafka transaction, and every consumer
+    # reads committed records only. The transactional id must be stable across restarts of one instance and
+    # distinct between instances (default: service, group and host name: set it when one host runs several).
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    transactional_id: str | None = None
 
     @model_validator(mode="after")
     def _sasl_is_complete(self) -> KafkaSettings:

@@ -105,8 +105,18 @@ def metadata_ok(bootstrap: str, timeout_s: float = 5.0) -> bool:
 class LocalBroker:
     """Start, stop and inspect the project's own broker; see ``retrain kafka --help``."""
 
-    def __init__(self, settings: BrokerSettings) -> None:
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        *,
+        extra_listeners: dict[str, tuple[str, int]] | None = None,
+        extra_properties: dict[str, str] | None = None,
+    ) -> None:
+        """``extra_listeners``: name -> (security protocol, port), e.g. {"SECURE": ("SASL_SSL", 19095)}, next to
+        the PLAINTEXT one, with ``extra_properties`` for them (keystores, JAAS); the tests' TLS and SASL broker."""
         self.settings = settings
+        self.extra_listeners = extra_listeners or {}
+        self.extra_properties = extra_properties or {}
         self.distribution = KafkaDistribution(settings.kafka_version, settings.scala_version, settings.cache_dir)
         self.data_dir = settings.resolved_data_dir
         self.config_file = self.data_dir / "server.properties"
@@ -213,6 +223,11 @@ class LocalBroker:
             # The pipeline creates its topics explicitly (`retrain topics create`): a typo must not make one.
             "auto.create.topics.enable": "false",
         }
+        for name, (protocol, extra_port) in self.extra_listeners.items():
+            properties["listeners"] += f",{name}://{host}:{extra_port}"
+            properties["advertised.listeners"] += f",{name}://{self.advertised_host}:{extra_port}"
+            properties["listener.security.protocol.map"] += f",{name}:{protocol}"
+        properties.update(self.extra_properties)
         text = "".join(f"{key}={value}\n" for key, value in properties.items())
         self.config_file.write_text(text, encoding="utf-8")
         self.log4j_file.write_text(_LOG4J2, encoding="utf-8")

@@ -52,7 +52,7 @@ def interleaved_stream() -> list[Scored]:
 class Detector:
     """``retrain detector`` as a process of this test, started again after each kill."""
 
-    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, group: str) -> None:
+    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, group: str, **env: str) -> None:
         self.env = {
             **os.environ,
             "RETRAIN_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
@@ -62,6 +62,7 @@ class Detector:
             "RETRAIN_TOPIC_STREAM_PARTITIONS": str(topics.stream_partitions),
             "RETRAIN_REGISTRY_HMAC_KEY": "a test key that signs the snapshots, 32+ bytes",
             "RETRAIN_DETECTOR_COOLDOWN_S": str(10**9),  # event time runs 1 s per example here
+            **env,
         }
         self.process: subprocess.Popen | None = None
         self.outputs: list[str] = []
@@ -109,7 +110,10 @@ def written(consumer, partitions: list[TopicPartition]) -> int:
     return sum(consumer.end_offsets(partitions).values())
 
 
-def test_kill_9_five_times_loses_no_join(kafka_settings: KafkaSettings, created_topics: TopicSettings, unique: str):
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_kill_9_five_times_loses_no_join(
+    kafka_settings: KafkaSettings, created_topics: TopicSettings, unique: str, guarantee: str
+):
     stream = interleaved_stream()
     total = len(stream)
     rng = random.Random(SEED)
@@ -125,7 +129,15 @@ def test_kill_9_five_times_loses_no_join(kafka_settings: KafkaSettings, created_
     numbers = range(created_topics.stream_partitions)
     out_partitions = [TopicPartition(created_topics.labeled_examples, p) for p in numbers]
     watcher = make_consumer(kafka_settings, None)
-    detector = Detector(kafka_settings, created_topics, f"detector-{unique}")
+    detector = Detector(
+        kafka_settings,
+        created_topics,
+        f"detector-{unique}",
+        RETRAIN_KAFKA_PROCESSING_GUARANTEE=guarantee,
+        RETRAIN_KAFKA_TRANSACTIONAL_ID=f"detector-{unique}",  # the same across restarts: fences the killed one
+    )
+    # What a downstream consumer sees: under exactly_once it reads committed transactions only.
+    reading = kafka_settings.model_copy(update={"processing_guarantee": guarantee})
     started = time.monotonic()
     try:
         detector.start()
@@ -151,7 +163,7 @@ def test_kill_9_five_times_loses_no_join(kafka_settings: KafkaSettings, created_
             if written(watcher, out_partitions) >= total:
                 ids = Counter(
                     decode_record(r, LabeledExample).prediction_id
-                    for r in read_all(kafka_settings, created_topics.labeled_examples, created_topics.stream_partitions)
+                    for r in read_all(reading, created_topics.labeled_examples, created_topics.stream_partitions)
                 )
         assert detector.terminate() == 0
     finally:
@@ -166,15 +178,17 @@ def test_kill_9_five_times_loses_no_join(kafka_settings: KafkaSettings, created_
     duplicates = sum(ids.values()) - total
     twice = sum(1 for count in ids.values() if count > 1)
     print(
-        f"\n{KILLS} kills at {kill_at}: {total:,} labels joined, {duplicates:,} duplicate joins "
+        f"\n{guarantee}: {KILLS} kills at {kill_at}: {total:,} labels joined, {duplicates:,} duplicate joins "
         f"({twice:,} ids joined more than once), {elapsed:.0f} s"
     )
+    if guarantee == "exactly_once":
+        assert duplicates == 0  # a read_committed consumer sees every labeled example exactly once
     # At-least-once: a join is made again only when the kill fell between a batch's outputs and its snapshot,
-    # at most one poll (1,000 records) per kill. Measured: 560 (1,474 to 2,500 without the snapshots' join ids).
+    # at most one poll (1,000 records) per kill. Measured: 560 and 1,568 (1,474 to 2,500 without snapshots).
     assert duplicates <= KILLS * 1_000
 
     # One model drifted: its events all belong to one episode (same change point, same detection), one per fit.
-    events = [decode_record(r, RetrainEvent) for r in read_all(kafka_settings, created_topics.retrain_events, 1)]
+    events = [decode_record(r, RetrainEvent) for r in read_all(reading, created_topics.retrain_events, 1)]
     print(f"retrain events: {[(e.model_id, e.evidence.values) for e in events]}")
     assert {e.model_id for e in events} == {"crash0"}
     episodes = {(e.evidence.values["change_at"], e.evidence.values["detected_at"]) for e in events}
@@ -183,8 +197,10 @@ def test_kill_9_five_times_loses_no_join(kafka_settings: KafkaSettings, created_
     assert abs(change_at - DRIFT_AT) <= 2 * LABEL_WINDOW and DRIFT_AT <= detected_at <= DRIFT_AT + 1_500
     assert sorted({e.evidence.values["refit"] for e in events}) == [1.0, 2.0, 3.0]
     assert len(events) <= 3 + KILLS  # a fit's event is published again only if a kill fell right after it
+    if guarantee == "exactly_once":
+        assert len(events) == 3
     # Nothing went to dead letters: no label lost its prediction across the restarts.
-    assert read_all(kafka_settings, created_topics.dead_letters, 1) == []
+    assert read_all(reading, created_topics.dead_letters, 1) == []
     for output in detector.outputs:
         assert "Traceback" not in output, output
     # The last committed offsets reach the end of both input topics: nothing is left to read again.
