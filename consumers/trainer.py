@@ -75,6 +75,7 @@ class TrainerService:
         self.consumer: KafkaConsumer | None = None  # set by the loop's owner, for catch-up checks
         self._to_rewind: set[TopicPartition] = set()
         self._catch_up_to: dict[TopicPartition, int] | None = None  # labeled-examples ends to read before a fit
+        self._buffered_changed: set[str] = set()
 
     # -- the Service protocol -----------------------------------------------------------------------------
 
@@ -84,7 +85,9 @@ class TrainerService:
             if TopicPartition(record.topic, record.partition) in self._to_rewind:
                 return  # fetched before the pause took effect: read again after the rewind
             example = decode_record(record, LabeledExample)
-            self.buffer(example.model_id).add(example)
+            buffer = self.buffer(example.model_id)
+            buffer.add(example)
+            self._buffered_changed.add(example.model_id)
         elif record.topic == self.topics.retrain_events:
             event = decode_record(record, RetrainEvent)
             log.info("%s: retrain event %s (%s) received", event.model_id, event.event_id, event.reason.value)
@@ -95,6 +98,9 @@ class TrainerService:
             self.pending[event.model_id] = event  # the newest event of an episode stands for all of them
 
     def after_batch(self, out: Outputs) -> None:
+        for model_id in self._buffered_changed:  # once per batch: the gauge is not worth a lookup per record
+            self.metrics.buffered.labels(model_id).set(len(self.buffer(model_id)))
+        self._buffered_changed.clear()
         if self._to_rewind and self.consumer is not None:
             self._rewind(self.consumer)
             return  # the rewound partitions have to be read before any retrain

@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 
 import pytest
 from kafka import TopicPartition
 
-from consumers.decoding import decode_record
 from retrain.clients import make_admin, make_consumer, make_producer
 from retrain.localkafka import LocalBroker
 from retrain.settings import BrokerSettings, KafkaSettings, TopicSettings
 from retrain.topics import ensure_topics, pipeline_topics
-from schemas import LabeledExample
 from tests.conftest import REPO_ROOT
 from tests.integration.conftest import TEST_BROKER_PORT
 from tests.integration.streams import delayed_shuffled_labels, sea_model, sea_stream
-from tests.integration.test_crash_recovery import Detector, written
+from tests.integration.test_crash_recovery import Detector, wait_all_joined, written
 from tests.integration.test_detector import LABEL_WINDOW, produce, read_all
 
 pytestmark = pytest.mark.kafka
@@ -88,18 +85,7 @@ def test_the_detector_rides_out_a_broker_restart(own_broker: LocalBroker, topic_
 
         producing.join(timeout=180)
         assert not producing.is_alive(), "the producer did not finish after the restart"
-        watcher = make_consumer(kafka, None)
-        ids: Counter[str] = Counter()
-        deadline = time.monotonic() + 180
-        while len(ids) < total:
-            assert time.monotonic() < deadline, f"only {len(ids)} of {total} joined after the restart"
-            assert detector.process.poll() is None, "the detector exited"
-            time.sleep(2)
-            if written(watcher, out_partitions) >= total:
-                ids = Counter(
-                    decode_record(r, LabeledExample).prediction_id
-                    for r in read_all(kafka, topic_settings.labeled_examples, topic_settings.stream_partitions)
-                )
+        ids = wait_all_joined(kafka, topic_settings, total, [detector], timeout_s=180)
         recovered = time.monotonic()
         assert detector.terminate() == 0
     finally:

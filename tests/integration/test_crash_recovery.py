@@ -110,6 +110,27 @@ def written(consumer, partitions: list[TopicPartition]) -> int:
     return sum(consumer.end_offsets(partitions).values())
 
 
+def wait_all_joined(
+    reading: KafkaSettings, topics: TopicSettings, total: int, alive: list[Detector], timeout_s: float = 240
+) -> Counter[str]:
+    """How many times each prediction id was joined, once all ``total`` are in labeled-examples."""
+    partitions = [TopicPartition(topics.labeled_examples, p) for p in range(topics.stream_partitions)]
+    watcher = make_consumer(reading, None)
+    ids: Counter[str] = Counter()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(ids) < total:
+            assert time.monotonic() < deadline, f"only {len(ids)} of {total} predictions joined"
+            assert all(d.process is not None and d.process.poll() is None for d in alive), "a detector exited"
+            time.sleep(2)
+            if written(watcher, partitions) >= total:  # duplicates make the topic longer than the stream
+                records = read_all(reading, topics.labeled_examples, topics.stream_partitions)
+                ids = Counter(decode_record(r, LabeledExample).prediction_id for r in records)
+    finally:
+        watcher.close()
+    return ids
+
+
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_kill_9_five_times_loses_no_join(
     kafka_settings: KafkaSettings, created_topics: TopicSettings, unique: str, guarantee: str
@@ -153,18 +174,7 @@ def test_kill_9_five_times_loses_no_join(
         producing.join(timeout=120)
         assert not producing.is_alive(), "the stream was not produced within 2 minutes"
 
-        # Run until every prediction id has been joined (duplicates make the topic longer than the stream).
-        ids: Counter[str] = Counter()
-        deadline = time.monotonic() + 240
-        while len(ids) < total:
-            assert time.monotonic() < deadline, f"only {len(ids)} of {total} predictions joined"
-            assert detector.process.poll() is None, "the detector exited by itself"
-            time.sleep(2)
-            if written(watcher, out_partitions) >= total:
-                ids = Counter(
-                    decode_record(r, LabeledExample).prediction_id
-                    for r in read_all(reading, created_topics.labeled_examples, created_topics.stream_partitions)
-                )
+        ids = wait_all_joined(reading, created_topics, total, [detector])
         assert detector.terminate() == 0
     finally:
         watcher.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 
 import pytest
 from kafka import KafkaAdminClient, TopicPartition
@@ -18,9 +17,9 @@ from consumers.decoding import decode_record
 from retrain.clients import make_consumer, make_producer
 from retrain.settings import KafkaSettings, TopicSettings
 from retrain.topics import ensure_topics, pipeline_topics
-from schemas import LabeledExample, RetrainEvent
+from schemas import RetrainEvent
 from tests.integration.streams import Scored, delayed_shuffled_labels, sea_model, sea_stream
-from tests.integration.test_crash_recovery import Detector, written
+from tests.integration.test_crash_recovery import Detector, wait_all_joined, written
 from tests.integration.test_detector import LABEL_WINDOW, produce, read_all
 
 pytestmark = pytest.mark.kafka
@@ -69,17 +68,8 @@ def test_a_killed_instance_s_partitions_and_episodes_move_to_the_others(
         producing.join(timeout=120)
         assert not producing.is_alive()
 
-        ids: Counter[str] = Counter()
-        deadline = time.monotonic() + 240
-        while len(ids) < total:
-            assert time.monotonic() < deadline, f"only {len(ids)} of {total} predictions joined"
-            assert all(d.process.poll() is None for i, d in enumerate(detectors) if i != 1), "a detector exited"
-            time.sleep(2)
-            if written(watcher, out_partitions) >= total:
-                ids = Counter(
-                    decode_record(r, LabeledExample).prediction_id
-                    for r in read_all(kafka_settings, topics.labeled_examples, topics.stream_partitions)
-                )
+        survivors = [d for i, d in enumerate(detectors) if i != 1]
+        ids = wait_all_joined(kafka_settings, topics, total, survivors)
         for i, detector in enumerate(detectors):
             if i != 1:
                 assert detector.terminate() == 0
