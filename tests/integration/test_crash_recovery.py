@@ -50,9 +50,12 @@ def interleaved_stream() -> list[Scored]:
 
 
 class Detector:
-    """``retrain detector`` as a process of this test, started again after each kill."""
+    """``retrain detector`` (or another service: ``command``) as a process of the test, started again after a kill."""
 
-    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, group: str, **env: str) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, topics: TopicSettings, group: str, command: str = "detector", **env: str
+    ) -> None:
+        self.command = command
         self.env = {
             **os.environ,
             "RETRAIN_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
@@ -69,7 +72,7 @@ class Detector:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "retrain.cli", "detector"],
+            [sys.executable, "-m", "retrain.cli", self.command],
             cwd=REPO_ROOT,
             env=self.env,
             stdout=subprocess.PIPE,
