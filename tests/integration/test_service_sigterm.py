@@ -1,5 +1,7 @@
 """SIGTERM: the trainer and the scorer, as processes, exit within 10 s with their offsets committed.
 
+Under both processing guarantees (with ``exactly_once`` the offsets are committed in the last transaction).
+
 (The detector's test is ``test_detector_process.py``.) Each service consumes a known number of records, is sent
 SIGTERM, and must exit 0 within 10 s; then its group's committed offsets must be the end of what it reads.
 """
@@ -49,8 +51,12 @@ def stop_within_10_s(process: subprocess.Popen) -> float:
     return time.monotonic() - started
 
 
+GUARANTEES = pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+
+
+@GUARANTEES
 def test_sigterm_stops_the_trainer_with_its_offsets_committed(
-    kafka_settings: KafkaSettings, created_topics: TopicSettings, unique: str, tmp_path: Path
+    kafka_settings: KafkaSettings, created_topics: TopicSettings, unique: str, tmp_path: Path, guarantee: str
 ):
     producer = make_producer(kafka_settings, linger_ms=20)
     for example in labeled("term", 3_000, variant_after=None, seed=31):
@@ -59,6 +65,7 @@ def test_sigterm_stops_the_trainer_with_its_offsets_committed(
     producer.close()
 
     trainer = Trainer(kafka_settings, created_topics, f"trainer-{unique}", tmp_path / "models")
+    trainer.env["RETRAIN_KAFKA_PROCESSING_GUARANTEE"] = guarantee
     trainer.start()
     try:
         deadline = time.monotonic() + 90
@@ -78,8 +85,9 @@ def test_sigterm_stops_the_trainer_with_its_offsets_committed(
     assert committed == ends and sum(ends.values()) == 3_000, (committed, ends, took)
 
 
+@GUARANTEES
 def test_sigterm_stops_the_scorer_with_its_offsets_committed(
-    kafka_settings: KafkaSettings, created_topics: TopicSettings, unique: str, tmp_path: Path
+    kafka_settings: KafkaSettings, created_topics: TopicSettings, unique: str, tmp_path: Path, guarantee: str
 ):
     producer = make_producer(kafka_settings, linger_ms=20)
     for i in range(2_000):
@@ -103,6 +111,7 @@ def test_sigterm_stops_the_scorer_with_its_offsets_committed(
         "RETRAIN_TOPIC_STREAM_PARTITIONS": str(created_topics.stream_partitions),
         "RETRAIN_REGISTRY_PATH": str(tmp_path / "models"),
         "RETRAIN_REGISTRY_HMAC_KEY": KEY,
+        "RETRAIN_KAFKA_PROCESSING_GUARANTEE": guarantee,
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "retrain.cli", "scorer"],
