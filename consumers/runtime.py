@@ -21,6 +21,7 @@ from typing import Protocol
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from consumers.decoding import dead_letter_for
@@ -199,7 +200,16 @@ class ConsumeLoop(ConsumerRebalanceListener):
             self.publisher.producer.commit_transaction()  # outputs, snapshots and offsets at once
             self._in_transaction = False
         elif offsets:
-            self.consumer.commit(offsets)
+            try:
+                self.consumer.commit(offsets)
+            except KafkaError as error:  # the broker away, a rebalance: the outputs are safe, the commit waits
+                log.warning(
+                    "%s: committing offsets failed (%s: %s); they go with the next commit",
+                    self.service.name,
+                    type(error).__name__,
+                    error,
+                )
+                return
         if offsets:
             self._committed.update(plain)
             committed = getattr(self.service, "committed", None)

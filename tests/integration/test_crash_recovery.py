@@ -124,7 +124,10 @@ def wait_all_joined(
     try:
         while len(ids) < total:
             assert time.monotonic() < deadline, f"only {len(ids)} of {total} predictions joined"
-            assert all(d.process is not None and d.process.poll() is None for d in alive), "a detector exited"
+            exited = [d for d in alive if d.process is None or d.process.poll() is not None]
+            if exited:
+                output = exited[0].process.stdout.read().decode(errors="replace") if exited[0].process else ""
+                raise AssertionError(f"retrain {exited[0].command} exited:\n{output[-3_000:]}")
             time.sleep(2)
             if written(watcher, partitions) >= total:  # duplicates make the topic longer than the stream
                 records = read_all(reading, topics.labeled_examples, topics.stream_partitions)
