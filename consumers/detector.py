@@ -213,12 +213,13 @@ class DetectorService:
     def _joiner(self, partition: int) -> LabelJoiner:
         joiner = self.joiners.get(partition)
         if joiner is None:
-            joiner = self.joiners[partition] = LabelJoiner(
+            joiner = LabelJoiner(
                 prediction_ttl_s=self.settings.prediction_ttl_s,
                 label_ttl_s=self.settings.label_ttl_s,
                 max_pending=self.settings.max_pending,
             )
-            self._restore(partition, joiner)
+            self._restore(partition, joiner)  # a KafkaError here leaves no joiner: the next read restores again
+            self.joiners[partition] = joiner
         return joiner
 
     def _restore(self, partition: int, joiner: LabelJoiner) -> None:
@@ -365,9 +366,7 @@ def run_detector(settings, *, registry: CollectorRegistry | None = None, serve: 
             )
         else:
             state_key = snapshot_key(settings.registry.hmac_key.get_secret_value().encode())
-            changelog = StateChangelog(
-                publisher.producer, make_consumer(settings.kafka, None), settings.topics.detector_state
-            )
+            changelog = StateChangelog(publisher, make_consumer(settings.kafka, None), settings.topics.detector_state)
     service = DetectorService(
         settings.detector,
         settings.topics,
@@ -387,6 +386,7 @@ def run_detector(settings, *, registry: CollectorRegistry | None = None, serve: 
         max_records=settings.detector.max_poll_records,
         on_dead_letter=service.metrics.dead_letter,
         on_lag=service.metrics.lag,
+        on_recovery=service.metrics.recovery,
     )
     if serve:
         serve_metrics(registry, settings.metrics.host, settings.metrics.detector_port)

@@ -38,7 +38,16 @@ class ServiceMetrics:
             ["service", "topic", "partition"],
             registry=registry,
         )
+        self.kafka_recoveries = Counter(
+            "retrain_kafka_recoveries_total",
+            "Batches given up because Kafka failed under them (then rewound to the last commit), by error",
+            ["service", "error"],
+            registry=registry,
+        )
         self.service = service
+
+    def recovery(self, error: str) -> None:
+        self.kafka_recoveries.labels(self.service, error).inc()
 
     def dead_letter(self, reason: str) -> None:
         self.dead_letters.labels(self.service, reason).inc()

@@ -6,8 +6,14 @@ A record the service cannot use never stops the loop: it goes to the dead-letter
 
 Exactly-once (a transactional producer, ``RETRAIN_KAFKA_PROCESSING_GUARANTEE=exactly_once``): each batch's
 outputs, the service's snapshots and the consumed offsets are one Kafka transaction; consumers downstream read
-committed records only. A transaction that cannot be committed stops the service: restarted, it carries on from
-the last committed transaction, and nothing of the failed one is ever read.
+committed records only.
+
+When Kafka fails under a batch (the broker away, a write not acknowledged, a transaction that cannot commit), the
+loop recovers in-process, the way a restart would: it aborts the open transaction, drops the service's state of
+its partitions (which the service restores from its snapshots on the next read), seeks back to the last committed
+offsets, waits (1 s, doubling to 30 s) and carries on. Under at-least-once some records are then handled twice;
+under exactly-once nothing of the failed batch was ever visible. Only errors that no retry can cure (fenced by
+another instance with the same transactional id, not authorised) stop the service.
 """
 
 from __future__ import annotations
@@ -21,7 +27,16 @@ from typing import Protocol
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import KafkaError
+from kafka.errors import (
+    AuthorizationError,
+    IllegalStateError,
+    InvalidProducerEpochError,
+    KafkaConfigurationError,
+    KafkaError,
+    ProducerFencedError,
+    SaslAuthenticationFailedError,
+    UnsupportedVersionError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from consumers.decoding import dead_letter_for
@@ -29,6 +44,19 @@ from producers import EventPublisher
 from schemas import DeadLetter, Event, EventDecodeError
 
 log = logging.getLogger(__name__)
+
+# Errors that retrying cannot cure: the service stops (with a non-zero exit) and says why.
+FATAL_ERRORS = (
+    ProducerFencedError,
+    InvalidProducerEpochError,
+    AuthorizationError,
+    SaslAuthenticationFailedError,
+    IllegalStateError,
+    KafkaConfigurationError,
+    UnsupportedVersionError,
+)
+FIRST_BACKOFF_S = 1.0
+MAX_BACKOFF_S = 30.0
 
 
 class InvalidRecord(ValueError):
@@ -96,6 +124,7 @@ class ConsumeLoop(ConsumerRebalanceListener):
         on_dead_letter=None,
         on_record=None,
         on_lag=None,
+        on_recovery=None,
         lag_interval_s: float = 5.0,
     ) -> None:
         self.service = service
@@ -106,6 +135,7 @@ class ConsumeLoop(ConsumerRebalanceListener):
         self.max_records = max_records
         self.on_record = on_record
         self.on_lag = on_lag  # called with (partition, records behind the end) every lag_interval_s
+        self.on_recovery = on_recovery  # called with the error's class name each time a batch is given up
         self.lag_interval_s = lag_interval_s
         self._lag_due = 0.0
         self.outputs = Outputs(publisher, service.name, on_dead_letter)
@@ -113,6 +143,10 @@ class ConsumeLoop(ConsumerRebalanceListener):
         self._committed: dict[TopicPartition, int] = {}
         self.transactional = bool(getattr(publisher.producer, "config", {}).get("transactional_id"))
         self._in_transaction = False
+        self._rewind_pending = False
+        self._abandoned = False
+        self._backoff_s = FIRST_BACKOFF_S
+        self.recoveries = 0
 
     def stop(self, *_: object) -> None:
         """Ask the loop to finish its batch, flush, commit and return. Safe from a signal handler."""
@@ -126,9 +160,70 @@ class ConsumeLoop(ConsumerRebalanceListener):
         self.subscribe()
         try:
             while not self._stopping.is_set():
-                self.run_once()
+                try:
+                    self.run_once()
+                except FATAL_ERRORS:
+                    self._abandoned = True  # what this batch did is not safe: nothing more is committed
+                    raise
+                except KafkaError as error:
+                    self.recover(error)
+                else:
+                    self._backoff_s = FIRST_BACKOFF_S
         finally:
             self._finish()
+
+    def recover(self, error: KafkaError) -> None:
+        """Give the batch up after a Kafka failure: abort it, and rewind to the last commit before the next one."""
+        self.recoveries += 1
+        if self.on_recovery is not None:
+            self.on_recovery(type(error).__name__)
+        log.warning(
+            "%s: Kafka failed under a batch (%s: %s); rewinding to the last commit in %.0f s",
+            self.service.name,
+            type(error).__name__,
+            error,
+            self._backoff_s,
+        )
+        if self.transactional and self._in_transaction:
+            manager = getattr(self.publisher.producer, "_transaction_manager", None)
+            if manager is not None and manager.has_fatal_error():
+                raise error
+            try:
+                self.publisher.producer.abort_transaction()
+            except FATAL_ERRORS:
+                raise
+            except KafkaError as abort_error:  # tried again with the next failure; the broker fences it meanwhile
+                log.warning("%s: aborting the transaction failed too: %s", self.service.name, abort_error)
+            else:
+                self._in_transaction = False
+        self.publisher.forget()
+        self.outputs.sent = 0
+        self._rewind_pending = True
+        self._stopping.wait(self._backoff_s)
+        self._backoff_s = min(MAX_BACKOFF_S, self._backoff_s * 2)
+
+    def _rewind(self) -> None:
+        """Back to the committed offsets, with the service's state of those partitions dropped (it restores it).
+
+        The same as a restart, without one: what was handled after the last commit is handled again.
+        """
+        assigned = sorted(self.consumer.assignment())
+        committed = {}
+        for partition in assigned:
+            offset = self._committed.get(partition)
+            if offset is None:
+                meta = self.consumer.committed(partition)  # a KafkaError here: the rewind waits for the next try
+                offset = meta.offset if hasattr(meta, "offset") else meta
+            committed[partition] = offset
+        self.service.partitions_revoked(assigned)
+        for partition, offset in committed.items():
+            if offset is None:
+                self.consumer.seek_to_beginning(partition)  # nothing committed yet: auto_offset_reset=earliest
+            else:
+                self.consumer.seek(partition, offset)
+        self.service.partitions_assigned(self.consumer, assigned)
+        self._rewind_pending = False
+        log.info("%s: rewound %d partitions to their committed offsets", self.service.name, len(assigned))
 
     def subscribe(self) -> None:
         """Subscribe, with the topics' metadata fetched first.
@@ -144,6 +239,8 @@ class ConsumeLoop(ConsumerRebalanceListener):
             self._in_transaction = True
 
     def run_once(self) -> int:
+        if self._rewind_pending:
+            self._rewind()
         self._begin()
         batches = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
         handled = 0
@@ -172,6 +269,8 @@ class ConsumeLoop(ConsumerRebalanceListener):
             self.on_record(record)
         try:
             self.service.handle(record, self.outputs)
+        except KafkaError:
+            raise  # Kafka failing, not the record: the batch is given up and read again
         except EventDecodeError as error:
             self.outputs.dead_letter_record(record, error, error.reason)
         except InvalidRecord as error:
@@ -188,11 +287,13 @@ class ConsumeLoop(ConsumerRebalanceListener):
                 offsets[partition] = OffsetAndMetadata(offset, "", -1)
         plain = {partition: meta.offset for partition, meta in offsets.items()}
         prepare = getattr(self.service, "prepare_commit", None)
+        if not self.transactional:
+            # At-least-once: the outputs are written before the snapshots that say they were made (a snapshot
+            # ahead of its outputs would make a restart skip joins whose examples were never written).
+            self.publisher.flush()
         if prepare is not None:
-            prepare(plain)  # e.g. the detector's state snapshots, sent with the batch's outputs
-        # Outputs and snapshots are flushed together, as late as possible: a crash before the commit then finds
-        # either both or (often) neither, which keeps the joins made twice after a restart few.
-        self.publisher.flush()
+            prepare(plain)  # e.g. the detector's state snapshots
+        self.publisher.flush()  # under exactly_once, outputs and snapshots at once: the transaction orders them
         self.outputs.sent = 0
         if self.transactional:
             if offsets:
@@ -218,6 +319,15 @@ class ConsumeLoop(ConsumerRebalanceListener):
 
     def _finish(self) -> None:
         try:
+            if self._rewind_pending or self._abandoned:
+                # A batch was given up (stopped during its backoff, or a fatal error): the consumer's positions are
+                # past records whose outputs are not safe, so nothing is committed; a restart reads them again.
+                if self.transactional and self._in_transaction and not self._abandoned:  # fenced: nothing to abort
+                    try:
+                        self.publisher.producer.abort_transaction()
+                    except KafkaError as error:
+                        log.warning("%s: aborting the transaction at exit failed: %s", self.service.name, error)
+                return
             self._begin()
             self.service.after_batch(self.outputs)
             self._flush_and_commit()

@@ -98,7 +98,8 @@ class ScorerService:
         return position  # every request read has been scored (after_batch runs before the commit)
 
     def partitions_revoked(self, partitions: Iterable[TopicPartition]) -> None:
-        """Nothing held: a batch is scored and flushed before the next poll, where rebalances happen."""
+        """Nothing held between batches; requests of a batch given up (Kafka failed under it) are read again."""
+        self._pending.clear()
 
     def partitions_assigned(self, consumer: KafkaConsumer, partitions: Iterable[TopicPartition]) -> None:
         """Nothing to restore: models are loaded when their first request arrives."""
@@ -252,6 +253,7 @@ def run_scorer(settings: Settings, *, registry: CollectorRegistry | None = None,
         max_records=max_records,
         on_dead_letter=service.metrics.dead_letter,
         on_lag=service.metrics.lag,
+        on_recovery=service.metrics.recovery,
     )
     if serve:
         serve_metrics(registry, settings.metrics.host, settings.metrics.scorer_port)

@@ -127,10 +127,16 @@ class TrainerService:
         return min([position, *waiting])
 
     def partitions_revoked(self, partitions: Iterable[TopicPartition]) -> None:
+        partitions = list(partitions)
         revoked = {p.partition for p in partitions if p.topic == self.topics.labeled_examples}
         self._catch_up_to = None
         if revoked:
             self.buffers.clear()  # rebuilt from Kafka on the next assignment
+        events = {p.partition for p in partitions if p.topic == self.topics.retrain_events}
+        for model_id, (partition, _) in list(self._pending_from.items()):
+            if partition in events:  # not answered, so not committed: read again by this partition's next owner
+                del self._pending_from[model_id]
+                self.pending.pop(model_id, None)
 
     # -- rebalance hook: rebuild buffers from Kafka ---------------------------------------------------------
 
@@ -356,6 +362,7 @@ def run_trainer(settings, *, registry: CollectorRegistry | None = None, serve: b
         max_records=2_000,
         on_dead_letter=service.metrics.dead_letter,
         on_lag=service.metrics.lag,
+        on_recovery=service.metrics.recovery,
     )
     if serve:
         serve_metrics(metrics_registry, settings.metrics.host, settings.metrics.trainer_port)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
 from retrain.settings import TopicSettings
@@ -54,18 +55,42 @@ def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
     ]
 
 
+class PublishFailed(KafkaError):
+    """Records sent since the last flush were not all written: whatever consumed their inputs must not commit."""
+
+    retriable = True
+
+
 class EventPublisher:
-    """Sends events to the topic of their type. The caller flushes before committing its input offsets."""
+    """Sends events to the topic of their type. The caller flushes before committing its input offsets.
+
+    :meth:`flush` raises :class:`PublishFailed` when a record sent since the previous flush was not acknowledged
+    (kafka-python's ``flush`` itself returns quietly when a record's delivery failed).
+    """
 
     def __init__(self, producer: KafkaProducer, topics: TopicSettings) -> None:
         self.producer = producer
         self.topics = topics
+        self._unflushed: list[FutureRecordMetadata] = []
 
     def publish(self, event: Event, *, topic: str | None = None) -> FutureRecordMetadata:
         headers = dead_letter_headers(event) if isinstance(event, DeadLetter) else None
-        return self.producer.send(
-            topic or topic_for(event, self.topics), key=key_for(event), value=encode(event), headers=headers
-        )
+        return self.send(topic or topic_for(event, self.topics), key_for(event), encode(event), headers)
+
+    def send(
+        self, topic: str, key: bytes | None, value: bytes, headers=None, partition: int | None = None
+    ) -> FutureRecordMetadata:
+        future = self.producer.send(topic, key=key, value=value, headers=headers, partition=partition)
+        self._unflushed.append(future)
+        return future
 
     def flush(self, timeout_s: float | None = None) -> None:
+        sent, self._unflushed = self._unflushed, []
         self.producer.flush(timeout=timeout_s)
+        failed = [future.exception for future in sent if future.failed()]
+        if failed:
+            raise PublishFailed(f"{len(failed)} of {len(sent)} records were not written; the first: {failed[0]!r}")
+
+    def forget(self) -> None:
+        """Drop the records sent since the last flush from the check (their transaction was aborted)."""
+        self._unflushed = []

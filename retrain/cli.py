@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -544,10 +545,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    level = os.environ.get("RETRAIN_LOG_LEVEL", "WARNING").upper()  # e.g. INFO: retrain events, swaps, restores
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.DEBUG if args.verbose else getattr(logging, level, logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose and level == "INFO":
+        logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python's INFO is per connection and request
     try:
         settings = load_settings()
     except ValidationError as error:

@@ -16,6 +16,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -70,19 +71,31 @@ class Detector:
         }
         self.process: subprocess.Popen | None = None
         self.outputs: list[str] = []
+        # The output goes to a file, not a pipe: a pipe nobody reads fills up (64 KiB of kafka-python's connection
+        # errors while a broker is away) and then blocks the process in its next log call.
+        # Opened for appending: reading it never moves where the process writes.
+        self._log = tempfile.TemporaryFile(mode="a+b")  # noqa: SIM115 (lives as long as this object)
 
     def start(self) -> None:
+        self._log.seek(0)
+        self._log.truncate()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "retrain.cli", self.command],
             cwd=REPO_ROOT,
             env=self.env,
-            stdout=subprocess.PIPE,
+            stdout=self._log,
             stderr=subprocess.STDOUT,
         )
 
+    def output(self) -> str:
+        """What the running (or last) process has printed so far."""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
     def _collect(self) -> None:
         assert self.process is not None
-        self.outputs.append(self.process.stdout.read().decode(errors="replace") if self.process.stdout else "")
+        self.outputs.append(self.output())
 
     def joined(self) -> float:
         """Joins this process has made, from its /metrics (0 when it is not serving yet)."""
@@ -127,7 +140,7 @@ def wait_all_joined(
             assert time.monotonic() < deadline, f"only {len(ids)} of {total} predictions joined"
             exited = [d for d in alive if d.process is None or d.process.poll() is not None]
             if exited:
-                output = exited[0].process.stdout.read().decode(errors="replace") if exited[0].process else ""
+                output = exited[0].output()
                 raise AssertionError(f"retrain {exited[0].command} exited:\n{output[-3_000:]}")
             time.sleep(2)
             if written(watcher, partitions) >= total:  # duplicates make the topic longer than the stream
