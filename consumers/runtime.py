@@ -212,8 +212,7 @@ class ConsumeLoop(ConsumerRebalanceListener):
         for partition in assigned:
             offset = self._committed.get(partition)
             if offset is None:
-                meta = self.consumer.committed(partition)  # a KafkaError here: the rewind waits for the next try
-                offset = meta.offset if hasattr(meta, "offset") else meta
+                offset = self.consumer.committed(partition)  # a KafkaError here: the rewind waits for the next try
             committed[partition] = offset
         self.service.partitions_revoked(assigned)
         for partition, offset in committed.items():
@@ -287,13 +286,13 @@ class ConsumeLoop(ConsumerRebalanceListener):
                 offsets[partition] = OffsetAndMetadata(offset, "", -1)
         plain = {partition: meta.offset for partition, meta in offsets.items()}
         prepare = getattr(self.service, "prepare_commit", None)
-        if not self.transactional:
+        if prepare is None or not self.transactional:
             # At-least-once: the outputs are written before the snapshots that say they were made (a snapshot
             # ahead of its outputs would make a restart skip joins whose examples were never written).
             self.publisher.flush()
         if prepare is not None:
             prepare(plain)  # e.g. the detector's state snapshots
-        self.publisher.flush()  # under exactly_once, outputs and snapshots at once: the transaction orders them
+            self.publisher.flush()  # under exactly_once, outputs and snapshots at once: the transaction orders them
         self.outputs.sent = 0
         if self.transactional:
             if offsets:
