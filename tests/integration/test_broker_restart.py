@@ -121,7 +121,14 @@ def test_the_services_ride_out_a_broker_restart(
         producing.start()
         deadline = time.monotonic() + 120
         while written(watcher, out_partitions) < total // 3:
-            assert time.monotonic() < deadline, "the pipeline did not get going"
+            if time.monotonic() > deadline:
+                ours = [
+                    f"{service.command}: {line}"
+                    for service in services
+                    for line in service.output().splitlines()
+                    if " kafka." not in line
+                ]
+                raise AssertionError("the pipeline did not get going:\n" + "\n".join(ours[-80:]))
             time.sleep(0.05)
         watcher.close()
         assert own_broker.stop()
