@@ -226,11 +226,11 @@ class DetectorService:
         """The partition is read for the first time since its assignment: carry on from its snapshot."""
         if self.changelog is None or self.state_key is None:
             return
-        data = self.changelog.load(partition)
-        if data is None:
-            self.metrics.state_restores.labels("empty").inc()
-            return
         try:
+            data = self.changelog.load(partition)
+            if data is None:
+                self.metrics.state_restores.labels("empty").inc()
+                return
             snapshot = decode_snapshot(data, self.state_key, river.__version__)
         except SnapshotRefused as refused:
             log.error("detector state of partition %d refused: %s", partition, refused)
@@ -366,7 +366,12 @@ def run_detector(settings, *, registry: CollectorRegistry | None = None, serve: 
             )
         else:
             state_key = snapshot_key(settings.registry.hmac_key.get_secret_value().encode())
-            changelog = StateChangelog(publisher, make_consumer(settings.kafka, None), settings.topics.detector_state)
+            changelog = StateChangelog(
+                publisher,
+                make_consumer(settings.kafka, None),
+                settings.topics.detector_state,
+                max_record_bytes=settings.detector.snapshot_record_bytes,
+            )
     service = DetectorService(
         settings.detector,
         settings.topics,
@@ -375,18 +380,22 @@ def run_detector(settings, *, registry: CollectorRegistry | None = None, serve: 
         changelog=changelog,
         state_key=state_key,
     )
-    consumer = make_consumer(
-        settings.kafka, settings.detector.group_id, max_poll_records=settings.detector.max_poll_records
-    )
+
+    def new_consumer():
+        return make_consumer(
+            settings.kafka, settings.detector.group_id, max_poll_records=settings.detector.max_poll_records
+        )
+
     loop = ConsumeLoop(
         service,
-        consumer,
+        new_consumer(),
         publisher,
         [settings.topics.predictions, settings.topics.labels],
         max_records=settings.detector.max_poll_records,
         on_dead_letter=service.metrics.dead_letter,
         on_lag=service.metrics.lag,
         on_recovery=service.metrics.recovery,
+        new_consumer=new_consumer,
     )
     if serve:
         serve_metrics(registry, settings.metrics.host, settings.metrics.detector_port)

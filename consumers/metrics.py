@@ -40,7 +40,8 @@ class ServiceMetrics:
         )
         self.kafka_recoveries = Counter(
             "retrain_kafka_recoveries_total",
-            "Batches given up because Kafka failed under them (then rewound to the last commit), by error",
+            "Batches given up because Kafka failed under them (then rewound to the last commit), by error; "
+            "error=CoordinatorLost: the consumer was replaced after going without a group coordinator",
             ["service", "error"],
             registry=registry,
         )
@@ -79,7 +80,7 @@ class DetectorMetrics(ServiceMetrics):
         self.state_restores = Counter(
             "retrain_state_restores_total",
             "Partition state restores: restored, empty (nothing to restore), or refused (bad_signature, "
-            "river_version, format, not_a_snapshot, config_changed)",
+            "river_version, format, not_a_snapshot, incomplete, config_changed)",
             ["outcome"],
             registry=registry,
         )

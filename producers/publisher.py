@@ -78,7 +78,7 @@ class EventPublisher:
         return self.send(topic or topic_for(event, self.topics), key_for(event), encode(event), headers)
 
     def send(
-        self, topic: str, key: bytes | None, value: bytes, headers=None, partition: int | None = None
+        self, topic: str, key: bytes | None, value: bytes | None, headers=None, partition: int | None = None
     ) -> FutureRecordMetadata:
         future = self.producer.send(topic, key=key, value=value, headers=headers, partition=partition)
         self._unflushed.append(future)

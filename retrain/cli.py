@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
@@ -545,6 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: where a service that does not stop is stuck.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     level = os.environ.get("RETRAIN_LOG_LEVEL", "WARNING").upper()  # e.g. INFO: retrain events, swaps, restores
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else getattr(logging, level, logging.WARNING),

@@ -199,6 +199,9 @@ class DetectorSettings(BaseSettings):
     # committed, and restore it when the partition is assigned again. Off, or without a key, a restart or a
     # rebalance starts the partition's detectors afresh (its joins are still complete).
     state_snapshots: bool = True
+    # A snapshot larger than this (hundreds of models in one partition) is written as several records; keep it
+    # under the detector-state topic's max.message.bytes (Kafka's default: 1 MiB).
+    snapshot_record_bytes: int = Field(default=512 * 1024, ge=1_024, le=64 * 1024 * 1024)
     # Models whose error is |y - y_hat| (regression); every other model is a classifier with a 0/1 error.
     regression_models: str = Field(default="", description="Comma-separated model ids")
     # JSON list of {"name": <River detector>, "params": {...}}; River's defaults where params are absent.

@@ -73,12 +73,15 @@ def _explain(name: str, data: bytes, event_type: type[Event], error: ValidationE
         return EventDecodeError(name, "invalid_json", f"not JSON ({first['msg']})")
     if first["type"] == "model_type" and not first["loc"]:
         return EventDecodeError(name, "not_an_object", "the JSON value is not an object")
-    version_errors = [e for e in errors if e["loc"][:1] == ("schema_version",) and e["type"] == "literal_error"]
-    if version_errors:
+    version_errors = [e for e in errors if e["loc"][:1] == ("schema_version",)]
+    version = _version_in(data) if version_errors else None
+    # Another version: any other integer (too large for pydantic's Literal check included) or a string.
+    other_version = isinstance(version, int | str) and not isinstance(version, bool)
+    if any(e["type"] == "literal_error" for e in version_errors) or (version_errors and other_version):
         return EventDecodeError(
             name,
             "unsupported_schema_version",
-            f"schema_version {_version_in(data)!r} is not supported (this reader understands "
+            f"schema_version {_shorten(version)} is not supported (this reader understands "
             f"{event_type.SCHEMA_VERSION})",
         )
     return EventDecodeError(name, "validation", _summarize(errors))
@@ -89,6 +92,11 @@ def _version_in(data: bytes) -> Any:
         return json.loads(data).get("schema_version")
     except (ValueError, AttributeError):
         return "?"
+
+
+def _shorten(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def _summarize(errors: list[Any]) -> str:

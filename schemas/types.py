@@ -53,8 +53,22 @@ FiniteFloat = Annotated[StrictFloat, Field(allow_inf_nan=False)]
 Number = FiniteFloat
 
 ClassLabel = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CLASS_LABEL_LENGTH)]
+# Integer targets are 64-bit, like a Java long or a numpy int64: the trainer's label arrays are int64, and a larger
+# integer cannot even be scored as a regression target once past a double's range (float() overflows).
+MIN_TARGET_INTEGER, MAX_TARGET_INTEGER = -(2**63), 2**63 - 1
+TargetInteger = Annotated[StrictInt, Field(ge=MIN_TARGET_INTEGER, le=MAX_TARGET_INTEGER)]
+
+
+def _integer_in_range(value: Any) -> Any:
+    # Without this, an integer out of range would fall through the union to the float member and become a
+    # different (rounded) value instead of being refused.
+    if isinstance(value, int) and not isinstance(value, bool) and not MIN_TARGET_INTEGER <= value <= MAX_TARGET_INTEGER:
+        raise ValueError(f"an integer target must fit in 64 bits (a signed long), not {str(value)[:40]}")
+    return value
+
+
 # A prediction or a ground-truth label: a class (bool, int or string) or a regression target (float).
-Target = StrictBool | StrictInt | FiniteFloat | ClassLabel
+Target = Annotated[StrictBool | TargetInteger | FiniteFloat | ClassLabel, BeforeValidator(_integer_in_range)]
 
 
 def _to_utc(value: datetime) -> datetime:

@@ -117,6 +117,8 @@ class Detector:
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
+                self.process.send_signal(signal.SIGUSR1)  # its threads' stacks into its output: where it is stuck
+                time.sleep(1)
                 self.process.kill()
                 self.process.wait()
         self._collect()

@@ -21,6 +21,8 @@ from schemas import RetrainEvent
 from tests.integration.streams import Scored, delayed_shuffled_labels, sea_model, sea_stream
 from tests.integration.test_crash_recovery import Detector, wait_all_joined, written
 from tests.integration.test_detector import LABEL_WINDOW, produce, read_all
+from tests.integration.test_detector_process import scrape
+from tests.integration.test_trainer_crash import sample
 
 pytestmark = pytest.mark.kafka
 
@@ -44,7 +46,10 @@ def test_a_killed_instance_s_partitions_and_episodes_move_to_the_others(
     stream = drifting_models()
     total = len(stream)
     group = f"detector-{unique}"
-    detectors = [Detector(kafka_settings, topics, group) for _ in range(INSTANCES)]
+    # Snapshots of a few KB in 1 KiB chunks: the new owners restore episodes from chunked snapshots (the layout a
+    # partition with hundreds of models needs at the default size).
+    chunked = {"RETRAIN_DETECTOR_SNAPSHOT_RECORD_BYTES": "1024"}
+    detectors = [Detector(kafka_settings, topics, group, **chunked) for _ in range(INSTANCES)]
     out_partitions = [TopicPartition(topics.labeled_examples, p) for p in range(topics.stream_partitions)]
     watcher = make_consumer(kafka_settings, None)
     producer = make_producer(kafka_settings, linger_ms=20, batch_size=256 * 1024)
@@ -70,6 +75,11 @@ def test_a_killed_instance_s_partitions_and_episodes_move_to_the_others(
 
         survivors = [d for i, d in enumerate(detectors) if i != 1]
         ids = wait_all_joined(kafka_settings, topics, total, survivors)
+        restores = {"restored": 0.0, "incomplete": 0.0}  # partitions the survivors carried on from a snapshot
+        for survivor in survivors:
+            text = scrape(int(survivor.env["RETRAIN_METRICS_DETECTOR_PORT"]))
+            for outcome in restores:
+                restores[outcome] += sample(text, f'retrain_state_restores_total{{outcome="{outcome}"}}') or 0
         for i, detector in enumerate(detectors):
             if i != 1:
                 assert detector.terminate() == 0
@@ -86,9 +96,13 @@ def test_a_killed_instance_s_partitions_and_episodes_move_to_the_others(
     events = [decode_record(r, RetrainEvent) for r in read_all(kafka_settings, topics.retrain_events, 1)]
     print(
         f"\n{total:,} joined by 3 -> 2 instances (the killed one had made {victim_joined:,.0f} joins); "
-        f"{duplicates:,} joined twice; {len(events)} retrain events"
+        f"{duplicates:,} joined twice; {len(events)} retrain events; "
+        f"{restores['restored']:.0f} partitions restored from chunked snapshots"
     )
     assert duplicates <= 1_000  # at most one uncommitted poll of the killed instance
+    chunks = {r.key for r in read_all(kafka_settings, topics.detector_state, topics.stream_partitions) if b"." in r.key}
+    assert chunks, "no snapshot was large enough to be chunked"
+    assert restores["restored"] >= 1 and restores["incomplete"] == 0, restores  # the victim's, from their chunks
     assert read_all(kafka_settings, topics.dead_letters, 1) == []
     by_model: dict[str, list[RetrainEvent]] = {}
     for event in events:

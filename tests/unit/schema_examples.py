@@ -267,6 +267,9 @@ class Raw:
     def __init__(self, token: str) -> None:
         self.token = token
 
+    def __repr__(self) -> str:
+        return f"Raw({self.token if len(self.token) <= 12 else self.token[:9] + '...'})"
+
 
 def wire_payload(event_type: type[Event], changes: dict[str, Any] | None = None, drop: str | None = None) -> bytes:
     """``WIRE[event_type]`` with dotted-path ``changes`` applied and the dotted path ``drop`` removed."""

@@ -7,9 +7,12 @@ import pickle
 import pytest
 
 from retrain.decisions.checkpoint import (
+    CHUNKED,
     MAGIC,
+    ChangelogAssembler,
     Snapshot,
     SnapshotRefused,
+    changelog_records,
     decode_snapshot,
     encode_snapshot,
     read_header,
@@ -103,3 +106,72 @@ def test_a_snapshot_of_another_river_version_is_refused_with_a_clear_message():
     assert refused.value.reason == "river_version"
     assert "written with River 0.25.0" in str(refused.value) and f"runs River {RIVER}" in str(refused.value)
     assert Planted.unpickled == 0
+
+
+def latest(partition: int, records) -> bytes | None:
+    assembler = ChangelogAssembler(partition)
+    for key, value in records:
+        assembler.add(key, value)
+    return assembler.latest()
+
+
+def test_a_snapshot_that_fits_is_one_record_under_its_partition_number():
+    assert changelog_records(4, b"x" * 10, max_record_bytes=10) == [(b"4", b"x" * 10)]
+
+
+def test_a_large_snapshot_is_written_in_chunks_then_a_manifest_and_read_back_whole():
+    data = bytes(range(256)) * 10  # 2,560 bytes
+    records = changelog_records(3, data, max_record_bytes=1_000)
+    assert [key for key, _ in records] == [b"3.0", b"3.1", b"3.2", b"3"]
+    assert [len(value) for _, value in records[:3]] == [1_000, 1_000, 560]
+    assert records[3][1].startswith(CHUNKED)
+    assert latest(3, records) == data
+    # Another partition's records (also a key that merely starts with "3") are not mixed in.
+    other = changelog_records(33, b"y" * 2_500, max_record_bytes=1_000)
+    assert latest(3, records + other) == data
+    assert latest(33, records + other) == b"y" * 2_500
+
+
+def test_the_latest_snapshot_wins_and_stale_chunk_keys_get_tombstones():
+    big, small = b"a" * 2_500, b"b" * 500
+    first = changelog_records(0, big, max_record_bytes=1_000)
+    assembler = ChangelogAssembler(0)
+    for key, value in first:
+        assembler.add(key, value)
+    assert assembler.chunk_keys == 3
+    second = changelog_records(0, small, max_record_bytes=1_000, stale_chunks=assembler.chunk_keys)
+    assert second == [(b"0.0", None), (b"0.1", None), (b"0.2", None), (b"0", small)]
+    for key, value in second:
+        assembler.add(key, value)
+    assert assembler.latest() == small and assembler.chunk_keys == 0
+    # Compaction keeps the last record of each key, in order: the same answer.
+    compacted = list({key: (key, value) for key, value in first + second}.values())
+    assert latest(0, compacted) == small
+
+
+def test_chunks_of_a_snapshot_whose_manifest_was_never_written_are_not_mixed_in():
+    first = changelog_records(1, b"a" * 2_500, max_record_bytes=1_000)
+    interrupted = changelog_records(1, b"b" * 2_500, max_record_bytes=1_000)[:2]  # crashed before chunk 2
+    assert latest(1, first + interrupted) == b"a" * 2_500
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        (lambda records: [r for r in records if r[0] != b"5.1"], "chunks [1] of 3 are missing"),
+        (lambda records: [(k, v[:-1] + b"?" if k == b"5.2" else v) for k, v in records], "do not add up"),
+        (lambda records: [*records[:-1], (b"5", CHUNKED + b"{not json")], "manifest is unreadable"),
+    ],
+    ids=["missing-chunk", "altered-chunk", "bad-manifest"],
+)
+def test_a_manifest_whose_chunks_do_not_add_up_is_refused_as_incomplete(damage, says):
+    records = damage(changelog_records(5, b"z" * 2_500, max_record_bytes=1_000))
+    with pytest.raises(SnapshotRefused) as refused:
+        latest(5, records)
+    assert refused.value.reason == "incomplete"
+    assert says in str(refused.value)
+
+
+def test_a_tombstone_under_the_partition_number_means_no_snapshot():
+    records = changelog_records(2, b"a" * 2_500, max_record_bytes=1_000)
+    assert latest(2, [*records, (b"2", None)]) is None

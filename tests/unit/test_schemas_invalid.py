@@ -57,7 +57,7 @@ def test_unreadable_payload_is_refused(payload: Any, reason: str) -> None:
     assert refused(payload, LabelEvent).reason == reason
 
 
-@pytest.mark.parametrize("version", [2, 0, -1, "1", "2"], ids=repr)
+@pytest.mark.parametrize("version", [2, 0, -1, "1", "2", 2**63, 2**64, Raw("1" + "0" * 400)], ids=repr)
 @pytest.mark.parametrize("event_type", EVENT_TYPES, ids=lambda t: t.__name__)
 def test_other_schema_version_is_unsupported(event_type: type[Event], version: Any) -> None:
     error = refused(wire_payload(event_type, {"schema_version": version}), event_type)
@@ -161,6 +161,11 @@ INVALID_FIELDS = [
     case("label-null", L, {"label": None}, "label"),
     case("label-empty-string", L, {"label": ""}, "label"),
     case("label-too-long", L, {"label": "c" * 257}, "label"),
+    # Integer targets are 64-bit (the trainer's label arrays are int64; float() of 400 digits overflows).
+    case("label-400-digits", L, {"label": Raw("1" + "0" * 400)}, "label"),
+    case("label-2**64", X, {"label": 2**64}, "label"),
+    case("label-below-int64", L, {"label": -(2**63) - 1}, "label"),
+    case("prediction-2**63", P, {"prediction": 2**63}, "prediction"),
     case("metric-nan", U, {"metrics.accuracy": NAN}, "metrics.accuracy"),
     case("metric-inf", U, {"metrics.accuracy": INF}, "metrics.accuracy"),
     case("metric-1e400", U, {"metrics.accuracy": Raw("1e400")}, "metrics.accuracy"),

@@ -70,6 +70,8 @@ def test_hand_written_wire_payload_decodes(event_type: type[Event]) -> None:
         pytest.param("3.5", 3.5, id="float"),
         pytest.param("-0.0", -0.0, id="negative-zero"),
         pytest.param("1e300", 1e300, id="large-finite-float"),
+        pytest.param(str(2**63 - 1), 2**63 - 1, id="int64-max"),
+        pytest.param(str(-(2**63)), -(2**63), id="int64-min"),
     ],
 )
 def test_target_keeps_its_json_type(token: str, expected: Any) -> None:
