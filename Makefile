@@ -13,12 +13,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Debian packages the tests use: kcat (a Kafka client nobody here wrote, for the interop tests) and prometheus
-# (a real Prometheus server and promtool, for the observability tests).
+# Debian packages the tests use: kcat (a Kafka client nobody here wrote, for the interop tests), prometheus
+# (a real Prometheus server and promtool, for the observability tests) and openssl (the mutual-TLS client
+# certificate in the security test).
 system-deps:
-	@{ command -v kcat && command -v promtool && command -v prometheus; } >/dev/null || { \
+	@{ command -v kcat && command -v promtool && command -v prometheus && command -v openssl; } >/dev/null || { \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends kcat prometheus; }
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends kcat prometheus openssl; }
 
 # Kafka's jars from Maven Central into .cache/kafka (no download when the cache is warm).
 broker-jars: $(STAMP)

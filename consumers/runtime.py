@@ -18,8 +18,9 @@ another instance with the same transactional id, not authorised) stop the servic
 Two kafka-python 3 states in which a service reads nothing, for minutes, without an error are watched for, and
 the consumer is then replaced by a new group member (which starts from the committed offsets, as after a restart):
 no group coordinator for ``COORDINATOR_LOST_S`` (seen after a broker restart: it spun on finding the coordinator),
-and a group assignment that left a subscribed topic out because the leader had no metadata for it yet, once the
-metadata has it (see :mod:`retrain.assignor`; seen when the broker was briefly fenced under load).
+a group assignment that left a subscribed topic out because the leader had no metadata for it yet, once the
+metadata has it or after 30 s (see :mod:`retrain.assignor`; seen at start-up and after a broker restart), and a
+partition behind its end whose position stands still for 30 s of polling (see :mod:`consumers.progress`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata
 
 from consumers.decoding import dead_letter_for
+from consumers.progress import CHECK_INTERVAL_S, CHECKS, FetchProgress
 from producers import EventPublisher
 from schemas import DeadLetter, Event, EventDecodeError
 
@@ -161,6 +163,8 @@ class ConsumeLoop(ConsumerRebalanceListener):
         self.coordinator_lost_s = coordinator_lost_s
         self.clock = clock
         self._coordinator_lost_since: float | None = None
+        self.progress = FetchProgress()
+        self._progress_due = 0.0
 
     def stop(self, *_: object) -> None:
         """Ask the loop to finish its batch, flush, commit and return. Safe from a signal handler."""
@@ -237,15 +241,12 @@ class ConsumeLoop(ConsumerRebalanceListener):
         self._rewind_pending = False
         log.info("%s: rewound %d partitions to their committed offsets", self.service.name, len(assigned))
 
-    def _watch_coordinator(self) -> None:
+    def _watch_coordinator(self, now: float) -> None:
         """Replace the consumer when it has gone ``coordinator_lost_s`` without a group coordinator."""
-        if self.new_consumer is None:
-            return
         coordinator = getattr(self.consumer, "_coordinator", None)  # kafka-python has no public accessor
         if coordinator is None or not coordinator.coordinator_unknown():
             self._coordinator_lost_since = None
             return
-        now = self.clock()
         if self._coordinator_lost_since is None:
             self._coordinator_lost_since = now
         elif now - self._coordinator_lost_since >= self.coordinator_lost_s:
@@ -258,8 +259,6 @@ class ConsumeLoop(ConsumerRebalanceListener):
         The leader's assignor notes them (``retrain.assignor.WatchfulRangeAssignor``); a new member is the
         rebalance, with kafka-python's public API only.
         """
-        if self.new_consumer is None:
-            return
         config = getattr(self.consumer, "config", None) or {}
         for assignor in config.get("partition_assignment_strategy", ()):
             must_reassign = getattr(assignor, "must_reassign", None)
@@ -267,6 +266,24 @@ class ConsumeLoop(ConsumerRebalanceListener):
                 left_out = ", ".join(sorted(assignor.left_out))
                 self._replace_consumer("IncompleteAssignment", f"the group's assignment left out {left_out}")
                 return
+
+    def _watch_progress(self, now: float) -> None:
+        """Replace the consumer when a partition behind its end has not moved for several checks of polling."""
+        if now < self._progress_due:
+            return
+        self._progress_due = now + CHECK_INTERVAL_S
+        assigned = sorted(self.consumer.assignment())
+        try:
+            ends = self.consumer.end_offsets(assigned) if assigned else {}
+            positions = {tp: self.consumer.position(tp, timeout_ms=1_000) for tp in assigned}
+            paused = set(self.consumer.paused())
+        except KafkaError:
+            return  # the broker away, or the assignment changing: nothing to judge this time
+        stalled = self.progress.observe(positions, ends, paused)
+        if stalled:
+            where = ", ".join(f"{tp.topic}[{tp.partition}] at {positions[tp]} of {ends[tp]}" for tp in stalled)
+            still_s = (CHECKS - 1) * CHECK_INTERVAL_S
+            self._replace_consumer("FetchStalled", f"no progress on {where} for {still_s:.0f} s of polling")
 
     def _replace_consumer(self, error: str, why: str) -> None:
         """Close the consumer and subscribe a new one; it starts from the committed offsets, like a restart."""
@@ -286,6 +303,7 @@ class ConsumeLoop(ConsumerRebalanceListener):
         if hasattr(self.service, "consumer"):  # a service that reads positions itself (the trainer's catch-up)
             self.service.consumer = self.consumer
         self._coordinator_lost_since = None
+        self.progress.reset()
         self.subscribe()
 
     def subscribe(self) -> None:
@@ -302,8 +320,11 @@ class ConsumeLoop(ConsumerRebalanceListener):
             self._in_transaction = True
 
     def run_once(self) -> int:
-        self._watch_coordinator()  # first: a rewind needs the coordinator (committed offsets), a stuck one fails it
-        self._watch_assignment()
+        if self.new_consumer is not None:  # first: a rewind needs the coordinator (committed offsets)
+            now = self.clock()
+            self._watch_coordinator(now)
+            self._watch_assignment()
+            self._watch_progress(now)
         if self._rewind_pending:
             self._rewind()
         self._begin()

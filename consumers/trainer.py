@@ -10,6 +10,7 @@ event whose version is already in the registry is answered again from the regist
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 
@@ -73,7 +74,11 @@ class TrainerService:
         # (partition, offset) of the oldest unanswered retrain event of each pending model: the commit limit.
         self._pending_from: dict[str, tuple[int, int]] = {}
         self.consumer: KafkaConsumer | None = None  # set by the loop's owner, for catch-up checks
+        # Newly assigned labeled-examples partitions, paused until after_batch seeks them back. Assignments arrive on
+        # kafka-python's IO thread while the main thread may be rewinding: the lock keeps an arrival from being lost
+        # (a partition paused and no longer awaited would never be read again).
         self._to_rewind: set[TopicPartition] = set()
+        self._rewind_lock = threading.Lock()
         self._catch_up_to: dict[TopicPartition, int] | None = None  # labeled-examples ends to read before a fit
         self._buffered_changed: set[str] = set()
 
@@ -101,9 +106,11 @@ class TrainerService:
         for model_id in self._buffered_changed:  # once per batch: the gauge is not worth a lookup per record
             self.metrics.buffered.labels(model_id).set(len(self.buffer(model_id)))
         self._buffered_changed.clear()
-        if self._to_rewind and self.consumer is not None:
-            self._rewind(self.consumer)
-            return  # the rewound partitions have to be read before any retrain
+        if self.consumer is not None:
+            self._await_paused(self.consumer)
+            if self._to_rewind:
+                self._rewind(self.consumer)
+                return  # the rewound partitions have to be read before any retrain
         if not self.pending:
             self._catch_up_to = None
             return
@@ -150,13 +157,24 @@ class TrainerService:
         """
         partitions = [p for p in assigned if p.topic == self.topics.labeled_examples]
         if partitions:
-            consumer.pause(*partitions)
-            self._to_rewind.update(partitions)
+            with self._rewind_lock:
+                consumer.pause(*partitions)
+                self._to_rewind.update(partitions)
+
+    def _await_paused(self, consumer: KafkaConsumer) -> None:
+        """Every paused labeled-examples partition must be awaiting its rewind; one that is not is added back."""
+        with self._rewind_lock:
+            stray = {p for p in consumer.paused() if p.topic == self.topics.labeled_examples} - self._to_rewind
+            if stray:
+                log.warning("buffers: %s paused but not awaiting a rewind; rewinding them", sorted(stray))
+                self._to_rewind.update(stray)
 
     def _rewind(self, consumer: KafkaConsumer) -> None:
         """Seek each newly assigned partition back to the oldest record the buffers may hold, then resume."""
-        partitions = [p for p in self._to_rewind if p in consumer.assignment()]
-        self._to_rewind.clear()
+        with self._rewind_lock:  # taken whole: an assignment arriving from now on is rewound next time
+            pending, self._to_rewind = self._to_rewind, set()
+        assignment = consumer.assignment()
+        partitions = [p for p in pending if p in assignment]
         if not partitions:
             return
         since_ms = int((time.time() - self.buffer_max_age_s) * 1000)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 
 GRACE_S = 10.0  # kafka-python's own rebalance on a metadata change gets this long (metadata refreshes every 5 s)
+GIVE_UP_S = 30.0  # then the group rebalances whatever this consumer's metadata says
 
 
 class WatchfulRangeAssignor(RangePartitionAssignor):
@@ -35,9 +36,13 @@ class WatchfulRangeAssignor(RangePartitionAssignor):
         return super().assign(cluster, members)
 
     def must_reassign(self) -> bool:
-        """The last assignment left topics out, the grace is over, and the metadata now has their partitions."""
+        """The last assignment left topics out, and the metadata now has their partitions (after ``GRACE_S``), or
+        ``GIVE_UP_S`` went by: this consumer's metadata may never get them (seen: a detector's stayed without its
+        two topics for 120 s while the scorer and trainer, started with it, had theirs), a new consumer asks anew.
+        """
         if not self.left_out or self.left_out_at is None or self._cluster is None:
             return False
-        if self.clock() - self.left_out_at < GRACE_S:
+        waited = self.clock() - self.left_out_at
+        if waited < GRACE_S:
             return False
-        return all(self._cluster.partitions_for_topic(topic) for topic in self.left_out)
+        return waited >= GIVE_UP_S or all(self._cluster.partitions_for_topic(topic) for topic in self.left_out)

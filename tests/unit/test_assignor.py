@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from kafka.coordinator.assignors.range import RangePartitionAssignor
 
-from retrain.assignor import GRACE_S, WatchfulRangeAssignor
+from retrain.assignor import GIVE_UP_S, GRACE_S, WatchfulRangeAssignor
 
 
 class Cluster:
@@ -62,9 +62,11 @@ def test_a_topic_without_metadata_is_noted_and_a_rebalance_is_due_once_the_metad
     assert assignor.left_out == frozenset() and not assignor.must_reassign()
 
 
-def test_no_rebalance_is_due_while_the_metadata_still_lacks_the_topic():
+def test_a_rebalance_is_due_after_give_up_s_even_if_the_metadata_still_lacks_the_topic():
     clock = Clock()
     assignor = WatchfulRangeAssignor(clock)
     assignor.assign(Cluster({}), [member("t", "labeled-examples")])
-    clock.now += 10 * GRACE_S
+    clock.now += GIVE_UP_S - 0.1
     assert not assignor.must_reassign()
+    clock.now += 0.1
+    assert assignor.must_reassign()

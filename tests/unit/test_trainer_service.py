@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.structs import OffsetAndTimestamp
 
 from consumers.trainer import TrainerService
 from retrain.decisions.training import TrainingConfig, estimator_factory
@@ -124,3 +126,55 @@ def test_a_worse_challenger_is_rejected_and_the_champion_stays(service: TrainerS
     assert update.outcome is UpdateOutcome.REJECTED and not update.promoted and update.version == 2
     assert update.metrics["champion_accuracy"] > update.metrics["accuracy"]
     assert service.registry.champion("steady").version == 1
+
+
+class RewindingConsumer:
+    """The consumer calls the trainer's rewind makes; ``offsets_for_times`` answers offset 0 for every partition."""
+
+    def __init__(self, assigned: set[TopicPartition]) -> None:
+        self.assigned = set(assigned)
+        self.paused_now: set[TopicPartition] = set()
+        self.calls: list[tuple] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.paused_now.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.paused_now.difference_update(partitions)
+        self.calls.append(("resume", *sorted(partitions)))
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self.paused_now)
+
+    def offsets_for_times(self, timestamps):
+        return {tp: OffsetAndTimestamp(0, ts, -1) for tp, ts in timestamps.items()}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.calls.append(("seek", tp, offset))
+
+
+LE0, LE1 = TopicPartition(TOPICS.labeled_examples, 0), TopicPartition(TOPICS.labeled_examples, 1)
+
+
+def test_an_assignment_is_rewound_then_resumed(service: TrainerService):
+    consumer = RewindingConsumer({LE0, LE1})
+    service.consumer = consumer  # type: ignore[assignment]
+    service.partitions_assigned(consumer, [LE0, LE1])  # type: ignore[arg-type]
+    assert consumer.paused() == {LE0, LE1}
+    service.after_batch(CollectingOutputs())
+    assert sorted(consumer.calls[:2]) == [("seek", LE0, 0), ("seek", LE1, 0)]
+    assert consumer.calls[2:] == [("resume", LE0, LE1)]
+    assert consumer.paused() == set()
+
+
+def test_a_paused_partition_that_is_not_awaited_is_rewound_all_the_same(service: TrainerService):
+    # An assignment lost between the IO thread and a rewind would leave its partition paused for good.
+    consumer = RewindingConsumer({LE0, LE1})
+    consumer.pause(LE1)
+    service.consumer = consumer  # type: ignore[assignment]
+    service.after_batch(CollectingOutputs())
+    assert consumer.calls == [("seek", LE1, 0), ("resume", LE1)]
+    assert consumer.paused() == set()
