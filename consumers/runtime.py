@@ -18,9 +18,8 @@ another instance with the same transactional id, not authorised) stop the servic
 Two kafka-python 3 states in which a service reads nothing, for minutes, without an error are watched for, and
 the consumer is then replaced by a new group member (which starts from the committed offsets, as after a restart):
 no group coordinator for ``COORDINATOR_LOST_S`` (seen after a broker restart: it spun on finding the coordinator),
-a group assignment that left a subscribed topic out because the leader had no metadata for it yet, once the
-metadata has it or after 30 s (see :mod:`retrain.assignor`; seen at start-up and after a broker restart), and a
-partition behind its end whose position stands still for 30 s of polling (see :mod:`consumers.progress`).
+and a group assignment that left a subscribed topic out because the leader had no metadata for it yet, once the
+metadata has it or after 30 s (see :mod:`retrain.assignor`; seen at start-up and after a broker restart).
 """
 
 from __future__ import annotations
@@ -47,7 +46,6 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata
 
 from consumers.decoding import dead_letter_for
-from consumers.progress import CHECK_INTERVAL_S, CHECKS, FetchProgress
 from producers import EventPublisher
 from schemas import DeadLetter, Event, EventDecodeError
 
@@ -163,8 +161,6 @@ class ConsumeLoop(ConsumerRebalanceListener):
         self.coordinator_lost_s = coordinator_lost_s
         self.clock = clock
         self._coordinator_lost_since: float | None = None
-        self.progress = FetchProgress()
-        self._progress_due = 0.0
 
     def stop(self, *_: object) -> None:
         """Ask the loop to finish its batch, flush, commit and return. Safe from a signal handler."""
@@ -267,24 +263,6 @@ class ConsumeLoop(ConsumerRebalanceListener):
                 self._replace_consumer("IncompleteAssignment", f"the group's assignment left out {left_out}")
                 return
 
-    def _watch_progress(self, now: float) -> None:
-        """Replace the consumer when a partition behind its end has not moved for several checks of polling."""
-        if now < self._progress_due:
-            return
-        self._progress_due = now + CHECK_INTERVAL_S
-        assigned = sorted(self.consumer.assignment())
-        try:
-            ends = self.consumer.end_offsets(assigned) if assigned else {}
-            positions = {tp: self.consumer.position(tp, timeout_ms=1_000) for tp in assigned}
-            paused = set(self.consumer.paused())
-        except KafkaError:
-            return  # the broker away, or the assignment changing: nothing to judge this time
-        stalled = self.progress.observe(positions, ends, paused)
-        if stalled:
-            where = ", ".join(f"{tp.topic}[{tp.partition}] at {positions[tp]} of {ends[tp]}" for tp in stalled)
-            still_s = (CHECKS - 1) * CHECK_INTERVAL_S
-            self._replace_consumer("FetchStalled", f"no progress on {where} for {still_s:.0f} s of polling")
-
     def _replace_consumer(self, error: str, why: str) -> None:
         """Close the consumer and subscribe a new one; it starts from the committed offsets, like a restart."""
         self.recoveries += 1
@@ -303,7 +281,6 @@ class ConsumeLoop(ConsumerRebalanceListener):
         if hasattr(self.service, "consumer"):  # a service that reads positions itself (the trainer's catch-up)
             self.service.consumer = self.consumer
         self._coordinator_lost_since = None
-        self.progress.reset()
         self.subscribe()
 
     def subscribe(self) -> None:
@@ -324,7 +301,6 @@ class ConsumeLoop(ConsumerRebalanceListener):
             now = self.clock()
             self._watch_coordinator(now)
             self._watch_assignment()
-            self._watch_progress(now)
         if self._rewind_pending:
             self._rewind()
         self._begin()

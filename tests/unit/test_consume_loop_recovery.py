@@ -26,7 +26,6 @@ from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
 import consumers.runtime as runtime
-from consumers.progress import FetchProgress
 from consumers.runtime import ConsumeLoop
 from producers.publisher import DLQ_HEADER_PREFIX, EventPublisher, PublishFailed
 from retrain.settings import TopicSettings
@@ -217,12 +216,6 @@ class FakeConsumer:
 
     def close(self, autocommit=True, timeout_ms=None) -> None:
         self.log.append(("consumer_close", autocommit))
-
-    def end_offsets(self, partitions) -> dict[TopicPartition, int]:
-        return {tp: self.lengths[tp] for tp in partitions}
-
-    def paused(self) -> set[TopicPartition]:
-        return set()
 
 
 class FakeService:
@@ -933,7 +926,6 @@ def watched(world: World, *, lost_s: float = 60.0, step_s: float = 15.0) -> list
     world.loop.new_consumer = new_consumer  # type: ignore[assignment]
     world.loop.coordinator_lost_s = lost_s
     world.loop.clock = lambda: float(next(ticks))
-    world.loop._progress_due = float("inf")  # the progress watch has its own tests, with their own clock
     return made
 
 
@@ -1005,57 +997,3 @@ def test_an_assignment_that_left_a_topic_out_is_redone_by_a_new_member():
     assert world.consumer.polls == 2  # replaced before its third poll
     assert sorted(world.service.handled) == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3)]
     assert world.consumer.group_committed == {TP0: 4, TP1: 4}
-
-
-def test_a_partition_that_stops_moving_behind_its_end_gets_a_new_consumer():
-    # kafka-python stops fetching TP1 after its first batch (no error, lag "0"); TP0 is read to its end.
-    world = build({TP0: 4, TP1: 6}, script={2: lambda c: setattr(c, "assigned_fetching", {TP0})})
-    made = watched(world)
-    now = [0.0]
-    world.loop.clock = lambda: now[0]
-    world.loop._progress_due = 0.0
-
-    original_poll = world.consumer.poll
-
-    def poll(timeout_ms=0, max_records=None, update_offsets=True):
-        now[0] += 5.0  # each poll takes 5 s of the loop's clock
-        fetching = getattr(world.consumer, "assigned_fetching", None)
-        if fetching is None:
-            return original_poll(timeout_ms, max_records, update_offsets)
-        kept = world.consumer.assigned
-        world.consumer.assigned = fetching
-        try:
-            return original_poll(timeout_ms, max_records, update_offsets)
-        finally:
-            world.consumer.assigned = kept
-
-    world.consumer.poll = poll  # type: ignore[method-assign]
-    world.loop.run()
-    assert world.recoveries == ["FetchStalled"] and len(made) == 1
-    # From the 3rd poll on TP1 stood at 4 of 6; checked every 10 s, replaced at the 4th check in a row behind.
-    assert world.consumer.positions[TP1] == 4
-    assert world.consumer.polls == 8  # checks at 10, 20, 30 and 40 s; the one at 40 s replaces it
-    assert sorted(world.service.handled) == [
-        (0, 0),
-        (0, 1),
-        (0, 2),
-        (0, 3),
-        (1, 0),
-        (1, 1),
-        (1, 2),
-        (1, 3),
-        (1, 4),
-        (1, 5),
-    ]
-    assert made[0].group_committed == {TP0: 4, TP1: 6}
-
-
-def test_fetch_progress_counts_checks_at_a_standstill_behind_the_end():
-    progress = FetchProgress(checks=3)
-    assert progress.observe({"a": 5, "b": 9}, {"a": 10, "b": 9}) == []  # b is at its end
-    assert progress.observe({"a": 5, "b": 9}, {"a": 10, "b": 12}) == []
-    assert progress.observe({"a": 5, "b": 9}, {"a": 10, "b": 12}, paused={"b"}) == ["a"]  # paused: not judged
-    assert progress.observe({"a": 6, "b": 9}, {"a": 10, "b": 12}) == []  # a moved: counting starts again
-    assert progress.observe({"a": 6, "b": 9}, {"a": 10, "b": 12}) == []
-    assert progress.observe({"a": 6, "b": 9}, {"a": 10, "b": 12}) == ["a", "b"]
-    assert progress.observe({"b": None}, {"b": 12}) == []  # no position yet; a no longer assigned
