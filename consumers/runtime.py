@@ -15,11 +15,9 @@ offsets, waits (1 s, doubling to 10 s) and carries on. Under at-least-once some 
 under exactly-once nothing of the failed batch was ever visible. Only errors that no retry can cure (fenced by
 another instance with the same transactional id, not authorised) stop the service.
 
-Two kafka-python 3 states in which a service reads nothing, for minutes, without an error are watched for, and
-the consumer is then replaced by a new group member (which starts from the committed offsets, as after a restart):
-no group coordinator for ``COORDINATOR_LOST_S`` (seen after a broker restart: it spun on finding the coordinator),
-and a group assignment that left a subscribed topic out because the leader had no metadata for it yet, once the
-metadata has it or after 30 s (see :mod:`retrain.assignor`; seen at start-up and after a broker restart).
+A consumer that has had no group coordinator for ``COORDINATOR_LOST_S`` although polled is replaced by a new
+group member, which starts from the committed offsets as after a restart (kafka-python 3 was seen to spin on
+finding the coordinator for minutes after a broker restart, reading nothing and logging nothing).
 """
 
 from __future__ import annotations
@@ -249,20 +247,6 @@ class ConsumeLoop(ConsumerRebalanceListener):
             lost_for = now - self._coordinator_lost_since
             self._replace_consumer("CoordinatorLost", f"no group coordinator for {lost_for:.0f} s although polled")
 
-    def _watch_assignment(self) -> None:
-        """Make the group rebalance when its last assignment left topics out that the metadata now has.
-
-        The leader's assignor notes them (``retrain.assignor.WatchfulRangeAssignor``); a new member is the
-        rebalance, with kafka-python's public API only.
-        """
-        config = getattr(self.consumer, "config", None) or {}
-        for assignor in config.get("partition_assignment_strategy", ()):
-            must_reassign = getattr(assignor, "must_reassign", None)
-            if must_reassign is not None and must_reassign():
-                left_out = ", ".join(sorted(assignor.left_out))
-                self._replace_consumer("IncompleteAssignment", f"the group's assignment left out {left_out}")
-                return
-
     def _replace_consumer(self, error: str, why: str) -> None:
         """Close the consumer and subscribe a new one; it starts from the committed offsets, like a restart."""
         self.recoveries += 1
@@ -300,7 +284,6 @@ class ConsumeLoop(ConsumerRebalanceListener):
         if self.new_consumer is not None:  # first: a rewind needs the coordinator (committed offsets)
             now = self.clock()
             self._watch_coordinator(now)
-            self._watch_assignment()
         if self._rewind_pending:
             self._rewind()
         self._begin()

@@ -6,8 +6,8 @@ import socket
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.coordinator.assignors.range import RangePartitionAssignor
 
-from retrain.assignor import WatchfulRangeAssignor
 from retrain.settings import KafkaSettings
 
 
@@ -50,8 +50,7 @@ def make_consumer(kafka: KafkaSettings, group_id: str | None, *topics: str, **ov
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
-        # An instance per consumer: it notes the topics an assignment left out (see retrain.assignor).
-        "partition_assignment_strategy": [WatchfulRangeAssignor()],
+        "partition_assignment_strategy": [RangePartitionAssignor],
         # kafka-python 3's group leader can assign before it has the subscribed topics' metadata and hand out
         # nothing; it rebalances when its metadata changes, so refresh metadata often (default: 5 minutes).
         "metadata_max_age_ms": 5_000,

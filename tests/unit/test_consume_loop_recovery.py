@@ -973,27 +973,3 @@ def test_a_consumer_lost_after_a_given_up_batch_is_replaced_too():
     assert len(made) == 1
     assert world.service.handled == [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4), (0, 5)]
     assert world.consumer.group_committed == {TP0: 6}
-
-
-class FakeAssignor:
-    """Stands for retrain.assignor.WatchfulRangeAssignor: a rebalance is due from ``due_at_poll`` on."""
-
-    def __init__(self, consumer: FakeConsumer, due_at_poll: int) -> None:
-        self.consumer = consumer
-        self.due_at_poll = due_at_poll
-        self.left_out = frozenset({SOURCE})
-
-    def must_reassign(self) -> bool:
-        return self.consumer.polls >= self.due_at_poll
-
-
-def test_an_assignment_that_left_a_topic_out_is_redone_by_a_new_member():
-    # The old member was assigned TP0 only; TP1 went to nobody. The new member's assignment has both.
-    world = build({TP0: 4, TP1: 4}, assigned={TP0})
-    made = watched(world)
-    world.consumer.config = {"partition_assignment_strategy": [FakeAssignor(world.consumer, due_at_poll=2)]}
-    world.loop.run()
-    assert world.recoveries == ["IncompleteAssignment"] and len(made) == 1
-    assert world.consumer.polls == 2  # replaced before its third poll
-    assert sorted(world.service.handled) == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3)]
-    assert world.consumer.group_committed == {TP0: 4, TP1: 4}
