@@ -380,22 +380,18 @@ def run_detector(settings, *, registry: CollectorRegistry | None = None, serve: 
         changelog=changelog,
         state_key=state_key,
     )
-
-    def new_consumer():
-        return make_consumer(
-            settings.kafka, settings.detector.group_id, max_poll_records=settings.detector.max_poll_records
-        )
-
+    consumer = make_consumer(
+        settings.kafka, settings.detector.group_id, max_poll_records=settings.detector.max_poll_records
+    )
     loop = ConsumeLoop(
         service,
-        new_consumer(),
+        consumer,
         publisher,
         [settings.topics.predictions, settings.topics.labels],
         max_records=settings.detector.max_poll_records,
         on_dead_letter=service.metrics.dead_letter,
         on_lag=service.metrics.lag,
         on_recovery=service.metrics.recovery,
-        new_consumer=new_consumer,
     )
     if serve:
         serve_metrics(registry, settings.metrics.host, settings.metrics.detector_port)

@@ -40,8 +40,7 @@ class ServiceMetrics:
         )
         self.kafka_recoveries = Counter(
             "retrain_kafka_recoveries_total",
-            "Batches given up because Kafka failed under them (then rewound to the last commit), by error; "
-            "error=CoordinatorLost: the consumer was replaced after going without a group coordinator",
+            "Batches given up because Kafka failed under them (then rewound to the last commit), by error",
             ["service", "error"],
             registry=registry,
         )

@@ -15,9 +15,6 @@ offsets, waits (1 s, doubling to 10 s) and carries on. Under at-least-once some 
 under exactly-once nothing of the failed batch was ever visible. Only errors that no retry can cure (fenced by
 another instance with the same transactional id, not authorised) stop the service.
 
-A consumer that has had no group coordinator for ``COORDINATOR_LOST_S`` although polled is replaced by a new
-group member, which starts from the committed offsets as after a restart (kafka-python 3 was seen to spin on
-finding the coordinator for minutes after a broker restart, reading nothing and logging nothing).
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Protocol
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
@@ -59,7 +56,6 @@ FATAL_ERRORS = (
     KafkaConfigurationError,
     UnsupportedVersionError,
 )
-COORDINATOR_LOST_S = 30.0  # the broker-restart tests keep the broker away 8-14 s
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 10.0  # a broker back after a restart is used within 10 s, however long it was away
 
@@ -131,9 +127,6 @@ class ConsumeLoop(ConsumerRebalanceListener):
         on_lag=None,
         on_recovery=None,
         lag_interval_s: float = 5.0,
-        new_consumer: Callable[[], KafkaConsumer] | None = None,
-        coordinator_lost_s: float = COORDINATOR_LOST_S,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.service = service
         self.consumer = consumer
@@ -155,10 +148,6 @@ class ConsumeLoop(ConsumerRebalanceListener):
         self._abandoned = False
         self._backoff_s = FIRST_BACKOFF_S
         self.recoveries = 0
-        self.new_consumer = new_consumer  # makes a consumer like ``consumer``: the watchdog's replacement
-        self.coordinator_lost_s = coordinator_lost_s
-        self.clock = clock
-        self._coordinator_lost_since: float | None = None
 
     def stop(self, *_: object) -> None:
         """Ask the loop to finish its batch, flush, commit and return. Safe from a signal handler."""
@@ -178,7 +167,11 @@ class ConsumeLoop(ConsumerRebalanceListener):
                     self._abandoned = True  # what this batch did is not safe: nothing more is committed
                     raise
                 except KafkaError as error:
-                    self.recover(error)
+                    try:
+                        self.recover(error)
+                    except BaseException:
+                        self._abandoned = True  # not even given up cleanly (e.g. fenced): nothing more is committed
+                        raise
                 else:
                     self._backoff_s = FIRST_BACKOFF_S
         finally:
@@ -235,38 +228,6 @@ class ConsumeLoop(ConsumerRebalanceListener):
         self._rewind_pending = False
         log.info("%s: rewound %d partitions to their committed offsets", self.service.name, len(assigned))
 
-    def _watch_coordinator(self, now: float) -> None:
-        """Replace the consumer when it has gone ``coordinator_lost_s`` without a group coordinator."""
-        coordinator = getattr(self.consumer, "_coordinator", None)  # kafka-python has no public accessor
-        if coordinator is None or not coordinator.coordinator_unknown():
-            self._coordinator_lost_since = None
-            return
-        if self._coordinator_lost_since is None:
-            self._coordinator_lost_since = now
-        elif now - self._coordinator_lost_since >= self.coordinator_lost_s:
-            lost_for = now - self._coordinator_lost_since
-            self._replace_consumer("CoordinatorLost", f"no group coordinator for {lost_for:.0f} s although polled")
-
-    def _replace_consumer(self, error: str, why: str) -> None:
-        """Close the consumer and subscribe a new one; it starts from the committed offsets, like a restart."""
-        self.recoveries += 1
-        if self.on_recovery is not None:
-            self.on_recovery(error)
-        log.warning("%s: %s; replacing the consumer", self.service.name, why)
-        assigned = sorted(self.consumer.assignment())
-        self.service.partitions_revoked(assigned)  # its state of them is restored when they are read again
-        self._committed.clear()
-        try:
-            self.consumer.close(autocommit=False, timeout_ms=5_000)
-        except Exception as error:  # whatever state it is in, the new consumer replaces it
-            log.warning("%s: closing the stuck consumer failed: %s", self.service.name, error)
-        self.consumer = self.new_consumer()
-        self._rewind_pending = False  # the new member starts from the committed offsets anyway
-        if hasattr(self.service, "consumer"):  # a service that reads positions itself (the trainer's catch-up)
-            self.service.consumer = self.consumer
-        self._coordinator_lost_since = None
-        self.subscribe()
-
     def subscribe(self) -> None:
         """Subscribe, with this loop as the rebalance listener.
 
@@ -281,9 +242,6 @@ class ConsumeLoop(ConsumerRebalanceListener):
             self._in_transaction = True
 
     def run_once(self) -> int:
-        if self.new_consumer is not None:  # first: a rewind needs the coordinator (committed offsets)
-            now = self.clock()
-            self._watch_coordinator(now)
         if self._rewind_pending:
             self._rewind()
         self._begin()

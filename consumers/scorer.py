@@ -239,10 +239,7 @@ def run_scorer(settings: Settings, *, registry: CollectorRegistry | None = None,
         metrics_registry=registry,
     )
     max_records = settings.scorer.max_poll_records
-
-    def new_consumer():
-        return make_consumer(settings.kafka, settings.scorer.group_id, max_poll_records=max_records)
-
+    consumer = make_consumer(settings.kafka, settings.scorer.group_id, max_poll_records=max_records)
     # Flushed after every poll batch, so a long linger only fills bigger batches (as in the detector).
     producer = make_service_producer(
         settings.kafka, "scorer", settings.scorer.group_id, linger_ms=50, batch_size=1024 * 1024
@@ -250,14 +247,13 @@ def run_scorer(settings: Settings, *, registry: CollectorRegistry | None = None,
     publisher = EventPublisher(producer, settings.topics)
     loop = ConsumeLoop(
         service,
-        new_consumer(),
+        consumer,
         publisher,
         [settings.topics.scoring_requests],
         max_records=max_records,
         on_dead_letter=service.metrics.dead_letter,
         on_lag=service.metrics.lag,
         on_recovery=service.metrics.recovery,
-        new_consumer=new_consumer,
     )
     if serve:
         serve_metrics(registry, settings.metrics.host, settings.metrics.scorer_port)

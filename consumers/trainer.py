@@ -368,13 +368,9 @@ def run_trainer(settings, *, registry: CollectorRegistry | None = None, serve: b
         metrics_registry=metrics_registry,
         fit_threads=trainer.fit_threads,
     )
-
-    def new_consumer():
-        return make_consumer(
-            settings.kafka, trainer.group_id, max_poll_interval_ms=trainer.max_poll_interval_ms, max_poll_records=2_000
-        )
-
-    service.consumer = new_consumer()
+    service.consumer = make_consumer(
+        settings.kafka, trainer.group_id, max_poll_interval_ms=trainer.max_poll_interval_ms, max_poll_records=2_000
+    )
     loop = ConsumeLoop(
         service,
         service.consumer,
@@ -384,7 +380,6 @@ def run_trainer(settings, *, registry: CollectorRegistry | None = None, serve: b
         on_dead_letter=service.metrics.dead_letter,
         on_lag=service.metrics.lag,
         on_recovery=service.metrics.recovery,
-        new_consumer=new_consumer,
     )
     if serve:
         serve_metrics(metrics_registry, settings.metrics.host, settings.metrics.trainer_port)

@@ -83,7 +83,7 @@ def stall_report(services: list[Detector], tail: int = 30, stacks: bool = False)
 
 
 def recoveries(service: Detector) -> str:
-    """The service's in-process recoveries by kind, e.g. "KafkaTimeoutError x2, CoordinatorLost x1"."""
+    """The service's in-process recoveries by kind, e.g. "KafkaTimeoutError x2, PublishFailed x1"."""
     port = int(service.env[f"RETRAIN_METRICS_{service.command.upper()}_PORT"])
     found = re.findall(r'^retrain_kafka_recoveries_total\{.*?error="([^"]+)".*?\} (\S+)$', scrape(port), re.MULTILINE)
     kinds = [f"{error} x{float(count):.0f}" for error, count in found]
@@ -107,7 +107,7 @@ def produce_requests(producer, topics: TopicSettings, stream: list[Scored]) -> N
 
 # at_least_once with all three services is left out of the suite: in 36 runs on 2026-11-29 it stalled at start-up
 # 4 times (a service's consumer without partitions after kafka-python logged "No partition metadata for topic ...",
-# its main thread inside KafkaConsumer.poll waiting on the coordinator, so no watchdog of the loop ran), and the
+# its main thread inside KafkaConsumer.poll waiting on the coordinator), and the
 # trainer stopped 1,667-2,000 records short of one partition's end twice. The detector alone under at_least_once is
 # below. To study it, parametrize with "at_least_once": a stall prints every service's metrics, log and stacks.
 @pytest.mark.parametrize("guarantee", ["exactly_once"])

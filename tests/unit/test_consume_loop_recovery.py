@@ -891,85 +891,15 @@ def test_a_fatal_error_from_handle_does_not_commit_past_the_unhandled_record():
     assert world.only("commit") == [("commit", {TP0: 2})]
 
 
-# -- the watchdog: a consumer stuck without a group coordinator is replaced --------------------------------
-
-
-class FakeCoordinator:
-    def __init__(self) -> None:
-        self.unknown = False
-
-    def coordinator_unknown(self) -> bool:
-        return self.unknown
-
-
-def stuck(consumer: FakeConsumer) -> None:
-    """From this poll on: no coordinator, nothing fetched (what kafka-python 3 was seen doing for minutes)."""
-    consumer._coordinator.unknown = True
-    consumer.batch = 0
-
-
-def watched(world: World, *, lost_s: float = 60.0, step_s: float = 15.0) -> list[FakeConsumer]:
-    """Give the loop a coordinator to watch, a clock that moves ``step_s`` per reading and a consumer factory."""
-    world.consumer._coordinator = FakeCoordinator()
-    ticks = iter(range(0, 10_000, int(step_s)))
-    made: list[FakeConsumer] = []
-
-    def new_consumer() -> FakeConsumer:
-        # A new group member starts from the group's committed offsets.
-        fresh = FakeConsumer(world.log, world.consumer.lengths, positions=dict(world.consumer.group_committed))
-        fresh.group_committed = world.consumer.group_committed
-        fresh._coordinator = FakeCoordinator()
-        fresh.loop, fresh.stop_after = world.loop, 3
-        made.append(fresh)
-        return fresh
-
-    world.loop.new_consumer = new_consumer  # type: ignore[assignment]
-    world.loop.coordinator_lost_s = lost_s
-    world.loop.clock = lambda: float(next(ticks))
-    return made
-
-
-def test_a_consumer_without_a_coordinator_for_the_limit_is_replaced_and_reads_on_from_the_commit():
-    world = build({TP0: 6}, script={2: stuck})
-    made = watched(world)
-    world.loop.run()
-
-    assert len(made) == 1 and world.loop.consumer is made[0]
-    assert world.recoveries == ["CoordinatorLost"]
-    assert world.consumer.polls == 6  # 1 read, then 5 empty polls: lost at the 3rd run, 60 s later at the 7th
-    replaced = world.log.index(("consumer_close", False))
-    assert world.log[replaced - 1] == ("revoked", [TP0])  # the service drops its state of the old assignment
-    assert world.log[replaced + 1] == ("subscribe", (SOURCE,))
-    # Every record handled exactly once: the new member starts at the old one's last commit (2).
-    assert world.service.handled == [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4), (0, 5)]
-    assert world.consumer.group_committed == {TP0: 6}
-
-
-def test_a_coordinator_lost_for_less_than_the_limit_is_waited_for():
+def test_a_fatal_error_while_giving_a_batch_up_commits_nothing_more():
+    # The transaction cannot even be aborted (the producer was fenced meanwhile): the service stops, and its exit
+    # must not try to commit what it was giving up.
     world = build(
-        {TP0: 6}, script={2: stuck, 5: lambda c: (setattr(c._coordinator, "unknown", False), setattr(c, "batch", 2))}
+        {TP0: 4},
+        transactional=True,
+        producer_raises={"commit_txn": [None, KafkaTimeoutError("EndTxn timed out")], "abort": [ProducerFencedError()]},
     )
-    made = watched(world)
-    world.consumer.stop_after = 8
-    world.loop.run()
-    assert made == [] and world.recoveries == []
-    assert world.service.handled == [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4), (0, 5)]
-
-
-def test_without_a_consumer_factory_the_loop_never_replaces_its_consumer():
-    world = build({TP0: 2}, script={2: stuck}, stop_after=30)
-    world.consumer._coordinator = FakeCoordinator()
-    world.loop.clock = iter(range(0, 100_000, 60)).__next__  # type: ignore[assignment]
-    world.loop.run()
-    assert world.recoveries == []
-    assert world.only("consumer_close") == [("consumer_close", False)]  # only the close at the end of the run
-
-
-def test_a_consumer_lost_after_a_given_up_batch_is_replaced_too():
-    world = build({TP0: 6}, script={2: KafkaTimeoutError("fetch timed out"), 3: stuck})
-    made = watched(world)
-    world.loop.run()
-    assert world.recoveries == ["KafkaTimeoutError", "CoordinatorLost"]
-    assert len(made) == 1
-    assert world.service.handled == [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4), (0, 5)]
-    assert world.consumer.group_committed == {TP0: 6}
+    with pytest.raises(ProducerFencedError):
+        world.loop.run()
+    assert world.only("commit_txn") == [("commit_txn",), ("commit_txn",)]  # the first batch's, the failed one's
+    assert world.only("recorded") == [("recorded", {TP0: 2})]
