@@ -110,6 +110,13 @@ class Detector:
         assert self.process.wait(timeout=10) == -signal.SIGKILL
         self._collect()
 
+    def stuck_report(self, tail: int = 60) -> str:
+        """Its threads' stacks (SIGUSR1) and the end of its log: where a process that makes no progress is."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+        return "\n".join(self.output().splitlines()[-tail:])
+
     def terminate(self) -> int:
         assert self.process is not None
         if self.process.poll() is None:
@@ -188,7 +195,8 @@ def test_kill_9_five_times_loses_no_join(
         for point in kill_at:
             deadline = time.monotonic() + 180
             while written(watcher, out_partitions) < point:
-                assert time.monotonic() < deadline, f"stuck below {point} labeled examples"
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"stuck below {point} labeled examples:\n{detector.stuck_report(200)}")
                 assert detector.process.poll() is None, "the detector exited by itself"
                 time.sleep(0.05)
             detector.kill()

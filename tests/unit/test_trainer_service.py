@@ -129,12 +129,14 @@ def test_a_worse_challenger_is_rejected_and_the_champion_stays(service: TrainerS
 
 
 class RewindingConsumer:
-    """The consumer calls the trainer's rewind makes; ``offsets_for_times`` answers offset 0 for every partition."""
+    """The calls the trainer's rewind makes; ``offsets_for_times`` answers ``young_from`` for every partition."""
 
-    def __init__(self, assigned: set[TopicPartition]) -> None:
+    def __init__(self, assigned: set[TopicPartition], young_from: int | None = 0, end: int = 1_000) -> None:
         self.assigned = set(assigned)
         self.paused_now: set[TopicPartition] = set()
         self.calls: list[tuple] = []
+        self.young_from = young_from  # offset of the first record young enough, None: none is
+        self.end = end
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.assigned)
@@ -149,8 +151,15 @@ class RewindingConsumer:
     def paused(self) -> set[TopicPartition]:
         return set(self.paused_now)
 
+    def end_offsets(self, partitions):
+        ends = {tp: self.end for tp in partitions}
+        self.end += 1_000  # a producer keeps writing: every later look sees a further end
+        return ends
+
     def offsets_for_times(self, timestamps):
-        return {tp: OffsetAndTimestamp(0, ts, -1) for tp, ts in timestamps.items()}
+        if self.young_from is None:
+            return {tp: None for tp in timestamps}
+        return {tp: OffsetAndTimestamp(self.young_from, ts, -1) for tp, ts in timestamps.items()}
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.calls.append(("seek", tp, offset))
@@ -178,3 +187,12 @@ def test_a_paused_partition_that_is_not_awaited_is_rewound_all_the_same(service:
     service.after_batch(CollectingOutputs())
     assert consumer.calls == [("seek", LE1, 0), ("resume", LE1)]
     assert consumer.paused() == set()
+
+
+def test_with_nothing_young_enough_a_rewind_starts_at_the_end_as_it_was_before_the_lookup(service: TrainerService):
+    # Records written while the rewind runs are read: the end is an offset taken first, not "the end" resolved later.
+    consumer = RewindingConsumer({LE0}, young_from=None, end=4_000)
+    service.consumer = consumer  # type: ignore[assignment]
+    service.partitions_assigned(consumer, [LE0])  # type: ignore[arg-type]
+    service.after_batch(CollectingOutputs())
+    assert consumer.calls == [("seek", LE0, 4_000), ("resume", LE0)]
