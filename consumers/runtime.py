@@ -12,21 +12,27 @@ When Kafka fails under a batch (the broker away, a write not acknowledged, a tra
 loop recovers in-process, the way a restart would: it aborts the open transaction, drops the service's state of
 its partitions (which the service restores from its snapshots on the next read), seeks back to the last committed
 offsets, waits (1 s, doubling to 10 s) and carries on. Under at-least-once some records are then handled twice;
-under exactly-once nothing of the failed batch was ever visible. Only errors that no retry can cure (fenced by
-another instance with the same transactional id, not authorised) stop the service.
+under exactly-once nothing of the failed batch was ever visible. A transactional producer the broker fenced
+(its transaction outlived ``transaction.timeout.ms``, e.g. across a long outage) is replaced by a new one under
+the same transactional id, at most :data:`MAX_PRODUCER_RENEWALS` times in :data:`PRODUCER_RENEWAL_WINDOW_S`.
+Only errors that no retry can cure (fenced again and again: another live instance with the same transactional id;
+not authorised) stop the service.
 
 """
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import os
 import signal
+import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import (
     AuthorizationError,
@@ -56,6 +62,12 @@ FATAL_ERRORS = (
     KafkaConfigurationError,
     UnsupportedVersionError,
 )
+SHUTDOWN_GRACE_S = 9.0  # SIGTERM to exit: the issue's promise is 10 s
+EXIT_OVERDUE = 70  # the exit code of a service that did not finish shutting down in time
+# A fenced transactional producer is replaced this many times within the window; one more fencing means another
+# live instance uses the same transactional id, and this one stops.
+MAX_PRODUCER_RENEWALS = 3
+PRODUCER_RENEWAL_WINDOW_S = 600.0
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 10.0  # a broker back after a restart is used within 10 s, however long it was away
 
@@ -127,6 +139,7 @@ class ConsumeLoop(ConsumerRebalanceListener):
         on_lag=None,
         on_recovery=None,
         lag_interval_s: float = 5.0,
+        renew_producer: Callable[[], KafkaProducer] | None = None,
     ) -> None:
         self.service = service
         self.consumer = consumer
@@ -148,14 +161,50 @@ class ConsumeLoop(ConsumerRebalanceListener):
         self._abandoned = False
         self._backoff_s = FIRST_BACKOFF_S
         self.recoveries = 0
+        # Makes (and initialises) a transactional producer with this service's transactional id: a fenced one
+        # is replaced with it. None: fenced is fatal.
+        self.renew_producer = renew_producer
+        self._renew_pending = False
+        # Partitions a rebalance took away and gave straight back: kafka-python 3 keeps their fetch positions
+        # (its eager protocol only notifies the revocation), but the service dropped their state on the revocation,
+        # so they are read again from their committed offsets, as a new owner would. Set on the IO thread.
+        self._revoked_last: set[TopicPartition] = set()
+        self._reseek: set[TopicPartition] = set()
+        self._reseek_lock = threading.Lock()
+        self._renewals: list[float] = []  # when the producer was last replaced (monotonic), within the window
 
     def stop(self, *_: object) -> None:
         """Ask the loop to finish its batch, flush, commit and return. Safe from a signal handler."""
         self._stopping.set()
 
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
+    def install_signal_handlers(self, grace_s: float | None = SHUTDOWN_GRACE_S) -> None:
+        """SIGTERM and SIGINT stop the loop; ``grace_s`` later the process exits whatever it is waiting for.
+
+        A last flush or commit can wait on Kafka without end (kafka-python's transactional calls have no
+        timeout). Past the grace the service logs its threads' stacks and exits with :data:`EXIT_OVERDUE`,
+        without that last commit: what it did not commit is read again by the next instance.
+        """
+
+        def on_signal(signum: int, _frame: object) -> None:
+            if grace_s is not None and not self._stopping.is_set():
+                overdue = threading.Timer(grace_s, self._overdue, args=(grace_s,))
+                overdue.daemon = True
+                overdue.start()
+            self.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def _overdue(self, grace_s: float) -> None:
+        log.error(
+            "%s: still shutting down %g s after the signal; exiting without the last commit (the records after "
+            "it are read again); its threads were:",
+            self.service.name,
+            grace_s,
+        )
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        os._exit(EXIT_OVERDUE)
 
     def run(self) -> None:
         self.subscribe()
@@ -163,9 +212,15 @@ class ConsumeLoop(ConsumerRebalanceListener):
             while not self._stopping.is_set():
                 try:
                     self.run_once()
-                except FATAL_ERRORS:
-                    self._abandoned = True  # what this batch did is not safe: nothing more is committed
-                    raise
+                except FATAL_ERRORS as error:
+                    if not self._renewable(error):
+                        self._abandoned = True  # what this batch did is not safe: nothing more is committed
+                        raise
+                    try:
+                        self.recover(error)
+                    except BaseException:
+                        self._abandoned = True
+                        raise
                 except KafkaError as error:
                     try:
                         self.recover(error)
@@ -188,23 +243,67 @@ class ConsumeLoop(ConsumerRebalanceListener):
             error,  # kafka-python's errors print as "ClassName: message" (or the class name alone)
             self._backoff_s,
         )
-        if self.transactional and self._in_transaction:
+        if self.transactional and (self._in_transaction or self._renewable(error)):
             manager = getattr(self.publisher.producer, "_transaction_manager", None)
-            if manager is not None and manager.has_fatal_error():
-                raise error
-            try:
-                self.publisher.producer.abort_transaction()
-            except FATAL_ERRORS:
-                raise
-            except KafkaError as abort_error:  # tried again with the next failure; the broker fences it meanwhile
-                log.warning("%s: aborting the transaction failed too: %s", self.service.name, abort_error)
+            if self._renewable(error) or (manager is not None and manager.has_fatal_error()):
+                self._schedule_renewal(error)  # raises the error when no renewal is allowed
             else:
-                self._in_transaction = False
+                self._abort_given_up()
         self.publisher.forget()
         self.outputs.sent = 0
         self._rewind_pending = True
         self._stopping.wait(self._backoff_s)
         self._backoff_s = min(MAX_BACKOFF_S, self._backoff_s * 2)
+
+    def _abort_given_up(self) -> None:
+        try:
+            self.publisher.producer.abort_transaction()
+        except FATAL_ERRORS as abort_error:
+            if not self._renewable(abort_error):
+                raise
+            self._schedule_renewal(abort_error)
+        except KafkaError as abort_error:  # tried again with the next failure; the broker fences it meanwhile
+            log.warning("%s: aborting the transaction failed too: %s", self.service.name, abort_error)
+        else:
+            self._in_transaction = False
+
+    def _renewable(self, error: BaseException) -> bool:
+        """A fenced transactional producer can be replaced (its transaction is lost, not its work)."""
+        return (
+            self.transactional
+            and self.renew_producer is not None
+            and isinstance(error, ProducerFencedError | InvalidProducerEpochError)
+        )
+
+    def _schedule_renewal(self, error: KafkaError) -> None:
+        """Replace the producer before the next batch, unless it was replaced too often lately (then: fatal)."""
+        if self.renew_producer is None:
+            raise error
+        now = time.monotonic()
+        self._renewals = [at for at in self._renewals if now - at < PRODUCER_RENEWAL_WINDOW_S]
+        if len(self._renewals) >= MAX_PRODUCER_RENEWALS:
+            log.error(
+                "%s: the transactional producer was fenced %d times in %.0f s; another live instance must be using "
+                "the same transactional id (RETRAIN_KAFKA_TRANSACTIONAL_ID): stopping",
+                self.service.name,
+                len(self._renewals) + 1,
+                PRODUCER_RENEWAL_WINDOW_S,
+            )
+            raise error
+        self._renewals.append(now)
+        self._renew_pending = True
+        self._in_transaction = False  # the broker aborts it, or the new producer's init_transactions does
+
+    def _renew(self) -> None:
+        """Close the fenced producer and put a new one (same transactional id, initialised) in its place."""
+        assert self.renew_producer is not None
+        try:
+            self.publisher.producer.close(timeout=1)
+        except Exception as error:  # a fenced producer may complain on its way out; it is dropped either way
+            log.debug("%s: closing the fenced producer: %s", self.service.name, error)
+        self.publisher.producer = self.renew_producer()  # init_transactions: a KafkaError here is retried
+        self._renew_pending = False
+        log.warning("%s: a new transactional producer has replaced the fenced one", self.service.name)
 
     def _rewind(self) -> None:
         """Back to the committed offsets, with the service's state of those partitions dropped (it restores it).
@@ -229,12 +328,40 @@ class ConsumeLoop(ConsumerRebalanceListener):
         log.info("%s: rewound %d partitions to their committed offsets", self.service.name, len(assigned))
 
     def subscribe(self) -> None:
-        """Subscribe, with this loop as the rebalance listener.
+        """Subscribe, with this loop as the rebalance listener, once the consumer knows every topic's partitions.
 
-        kafka-python 3's group leader can assign before it knows the topics' partitions and hand out nothing; it
-        rebalances at its next metadata refresh, which ``retrain.clients.make_consumer`` makes every few seconds.
+        kafka-python 3's group leader assigns with the metadata it has at that moment: a topic it does not know yet
+        gets no partitions ("No partition metadata for topic" in its log), and the rebalance that should follow
+        when the metadata arrives did not always come (measured: a detector left with nothing to read for 120 s
+        in 1 of 15 broker-restart runs). Joining only once the metadata is there keeps the race from starting;
+        ``retrain.clients.make_consumer``'s frequent metadata refresh remains the fallback.
         """
-        self.consumer.subscribe(self.topics, listener=self)
+        self.await_topics()
+        if not self._stopping.is_set():
+            self.consumer.subscribe(self.topics, listener=self)
+            # A metadata update after the subscription, before the first join: kafka-python's coordinator notes
+            # the subscribed topics' partitions only from updates, and one that comes after its first assignment
+            # makes it rebalance again (measured: every service start had that second rebalance, 0.4 s in,
+            # after its first batch). topics() always asks the broker.
+            self.consumer.topics()
+
+    def await_topics(self, warn_after_s: float = 10.0) -> None:
+        """Wait (until stopped) for the consumer's metadata to hold the partitions of every subscribed topic."""
+        started = time.monotonic()
+        missing = list(self.topics)
+        warned = False
+        while not self._stopping.is_set():
+            missing = [topic for topic in missing if not self.consumer.partitions_for_topic(topic)]
+            if not missing:
+                return
+            if not warned and time.monotonic() - started >= warn_after_s:
+                log.warning(
+                    "%s: waiting for topics %s to exist (`retrain topics create` makes them)",
+                    self.service.name,
+                    ", ".join(missing),
+                )
+                warned = True
+            self._stopping.wait(0.5)
 
     def _begin(self) -> None:
         if self.transactional and not self._in_transaction:
@@ -242,10 +369,14 @@ class ConsumeLoop(ConsumerRebalanceListener):
             self._in_transaction = True
 
     def run_once(self) -> int:
+        if self._renew_pending:
+            self._renew()
         if self._rewind_pending:
             self._rewind()
         self._begin()
-        batches = self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
+        batches = self._read_again_if_kept(
+            self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
+        )
         handled = 0
         for records in batches.values():
             for record in records:
@@ -257,6 +388,28 @@ class ConsumeLoop(ConsumerRebalanceListener):
         if self.on_lag is not None and time.monotonic() >= self._lag_due:
             self._report_lag()
         return handled
+
+    def _read_again_if_kept(self, batches: dict) -> dict:
+        """Seek the partitions a rebalance gave straight back to their committed offsets; drop what was fetched.
+
+        Without this, the records between the last commit and the kept position, which the service dropped with
+        its state on the revocation (the detector's pending labels, say), would never be read again: measured, a
+        detector that made 400 of 600 joins and then waited for ever on labels it had read before a start-up
+        rebalance.
+        """
+        with self._reseek_lock:
+            kept, self._reseek = self._reseek, set()
+        kept &= self.consumer.assignment()
+        if not kept:
+            return batches
+        for partition in sorted(kept):
+            offset = self.consumer.committed(partition)  # a KafkaError here: recover() rewinds everything
+            if offset is None:
+                self.consumer.seek_to_beginning(partition)  # nothing committed yet: auto_offset_reset=earliest
+            else:
+                self.consumer.seek(partition, offset)
+        log.info("%s: %d partitions kept across a rebalance: read again from the commits", self.service.name, len(kept))
+        return {partition: records for partition, records in batches.items() if partition not in kept}
 
     def _report_lag(self) -> None:
         self._lag_due = time.monotonic() + self.lag_interval_s
@@ -343,6 +496,8 @@ class ConsumeLoop(ConsumerRebalanceListener):
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         # kafka-python 3 calls this on its IO thread, where nothing may block (no flush, no commit). Nothing needs
         # to: every batch was flushed and committed before the poll that rebalances.
+        with self._reseek_lock:
+            self._revoked_last = set(revoked)
         if revoked:
             self.service.partitions_revoked(revoked)
             for partition in revoked:
@@ -352,4 +507,7 @@ class ConsumeLoop(ConsumerRebalanceListener):
         # Also on the IO thread: a service may only note the assignment here (and pause partitions), and do any
         # blocking work in its after_batch.
         log.info("%s assigned %s", self.service.name, sorted(assigned))
+        with self._reseek_lock:
+            self._reseek |= set(assigned) & self._revoked_last  # kept: their fetch positions were not reset
+            self._revoked_last = set()
         self.service.partitions_assigned(self.consumer, assigned)

@@ -222,7 +222,7 @@ def run_scorer(settings: Settings, *, registry: CollectorRegistry | None = None,
     """Build the scorer's clients and loop from the settings; return the loop (call ``run()``)."""
     from consumers.metrics import serve_metrics
     from producers import EventPublisher
-    from retrain.clients import make_consumer, make_service_producer
+    from retrain.clients import make_consumer, service_producers
 
     if settings.registry.hmac_key is None:
         raise RegistryError(
@@ -241,7 +241,7 @@ def run_scorer(settings: Settings, *, registry: CollectorRegistry | None = None,
     max_records = settings.scorer.max_poll_records
     consumer = make_consumer(settings.kafka, settings.scorer.group_id, max_poll_records=max_records)
     # Flushed after every poll batch, so a long linger only fills bigger batches (as in the detector).
-    producer = make_service_producer(
+    producer, renew_producer = service_producers(
         settings.kafka, "scorer", settings.scorer.group_id, linger_ms=50, batch_size=1024 * 1024
     )
     publisher = EventPublisher(producer, settings.topics)
@@ -254,6 +254,7 @@ def run_scorer(settings: Settings, *, registry: CollectorRegistry | None = None,
         on_dead_letter=service.metrics.dead_letter,
         on_lag=service.metrics.lag,
         on_recovery=service.metrics.recovery,
+        renew_producer=renew_producer,
     )
     if serve:
         serve_metrics(registry, settings.metrics.host, settings.metrics.scorer_port)

@@ -352,7 +352,7 @@ def run_trainer(settings, *, registry: CollectorRegistry | None = None, serve: b
     from consumers.metrics import serve_metrics
     from consumers.runtime import ConsumeLoop
     from producers import EventPublisher
-    from retrain.clients import make_consumer, make_service_producer
+    from retrain.clients import make_consumer, service_producers
     from retrain.configure import estimator_choice, training_config
 
     trainer = settings.trainer
@@ -373,15 +373,17 @@ def run_trainer(settings, *, registry: CollectorRegistry | None = None, serve: b
     service.consumer = make_consumer(
         settings.kafka, trainer.group_id, max_poll_interval_ms=trainer.max_poll_interval_ms, max_poll_records=2_000
     )
+    producer, renew_producer = service_producers(settings.kafka, "trainer", trainer.group_id)
     loop = ConsumeLoop(
         service,
         service.consumer,
-        EventPublisher(make_service_producer(settings.kafka, "trainer", trainer.group_id), settings.topics),
+        EventPublisher(producer, settings.topics),
         [settings.topics.labeled_examples, settings.topics.retrain_events],
         max_records=2_000,
         on_dead_letter=service.metrics.dead_letter,
         on_lag=service.metrics.lag,
         on_recovery=service.metrics.recovery,
+        renew_producer=renew_producer,
     )
     if serve:
         serve_metrics(metrics_registry, settings.metrics.host, settings.metrics.trainer_port)

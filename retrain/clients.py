@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -35,8 +37,20 @@ def make_service_producer(kafka: KafkaSettings, service: str, group_id: str, **o
         return make_producer(kafka, **overrides)
     transactional_id = kafka.transactional_id or f"retrain-{service}-{group_id}-{socket.gethostname()}"
     producer = make_producer(kafka, transactional_id=transactional_id, **overrides)
-    producer.init_transactions()
+    try:
+        producer.init_transactions()
+    except BaseException:
+        producer.close(timeout=0)  # its IO thread would outlive the failed attempt
+        raise
     return producer
+
+
+def service_producers(
+    kafka: KafkaSettings, service: str, group_id: str, **overrides: Any
+) -> tuple[KafkaProducer, Callable[[], KafkaProducer] | None]:
+    """The service's producer, and under ``exactly_once`` how to make its replacement when the broker fences it."""
+    make = partial(make_service_producer, kafka, service, group_id, **overrides)
+    return make(), (make if kafka.processing_guarantee == "exactly_once" else None)
 
 
 def make_consumer(kafka: KafkaSettings, group_id: str | None, *topics: str, **overrides: Any) -> KafkaConsumer:

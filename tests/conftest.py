@@ -11,9 +11,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(autouse=True)
 def _no_ambient_retrain_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings tests read the environment: start each test from a clean one (the broker fixture excepted)."""
+    """Settings tests read the environment: start each test from a clean one (the tests' own RETRAIN_TEST_* kept)."""
     import os
 
     for name in list(os.environ):
-        if name.startswith("RETRAIN_") and name != "RETRAIN_TEST_BOOTSTRAP_SERVERS":
+        if name.startswith("RETRAIN_") and not name.startswith("RETRAIN_TEST_"):
             monkeypatch.delenv(name)

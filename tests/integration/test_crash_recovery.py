@@ -67,6 +67,8 @@ class Detector:
             "RETRAIN_TOPIC_STREAM_PARTITIONS": str(topics.stream_partitions),
             "RETRAIN_REGISTRY_HMAC_KEY": "a test key that signs the snapshots, 32+ bytes",
             "RETRAIN_DETECTOR_COOLDOWN_S": str(10**9),  # event time runs 1 s per example here
+            # RETRAIN_TEST_SERVICE_LOG_LEVEL=DEBUG (or INFO) makes the services say more, for a stall's report.
+            "RETRAIN_LOG_LEVEL": os.environ.get("RETRAIN_TEST_SERVICE_LOG_LEVEL", "WARNING"),
             **env,
         }
         self.process: subprocess.Popen | None = None

@@ -163,6 +163,12 @@ class FakeConsumer:
         self.log.append(("subscribe", tuple(topics)))
         self.listener = listener
 
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {tp.partition for tp in self.lengths if tp.topic == topic}
+
+    def topics(self) -> set[str]:
+        return {tp.topic for tp in self.lengths}
+
     def poll(self, timeout_ms=0, max_records=None, update_offsets=True):
         self.polls += 1
         self.log.append(("poll",))
@@ -634,6 +640,62 @@ def test_the_rewind_goes_to_the_loops_commit_else_the_groups_commit_else_the_beg
     ]
 
 
+class HoldingService(FakeService):
+    """Commits no further than offset ``hold`` (the detector holds its commit back to its oldest pending label)."""
+
+    def __init__(self, log: list, hold: int) -> None:
+        super().__init__(log)
+        self.hold = hold
+
+    def committable(self, partition: TopicPartition, position: int) -> int:
+        return min(position, self.hold)
+
+
+def test_a_partition_a_rebalance_gives_straight_back_is_read_again_from_its_commit():
+    # kafka-python 3 keeps the fetch position of a partition revoked and reassigned in one rebalance; the service
+    # dropped its state of it on the revocation, so what lies between the commit and that position must be read
+    # again (here record 1, past the held-back commit at 1), and what was fetched from the kept position dropped.
+    def rebalance(consumer: FakeConsumer) -> None:  # same assignment before and after; the position stays at 2
+        consumer.listener.on_partitions_revoked([TP0])
+        consumer.listener.on_partitions_assigned([TP0])
+
+    world = build({TP0: 4}, script={2: rebalance}, stop_after=4)
+    world.service = HoldingService(world.log, hold=1)
+    world.loop.service = world.service
+    world.loop.outputs.service = world.service.name
+    world.loop.run()
+    assert world.only(*REWIND_KINDS) == [
+        ("poll",),
+        ("handle", 0, 0),
+        ("handle", 0, 1),
+        ("commit", {TP0: 1}),  # held back: record 1 is not safe yet
+        ("poll",),
+        ("revoked", [TP0]),
+        ("assigned", [TP0]),
+        ("fetch_committed", TP0),  # the records 2 and 3 fetched from the kept position are dropped
+        ("seek", TP0, 1),
+        ("poll",),
+        ("handle", 0, 1),  # read again
+        ("handle", 0, 2),
+        ("commit", {TP0: 1}),  # the revocation made the loop forget its commits of TP0: committed again
+        ("poll",),  # stops the loop
+        ("handle", 0, 3),
+    ]
+    assert world.recoveries == []
+
+
+def test_partitions_new_to_this_member_are_not_sought_again():
+    def rebalance(consumer: FakeConsumer) -> None:  # TP0 moves away, TP1 arrives
+        consumer.listener.on_partitions_revoked([TP0])
+        consumer.assigned = {TP1}
+        consumer.listener.on_partitions_assigned([TP1])
+
+    world = build({TP0: 4, TP1: 2}, assigned={TP0}, script={2: rebalance}, stop_after=3)
+    world.loop.run()
+    assert world.only("fetch_committed", "seek", "seek_to_beginning") == []
+    assert ("handle", 1, 0) in world.log and ("handle", 1, 1) in world.log
+
+
 def test_a_kafka_error_during_the_rewind_itself_is_recovered_from_and_the_rewind_retried():
     world = build(
         {TP0: 4},
@@ -780,6 +842,115 @@ def test_a_fenced_transactional_producer_stops_the_loop_without_an_abort_and_sti
     assert (world.recoveries, world.waits) == ([], [])
     assert world.only("abort", "recorded", "commit") == []
     assert world.log[-3:] == [("consumer_close", False), ("producer_close",), ("service_close",)]
+
+
+# -- ConsumeLoop: a fenced transactional producer is replaced --------------------------------------------
+
+
+def with_renewals(world: World, raises: list[dict[str, list]]) -> list[FakeProducer]:
+    """Give the loop a producer factory; the n-th new producer raises ``raises[n]`` (a factory error: "init")."""
+    made: list[FakeProducer] = []
+
+    def renew() -> FakeProducer:
+        script = raises[len(made)] if len(made) < len(raises) else {}
+        world.log.append(("new_producer",))
+        _pop_error(script, "init")
+        producer = FakeProducer(world.log, transactional_id="fake-0", raises=script)
+        made.append(producer)
+        return producer
+
+    world.loop.renew_producer = renew  # type: ignore[assignment]
+    return made
+
+
+def test_a_fenced_producer_is_replaced_and_the_batch_read_again_through_the_new_one():
+    world = build({TP0: 2}, transactional=True, producer_raises={"commit_txn": [ProducerFencedError("epoch 4")]})
+    made = with_renewals(world, [{}])
+    world.consumer.stop_after = 3
+    world.loop.run()
+    assert world.recoveries == ["ProducerFencedError"]
+    assert world.waits == [1.0]
+    assert world.only(
+        *TXN_KINDS, "producer_close", "new_producer", "fetch_committed", "revoked", "seek_to_beginning", "assigned"
+    ) == [
+        ("begin",),
+        ("poll",),
+        ("handle", 0, 0),
+        ("handle", 0, 1),
+        ("flush",),
+        ("send_offsets", {TP0: 2}, GROUP_METADATA),
+        ("commit_txn",),  # raises: fenced; no abort (a fenced producer cannot), nothing recorded
+        ("producer_close",),  # the fenced one
+        ("new_producer",),
+        ("fetch_committed", TP0),
+        ("revoked", [TP0]),
+        ("seek_to_beginning", TP0),
+        ("assigned", [TP0]),
+        ("begin",),
+        ("poll",),
+        ("handle", 0, 0),
+        ("handle", 0, 1),
+        ("flush",),
+        ("send_offsets", {TP0: 2}, GROUP_METADATA),
+        ("commit_txn",),
+        ("recorded", {TP0: 2}),
+        ("begin",),
+        ("poll",),  # stops the loop
+        ("flush",),
+        ("commit_txn",),
+        ("producer_close",),
+    ]
+    assert world.publisher.producer is made[0]
+    assert (world.producer.flushes, made[0].flushes) == (1, 2)  # the batch read again went out through the new one
+
+
+def test_an_abort_refused_as_fenced_also_gets_a_new_producer():
+    world = build(
+        {TP0: 2},
+        transactional=True,
+        producer_raises={"commit_txn": [KafkaTimeoutError("EndTxn timed out")], "abort": [ProducerFencedError()]},
+    )
+    made = with_renewals(world, [{}])
+    world.consumer.stop_after = 3
+    world.loop.run()
+    assert world.recoveries == ["KafkaTimeoutError"]
+    assert len(made) == 1 and world.only("recorded") == [("recorded", {TP0: 2})]
+
+
+def test_a_failed_replacement_is_retried_after_the_backoff():
+    world = build({TP0: 2}, transactional=True, producer_raises={"commit_txn": [ProducerFencedError()]})
+    made = with_renewals(world, [{"init": [KafkaTimeoutError("init_transactions timed out")]}, {}])
+    world.consumer.stop_after = 3
+    world.loop.run()
+    assert world.recoveries == ["ProducerFencedError", "KafkaTimeoutError"]
+    assert world.waits == [1.0, 2.0]
+    assert world.only("new_producer") == [("new_producer",), ("new_producer",)] and len(made) == 1
+    assert world.publisher.producer is made[0] and world.only("recorded") == [("recorded", {TP0: 2})]
+
+
+def test_fenced_again_and_again_means_another_live_instance_and_stops_the_loop():
+    fenced = {"commit_txn": [ProducerFencedError("fenced by the other instance")]}
+    world = build({TP0: 2}, transactional=True, producer_raises=dict(fenced))
+    made = with_renewals(world, [dict(fenced) for _ in range(runtime.MAX_PRODUCER_RENEWALS)])
+    with pytest.raises(ProducerFencedError):
+        world.loop.run()
+    assert len(made) == runtime.MAX_PRODUCER_RENEWALS
+    assert world.recoveries == ["ProducerFencedError"] * (runtime.MAX_PRODUCER_RENEWALS + 1)
+    assert world.only("recorded", "commit") == []  # nothing was ever committed
+    assert world.log[-3:] == [("consumer_close", False), ("producer_close",), ("service_close",)]
+
+
+def test_renewals_older_than_the_window_do_not_count(monkeypatch: pytest.MonkeyPatch):
+    clock = iter(range(0, 10_000, 400))  # each look at the clock 400 s after the previous one
+    monkeypatch.setattr(runtime.time, "monotonic", lambda: float(next(clock)))
+    fenced = {"commit_txn": [ProducerFencedError()]}
+    rounds = runtime.MAX_PRODUCER_RENEWALS + 2
+    world = build({TP0: 2}, transactional=True, producer_raises=dict(fenced))
+    made = with_renewals(world, [dict(fenced) for _ in range(rounds - 1)] + [{}])
+    world.consumer.stop_after = rounds + 2
+    world.loop.run()
+    assert len(made) == rounds  # five fencings, never more than two within 600 s of each other
+    assert world.only("recorded") == [("recorded", {TP0: 2})]
 
 
 # -- ConsumeLoop: at-least-once ordering ------------------------------------------------------------------
