@@ -30,6 +30,21 @@ MODELS = 3
 PER_MODEL = 3_000
 
 
+def transactional_detector(
+    kafka_settings: KafkaSettings, topics: TopicSettings, unique: str
+) -> tuple[Detector, str, KafkaSettings]:
+    """A detector process under exactly_once, its transactional id, and the settings of a read_committed reader."""
+    transactional_id = f"detector-{unique}"
+    detector = Detector(
+        kafka_settings,
+        topics,
+        f"detector-{unique}",
+        RETRAIN_KAFKA_PROCESSING_GUARANTEE="exactly_once",
+        RETRAIN_KAFKA_TRANSACTIONAL_ID=transactional_id,
+    )
+    return detector, transactional_id, kafka_settings.model_copy(update={"processing_guarantee": "exactly_once"})
+
+
 def test_a_fenced_detector_takes_its_transactional_id_back_and_joins_everything_once(
     kafka_settings: KafkaSettings, created_topics: TopicSettings, unique: str
 ):
@@ -37,15 +52,7 @@ def test_a_fenced_detector_takes_its_transactional_id_back_and_joins_everything_
     streams = [sea_stream(model, n=PER_MODEL, drift_at=None, model_id=f"fence{m}", seed=60 + m) for m in range(MODELS)]
     stream = [s[i] for i in range(PER_MODEL) for s in streams]
     total, half = len(stream), len(stream) // 2
-    transactional_id = f"detector-{unique}"
-    detector = Detector(
-        kafka_settings,
-        created_topics,
-        f"detector-{unique}",
-        RETRAIN_KAFKA_PROCESSING_GUARANTEE="exactly_once",
-        RETRAIN_KAFKA_TRANSACTIONAL_ID=transactional_id,
-    )
-    reading = kafka_settings.model_copy(update={"processing_guarantee": "exactly_once"})
+    detector, transactional_id, reading = transactional_detector(kafka_settings, created_topics, unique)
     out = [TopicPartition(created_topics.labeled_examples, p) for p in range(created_topics.stream_partitions)]
     producer = make_producer(kafka_settings, linger_ms=20, batch_size=256 * 1024)
     watcher = make_consumer(reading, None)
@@ -99,15 +106,7 @@ def test_a_detector_fenced_again_and_again_stops_and_names_the_transactional_id(
     model = sea_model()
     stream = sea_stream(model, n=5 * 600, drift_at=None, model_id="pingpong", seed=70)
     chunks = [stream[i : i + 600] for i in range(0, len(stream), 600)]
-    transactional_id = f"detector-{unique}"
-    detector = Detector(
-        kafka_settings,
-        created_topics,
-        f"detector-{unique}",
-        RETRAIN_KAFKA_PROCESSING_GUARANTEE="exactly_once",
-        RETRAIN_KAFKA_TRANSACTIONAL_ID=transactional_id,
-    )
-    reading = kafka_settings.model_copy(update={"processing_guarantee": "exactly_once"})
+    detector, transactional_id, reading = transactional_detector(kafka_settings, created_topics, unique)
     producer = make_producer(kafka_settings, linger_ms=20)
     try:
         detector.start()
