@@ -165,13 +165,13 @@ class ConsumeLoop(ConsumerRebalanceListener):
         # is replaced with it. None: fenced is fatal.
         self.renew_producer = renew_producer
         self._renew_pending = False
+        self._renewals: list[float] = []  # when the producer was last replaced (monotonic), within the window
         # Partitions a rebalance took away and gave straight back: kafka-python 3 keeps their fetch positions
         # (its eager protocol only notifies the revocation), but the service dropped their state on the revocation,
         # so they are read again from their committed offsets, as a new owner would. Set on the IO thread.
         self._revoked_last: set[TopicPartition] = set()
         self._reseek: set[TopicPartition] = set()
         self._reseek_lock = threading.Lock()
-        self._renewals: list[float] = []  # when the producer was last replaced (monotonic), within the window
 
     def stop(self, *_: object) -> None:
         """Ask the loop to finish its batch, flush, commit and return. Safe from a signal handler."""
@@ -212,20 +212,15 @@ class ConsumeLoop(ConsumerRebalanceListener):
             while not self._stopping.is_set():
                 try:
                     self.run_once()
-                except FATAL_ERRORS as error:
-                    if not self._renewable(error):
-                        self._abandoned = True  # what this batch did is not safe: nothing more is committed
-                        raise
-                    try:
-                        self.recover(error)
-                    except BaseException:
-                        self._abandoned = True
-                        raise
                 except KafkaError as error:
                     try:
+                        if isinstance(error, FATAL_ERRORS) and not self._renewable(error):
+                            raise
                         self.recover(error)
                     except BaseException:
-                        self._abandoned = True  # not even given up cleanly (e.g. fenced): nothing more is committed
+                        # What this batch did is not safe, and it was not even given up cleanly (e.g. fenced):
+                        # nothing more is committed.
+                        self._abandoned = True
                         raise
                 else:
                     self._backoff_s = FIRST_BACKOFF_S
@@ -243,9 +238,10 @@ class ConsumeLoop(ConsumerRebalanceListener):
             error,  # kafka-python's errors print as "ClassName: message" (or the class name alone)
             self._backoff_s,
         )
-        if self.transactional and (self._in_transaction or self._renewable(error)):
+        renewable = self._renewable(error)
+        if self.transactional and (self._in_transaction or renewable):
             manager = getattr(self.publisher.producer, "_transaction_manager", None)
-            if self._renewable(error) or (manager is not None and manager.has_fatal_error()):
+            if renewable or (manager is not None and manager.has_fatal_error()):
                 self._schedule_renewal(error)  # raises the error when no renewal is allowed
             else:
                 self._abort_given_up()
@@ -311,21 +307,23 @@ class ConsumeLoop(ConsumerRebalanceListener):
         The same as a restart, without one: what was handled after the last commit is handled again.
         """
         assigned = sorted(self.consumer.assignment())
-        committed = {}
-        for partition in assigned:
-            offset = self._committed.get(partition)
-            if offset is None:
-                offset = self.consumer.committed(partition)  # a KafkaError here: the rewind waits for the next try
-            committed[partition] = offset
+        commits = self._last_commits(assigned)  # a KafkaError here: the rewind waits for the next try
         self.service.partitions_revoked(assigned)
-        for partition, offset in committed.items():
+        self._seek_to(commits)
+        self.service.partitions_assigned(self.consumer, assigned)
+        self._rewind_pending = False
+        log.info("%s: rewound %d partitions to their committed offsets", self.service.name, len(assigned))
+
+    def _last_commits(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
+        """Each partition's last committed offset: the loop's own record of it, else the group's (a request)."""
+        return {p: self._committed[p] if p in self._committed else self.consumer.committed(p) for p in partitions}
+
+    def _seek_to(self, commits: dict[TopicPartition, int | None]) -> None:
+        for partition, offset in commits.items():
             if offset is None:
                 self.consumer.seek_to_beginning(partition)  # nothing committed yet: auto_offset_reset=earliest
             else:
                 self.consumer.seek(partition, offset)
-        self.service.partitions_assigned(self.consumer, assigned)
-        self._rewind_pending = False
-        log.info("%s: rewound %d partitions to their committed offsets", self.service.name, len(assigned))
 
     def subscribe(self) -> None:
         """Subscribe, with this loop as the rebalance listener, once the consumer knows every topic's partitions.
@@ -399,16 +397,14 @@ class ConsumeLoop(ConsumerRebalanceListener):
         """
         with self._reseek_lock:
             kept, self._reseek = self._reseek, set()
-        kept &= self.consumer.assignment()
-        if not kept:
+        if not kept:  # every batch but those right after a rebalance: no request, no lookup
             return batches
-        for partition in sorted(kept):
-            offset = self.consumer.committed(partition)  # a KafkaError here: recover() rewinds everything
-            if offset is None:
-                self.consumer.seek_to_beginning(partition)  # nothing committed yet: auto_offset_reset=earliest
-            else:
-                self.consumer.seek(partition, offset)
-        log.info("%s: %d partitions kept across a rebalance: read again from the commits", self.service.name, len(kept))
+        kept &= self.consumer.assignment()
+        if kept:
+            self._seek_to(self._last_commits(sorted(kept)))  # a KafkaError here: recover() rewinds everything
+            log.info(
+                "%s: %d partitions kept across a rebalance: read again from the commits", self.service.name, len(kept)
+            )
         return {partition: records for partition, records in batches.items() if partition not in kept}
 
     def _report_lag(self) -> None:
