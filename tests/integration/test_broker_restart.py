@@ -9,7 +9,6 @@ restarted, nor is the producer of the scoring requests and labels. Under both pr
 
 from __future__ import annotations
 
-import re
 import signal
 import threading
 import time
@@ -64,17 +63,16 @@ def stall_report(services: list[Detector], tail: int = 30, stacks: bool = False)
     wanted = ("retrain_records_consumed_total", "retrain_consumer_lag", "retrain_kafka_recoveries_total")
     if stacks:
         for service in services:
-            if service.process is not None and service.process.poll() is None:
+            if service.running:
                 service.process.send_signal(signal.SIGUSR1)
         time.sleep(1)
     lines = []
     for service in services:
-        port = service.env[f"RETRAIN_METRICS_{service.command.upper()}_PORT"]
         try:
-            text = scrape(int(port))
+            text = scrape(service.metrics_port)
         except OSError as error:
             text = f"(metrics not reachable: {error})"
-        alive = "running" if service.process is not None and service.process.poll() is None else "exited"
+        alive = "running" if service.running else "exited"
         lines.append(f"--- {service.command} ({alive}):")
         lines += [line for line in text.splitlines() if line.startswith(wanted)]
         logged = [line for line in service.output().splitlines() if " DEBUG " not in line and " INFO kafka" not in line]
@@ -84,10 +82,7 @@ def stall_report(services: list[Detector], tail: int = 30, stacks: bool = False)
 
 def recoveries(service: Detector) -> str:
     """The service's in-process recoveries by kind, e.g. "KafkaTimeoutError x2, PublishFailed x1"."""
-    port = int(service.env[f"RETRAIN_METRICS_{service.command.upper()}_PORT"])
-    found = re.findall(r'^retrain_kafka_recoveries_total\{.*?error="([^"]+)".*?\} (\S+)$', scrape(port), re.MULTILINE)
-    kinds = [f"{error} x{float(count):.0f}" for error, count in found]
-    return ", ".join(kinds) or "none"
+    return ", ".join(f"{error} x{count:.0f}" for error, count in service.recoveries().items()) or "none"
 
 
 def produce_requests(producer, topics: TopicSettings, stream: list[Scored]) -> None:
@@ -197,8 +192,7 @@ def test_the_services_ride_out_a_broker_restart(
         watcher.close()
         producer.close()
         for service in services:
-            if service.process is not None and service.process.poll() is None:
-                service.process.kill()
+            service.kill_if_running()
 
     assert set(ids) == {item.prediction.prediction_id for item in stream}
     duplicates = sum(ids.values()) - total
@@ -264,8 +258,7 @@ def test_the_detector_rides_out_a_broker_restart(own_broker: LocalBroker, topic_
     finally:
         watcher.close()
         producer.close()
-        if detector.process is not None and detector.process.poll() is None:
-            detector.process.kill()
+        detector.kill_if_running()
 
     assert set(ids) == {item.prediction.prediction_id for item in stream}
     duplicates = sum(ids.values()) - total

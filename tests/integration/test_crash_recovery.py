@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -99,22 +100,42 @@ class Detector:
         assert self.process is not None
         self.outputs.append(self.output())
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill_if_running(self) -> None:
+        """For a test's ``finally``: no process outlives its test."""
+        if self.running:
+            self.process.kill()
+
+    @property
+    def metrics_port(self) -> int:
+        return int(self.env[f"RETRAIN_METRICS_{self.command.upper()}_PORT"])
+
     def joined(self) -> float:
         """Joins this process has made, from its /metrics (0 when it is not serving yet)."""
         try:
-            return joined(scrape(int(self.env["RETRAIN_METRICS_DETECTOR_PORT"])))
+            return joined(scrape(self.metrics_port))
         except OSError:
             return 0.0
 
+    def recoveries(self) -> dict[str, float]:
+        """Its in-process recoveries so far, by the error's class name (``retrain_kafka_recoveries_total``)."""
+        found = re.findall(
+            r'^retrain_kafka_recoveries_total\{.*?error="([^"]+)".*?\} (\S+)$', scrape(self.metrics_port), re.M
+        )
+        return {error: float(count) for error, count in found}
+
     def kill(self) -> None:
-        assert self.process is not None and self.process.poll() is None, "the detector died before its kill"
+        assert self.running, "the detector died before its kill"
         self.process.send_signal(signal.SIGKILL)
         assert self.process.wait(timeout=10) == -signal.SIGKILL
         self._collect()
 
     def stuck_report(self, tail: int = 60) -> str:
         """Its threads' stacks (SIGUSR1) and the end of its log: where a process that makes no progress is."""
-        if self.process is not None and self.process.poll() is None:
+        if self.running:
             self.process.send_signal(signal.SIGUSR1)
             time.sleep(1)
         return "\n".join(self.output().splitlines()[-tail:])
@@ -211,8 +232,7 @@ def test_kill_9_five_times_loses_no_join(
     finally:
         watcher.close()
         producer.close()
-        if detector.process is not None and detector.process.poll() is None:
-            detector.process.kill()
+        detector.kill_if_running()
     elapsed = time.monotonic() - started
 
     expected = {item.prediction.prediction_id for item in stream}

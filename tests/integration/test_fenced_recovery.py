@@ -8,7 +8,6 @@ reads its uncommitted batch again and goes on. A ``read_committed`` reader sees 
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 
@@ -22,7 +21,6 @@ from schemas import LabeledExample
 from tests.integration.streams import delayed_shuffled_labels, sea_model, sea_stream
 from tests.integration.test_crash_recovery import Detector, wait_all_joined, written
 from tests.integration.test_detector import LABEL_WINDOW, produce, read_all
-from tests.integration.test_detector_process import scrape
 
 pytestmark = pytest.mark.kafka
 
@@ -77,20 +75,17 @@ def test_a_fenced_detector_takes_its_transactional_id_back_and_joins_everything_
             ids = wait_all_joined(reading, created_topics, total, [detector], timeout_s=120)
         except AssertionError as error:
             raise AssertionError(f"{error}\n{detector.stuck_report(200)}") from None
-        port = int(detector.env["RETRAIN_METRICS_DETECTOR_PORT"])
-        recovered = re.findall(r'^retrain_kafka_recoveries_total\{.*?error="([^"]+)".*?\} (\S+)$', scrape(port), re.M)
+        kinds = detector.recoveries()
         output = detector.output()
         assert detector.terminate() == 0, detector.output()[-3_000:]
     finally:
         watcher.close()
         producer.close()
-        if detector.process is not None and detector.process.poll() is None:
-            detector.process.kill()
+        detector.kill_if_running()
 
     assert set(ids) == {item.prediction.prediction_id for item in stream}
     assert sum(ids.values()) == total  # a read_committed reader sees each join once, across the fencing
     replaced = output.count("a new transactional producer has replaced the fenced one")
-    kinds = Counter({error: float(count) for error, count in recovered})
     print(f"\nfenced mid-stream: {total:,} of {total:,} joined once; producer replaced {replaced}x; recoveries {kinds}")
     assert replaced == 1
     # The fencing surfaces where the producer first meets it: its sends failing at the flush (PublishFailed, then
@@ -138,8 +133,7 @@ def test_a_detector_fenced_again_and_again_stops_and_names_the_transactional_id(
         )
     finally:
         producer.close()
-        if detector.process is not None and detector.process.poll() is None:
-            detector.process.kill()
+        detector.kill_if_running()
 
     print(f"\nfenced 4 times: exit code {exit_code}; {sum(visible.values()):,} labeled examples visible")
     assert exit_code != 0

@@ -77,7 +77,7 @@ def test_a_killed_instance_s_partitions_and_episodes_move_to_the_others(
         ids = wait_all_joined(kafka_settings, topics, total, survivors)
         restores = {"restored": 0.0, "incomplete": 0.0}  # partitions the survivors carried on from a snapshot
         for survivor in survivors:
-            text = scrape(int(survivor.env["RETRAIN_METRICS_DETECTOR_PORT"]))
+            text = scrape(survivor.metrics_port)
             for outcome in restores:
                 restores[outcome] += sample(text, f'retrain_state_restores_total{{outcome="{outcome}"}}') or 0
         for i, detector in enumerate(detectors):
@@ -87,8 +87,7 @@ def test_a_killed_instance_s_partitions_and_episodes_move_to_the_others(
         watcher.close()
         producer.close()
         for detector in detectors:
-            if detector.process is not None and detector.process.poll() is None:
-                detector.process.kill()
+            detector.kill_if_running()
 
     assert victim_joined > 0  # the killed instance owned partitions and was working on them
     assert set(ids) == {item.prediction.prediction_id for item in stream}

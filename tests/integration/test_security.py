@@ -253,8 +253,7 @@ def test_the_services_work_over_tls_and_sasl_and_never_log_a_secret(
             assert service.terminate() == 0, service.command
     finally:
         for service in services:
-            if service.process is not None and service.process.poll() is None:
-                service.process.kill()
+            service.kill_if_running()
     for service in services:
         output = service.outputs[-1]
         assert f"{service.command}: reading" in output
