@@ -1,11 +1,12 @@
-"""Benchmark: labeled examples per second through the detector versus a raw kafka-python consumer.
+"""Benchmark: labeled examples per second through the detector versus the raw client, for each Kafka client.
 
-Both read the same records (N predictions and N labels, SEA features, keyed by one model) from the same
-broker in one run. The raw consumer only polls and touches each value; the detector decodes, joins, runs two
-drift detectors, writes every LabeledExample and flushes before committing; then again with its state snapshots
-on (one signed snapshot of the partition per commit). Usage:
+All read the same records (N predictions and N labels, SEA features, keyed by one model) from the same broker in
+one run. The raw consumer is the client library alone: it only polls and touches each value. The detector
+decodes, joins, runs two drift detectors, writes every LabeledExample and flushes before committing; then again
+with its state snapshots on (one signed snapshot of the partition per commit). Raw kafka-python is the steady
+baseline the ratios are taken against (librdkafka's raw rate depends on how much it prefetched). Usage:
 
-    .venv/bin/python -m bench.detector_throughput [--examples 50000] [--bootstrap 127.0.0.1:9092]
+    .venv/bin/python -m bench.detector_throughput [--examples 50000] [--clients kafka-python,confluent-kafka]
 
 Without --bootstrap it starts the project's broker on 127.0.0.1:19392 (fresh data) and stops it after.
 """
@@ -13,6 +14,7 @@ Without --bootstrap it starts the project's broker on 127.0.0.1:19392 (fresh dat
 from __future__ import annotations
 
 import argparse
+import importlib
 import time
 import uuid
 
@@ -20,43 +22,26 @@ from prometheus_client import CollectorRegistry
 
 from bench.kafka import benchmark_kafka, fresh_topics
 from consumers.detector import run_detector
-from retrain.clients import make_consumer, make_producer
+from retrain.kafka import make_producer
 from retrain.settings import BrokerSettings, DetectorSettings, KafkaSettings, RegistrySettings, Settings, TopicSettings
 from schemas import encode
 from tests.integration.streams import sea_model, sea_stream
 
+ADAPTERS = {"kafka-python": "retrain.kafka.kafka_python", "confluent-kafka": "retrain.kafka.confluent"}
+
 
 def produce(kafka: KafkaSettings, topics: TopicSettings, n: int) -> None:
     stream = sea_stream(sea_model(), n=n, drift_at=None, model_id="bench")
-    producer = make_producer(kafka, linger_ms=20, batch_size=512 * 1024)
+    producer = make_producer(kafka, linger_ms=20, batch_bytes=512 * 1024)
     for item in stream:
-        producer.send(topics.predictions, key=b"bench", value=encode(item.prediction))
+        producer.send(topics.predictions, b"bench", encode(item.prediction))
     for item in stream:
-        producer.send(topics.labels, key=b"bench", value=encode(item.label))
+        producer.send(topics.labels, b"bench", encode(item.label))
     producer.flush()
     producer.close()
 
 
-def raw_consume(kafka: KafkaSettings, topics: TopicSettings, total: int) -> float:
-    consumer = make_consumer(
-        kafka, f"raw-{uuid.uuid4().hex[:8]}", topics.predictions, topics.labels, max_poll_records=1_000
-    )
-    seen, size, started = 0, 0, None
-    while seen < total:
-        batches = consumer.poll(timeout_ms=500, max_records=1_000)
-        if batches and started is None:
-            started = time.perf_counter()
-        for records in batches.values():
-            for record in records:
-                size += len(record.value)
-                seen += 1
-    elapsed = time.perf_counter() - (started or time.perf_counter())
-    consumer.commit()
-    consumer.close()
-    return elapsed
-
-
-def detector_consume(kafka: KafkaSettings, topics: TopicSettings, n: int, snapshots: bool) -> float:
+def detector_seconds(kafka: KafkaSettings, topics: TopicSettings, n: int, snapshots: bool) -> float:
     settings = Settings(
         kafka=kafka,
         topics=topics,
@@ -80,27 +65,33 @@ def detector_consume(kafka: KafkaSettings, topics: TopicSettings, n: int, snapsh
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=50_000)
+    parser.add_argument("--clients", default="kafka-python,confluent-kafka")
     parser.add_argument("--bootstrap")
     args = parser.parse_args()
+    records = 2 * args.examples
+    print(f"records: {records} ({args.examples} predictions + {args.examples} labels)")
     with benchmark_kafka(args.bootstrap, port=19392) as kafka:
         topics = fresh_topics(kafka)
         produce(kafka, topics, args.examples)
-        records = 2 * args.examples
-        raw = raw_consume(kafka, topics, records)
-        detector = detector_consume(kafka, topics, args.examples, snapshots=False)
-        snapshots = detector_consume(kafka, topics, args.examples, snapshots=True)
-    print(f"records: {records} ({args.examples} predictions + {args.examples} labels)")
-    print(f"raw kafka-python consume: {records / raw:,.0f} records/s ({raw:.2f} s)")
-    print(
-        f"detector (join, ADWIN + PageHinkley, LabeledExamples written and flushed): "
-        f"{records / detector:,.0f} records/s = {args.examples / detector:,.0f} labeled examples/s "
-        f"({detector:.2f} s)"
-    )
-    print(f"ratio detector/raw: {raw / detector:.2f}")
-    print(
-        f"detector with state snapshots: {records / snapshots:,.0f} records/s ({snapshots:.2f} s); "
-        f"ratio with/without snapshots: {detector / snapshots:.2f}"
-    )
+        streams = [topics.predictions, topics.labels]
+        baseline = importlib.import_module(ADAPTERS["kafka-python"]).raw_consume_seconds(kafka, streams, records)
+        print(f"raw kafka-python consume (baseline): {records / baseline:,.0f} records/s ({baseline:.2f} s)")
+        for client in args.clients.split(","):
+            settings = kafka.model_copy(update={"client": client})
+            raw = importlib.import_module(ADAPTERS[client]).raw_consume_seconds(settings, streams, records)
+            detector = detector_seconds(settings, topics, args.examples, snapshots=False)
+            snapshots = detector_seconds(settings, topics, args.examples, snapshots=True)
+            print(f"[{client}] raw consume: {records / raw:,.0f} records/s ({raw:.2f} s)")
+            print(
+                f"[{client}] detector (join, ADWIN + PageHinkley, LabeledExamples written and flushed): "
+                f"{records / detector:,.0f} records/s = {args.examples / detector:,.0f} labeled examples/s "
+                f"({detector:.2f} s); ratio to its raw consume {raw / detector:.2f}; to raw kafka-python "
+                f"{baseline / detector:.2f}"
+            )
+            print(
+                f"[{client}] detector with state snapshots: {records / snapshots:,.0f} records/s "
+                f"({snapshots:.2f} s); ratio with/without snapshots: {detector / snapshots:.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from retrain.clients import make_admin
+from retrain.kafka import make_admin
 from retrain.localkafka import LocalBroker
 from retrain.settings import BrokerSettings, KafkaSettings, TopicSettings
 from retrain.topics import ensure_topics, pipeline_topics

@@ -24,8 +24,8 @@ from sklearn.ensemble import RandomForestClassifier
 from bench.kafka import benchmark_kafka, fresh_topics
 from consumers.decoding import decode_record
 from consumers.trainer import run_trainer
-from retrain.clients import make_consumer, make_producer
 from retrain.decisions.training import FittedModel
+from retrain.kafka import TopicPartition, make_consumer, make_producer, send_and_wait
 from retrain.settings import BrokerSettings, KafkaSettings, RegistrySettings, Settings, TrainerSettings
 from schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainReason, TrainingWindow, encode
 from tests.integration.streams import sea_model, sea_stream
@@ -76,26 +76,29 @@ def measure(kafka: KafkaSettings, n: int, workdir: Path) -> tuple[float, float]:
         registry=RegistrySettings(path=workdir / suffix, hmac_key="b" * 40),
     )
     examples = labeled(n)
-    producer = make_producer(kafka, linger_ms=20, batch_size=1024 * 1024)
+    producer = make_producer(kafka, linger_ms=20, batch_bytes=1024 * 1024)
     for example in examples:
-        producer.send(topics.labeled_examples, key=b"bench", value=encode(example))
+        producer.send(topics.labeled_examples, b"bench", encode(example))
     producer.flush()
 
     loop = run_trainer(settings, registry=CollectorRegistry(), serve=False)
     thread = threading.Thread(target=loop.run, daemon=True)
     thread.start()
-    updates = make_consumer(kafka, None, topics.model_updates)
+    updates = make_consumer(kafka, None)
+    updates.assign(
+        [TopicPartition(topics.model_updates, p) for p in sorted(updates.partitions_for_topic(topics.model_updates))]
+    )
     try:
         while len(loop.service.buffers.get("bench", [])) < n:
             time.sleep(0.2)
         cold = RetrainEvent(
             model_id="bench", reason=RetrainReason.DATA_VOLUME, suggested_window=TrainingWindow(last_n=2_000)
         )
-        producer.send(topics.retrain_events, key=b"bench", value=encode(cold)).get(30)
+        send_and_wait(producer, topics.retrain_events, b"bench", encode(cold))
         wait_for_update(updates, cold.event_id)
         drift = RetrainEvent(model_id="bench", reason=RetrainReason.DRIFT, suggested_window=TrainingWindow(last_n=n))
         started = time.perf_counter()
-        producer.send(topics.retrain_events, key=b"bench", value=encode(drift)).get(30)
+        send_and_wait(producer, topics.retrain_events, b"bench", encode(drift))
         update = wait_for_update(updates, drift.event_id)
         latency = time.perf_counter() - started
         assert update.n_samples == n, update
@@ -110,11 +113,10 @@ def measure(kafka: KafkaSettings, n: int, workdir: Path) -> tuple[float, float]:
 def wait_for_update(consumer, trigger: str) -> ModelUpdatedEvent:
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=200).values():
-            for record in records:
-                update = decode_record(record, ModelUpdatedEvent)
-                if update.trigger_event_id == trigger:
-                    return update
+        for record in consumer.poll(0.2, 500):
+            update = decode_record(record, ModelUpdatedEvent)
+            if update.trigger_event_id == trigger:
+                return update
     raise TimeoutError(f"no model update for {trigger}")
 
 

@@ -5,19 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from kafka.consumer.fetcher import ConsumerRecord
-
+from retrain.kafka import Record
 from schemas import DeadLetter, Event, EventDecodeError, decode
 
 E = TypeVar("E", bound=Event)
 
 
-def decode_record(record: ConsumerRecord, event_type: type[E]) -> E:
+def decode_record(record: Record, event_type: type[E]) -> E:
     """The event in ``record``'s value; raises :class:`schemas.EventDecodeError` when there is none."""
     return decode(record.value, event_type)
 
 
-def dead_letter_for(record: ConsumerRecord, error: Exception, service: str, reason: str | None = None) -> DeadLetter:
+def dead_letter_for(record: Record, error: Exception, service: str, reason: str | None = None) -> DeadLetter:
     """A dead letter that keeps the record's bytes, its position and the error (a decode error names its reason)."""
     if reason is None:
         reason = error.reason if isinstance(error, EventDecodeError) else "processing_error"

@@ -32,36 +32,13 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import (
-    AuthorizationError,
-    IllegalStateError,
-    InvalidProducerEpochError,
-    KafkaConfigurationError,
-    KafkaError,
-    ProducerFencedError,
-    SaslAuthenticationFailedError,
-    UnsupportedVersionError,
-)
-from kafka.structs import OffsetAndMetadata
-
 from consumers.decoding import dead_letter_for
 from producers import EventPublisher
+from retrain.kafka import Consumer, FatalFailure, KafkaFailure, Producer, ProducerFenced, Record, TopicPartition
 from schemas import DeadLetter, Event, EventDecodeError
 
 log = logging.getLogger(__name__)
 
-# Errors that retrying cannot cure: the service stops (with a non-zero exit) and says why.
-FATAL_ERRORS = (
-    ProducerFencedError,
-    InvalidProducerEpochError,
-    AuthorizationError,
-    SaslAuthenticationFailedError,
-    IllegalStateError,
-    KafkaConfigurationError,
-    UnsupportedVersionError,
-)
 SHUTDOWN_GRACE_S = 9.0  # SIGTERM to exit: the issue's promise is 10 s
 EXIT_OVERDUE = 70  # the exit code of a service that did not finish shutting down in time
 # A fenced transactional producer is replaced this many times within the window; one more fencing means another
@@ -98,14 +75,14 @@ class Outputs:
         if self.on_dead_letter is not None:
             self.on_dead_letter(letter.error_reason)
 
-    def dead_letter_record(self, record: ConsumerRecord, error: Exception, reason: str) -> None:
+    def dead_letter_record(self, record: Record, error: Exception, reason: str) -> None:
         self.dead_letter(dead_letter_for(record, error, self.service, reason))
 
 
 class Service(Protocol):
     name: str
 
-    def handle(self, record: ConsumerRecord, out: Outputs) -> None: ...
+    def handle(self, record: Record, out: Outputs) -> None: ...
 
     def after_batch(self, out: Outputs) -> None: ...
 
@@ -115,20 +92,20 @@ class Service(Protocol):
 
     def partitions_revoked(self, partitions: Iterable[TopicPartition]) -> None: ...
 
-    def partitions_assigned(self, consumer: KafkaConsumer, partitions: Iterable[TopicPartition]) -> None: ...
+    def partitions_assigned(self, consumer: Consumer, partitions: Iterable[TopicPartition]) -> None: ...
 
     def close(self) -> None:
         """Release what the service owns besides the loop's consumer and producer."""
         ...
 
 
-class ConsumeLoop(ConsumerRebalanceListener):
+class ConsumeLoop:
     """Runs one service over its subscription until :meth:`stop` (or SIGTERM/SIGINT) is called."""
 
     def __init__(
         self,
         service: Service,
-        consumer: KafkaConsumer,
+        consumer: Consumer,
         publisher: EventPublisher,
         topics: list[str],
         *,
@@ -139,7 +116,7 @@ class ConsumeLoop(ConsumerRebalanceListener):
         on_lag=None,
         on_recovery=None,
         lag_interval_s: float = 5.0,
-        renew_producer: Callable[[], KafkaProducer] | None = None,
+        renew_producer: Callable[[], Producer] | None = None,
     ) -> None:
         self.service = service
         self.consumer = consumer
@@ -155,7 +132,7 @@ class ConsumeLoop(ConsumerRebalanceListener):
         self.outputs = Outputs(publisher, service.name, on_dead_letter)
         self._stopping = threading.Event()
         self._committed: dict[TopicPartition, int] = {}
-        self.transactional = bool(getattr(publisher.producer, "config", {}).get("transactional_id"))
+        self.transactional = publisher.producer.transactional
         self._in_transaction = False
         self._rewind_pending = False
         self._abandoned = False
@@ -166,12 +143,6 @@ class ConsumeLoop(ConsumerRebalanceListener):
         self.renew_producer = renew_producer
         self._renew_pending = False
         self._renewals: list[float] = []  # when the producer was last replaced (monotonic), within the window
-        # Partitions a rebalance took away and gave straight back: kafka-python 3 keeps their fetch positions
-        # (its eager protocol only notifies the revocation), but the service dropped their state on the revocation,
-        # so they are read again from their committed offsets, as a new owner would. Set on the IO thread.
-        self._revoked_last: set[TopicPartition] = set()
-        self._reseek: set[TopicPartition] = set()
-        self._reseek_lock = threading.Lock()
 
     def stop(self, *_: object) -> None:
         """Ask the loop to finish its batch, flush, commit and return. Safe from a signal handler."""
@@ -180,8 +151,8 @@ class ConsumeLoop(ConsumerRebalanceListener):
     def install_signal_handlers(self, grace_s: float | None = SHUTDOWN_GRACE_S) -> None:
         """SIGTERM and SIGINT stop the loop; ``grace_s`` later the process exits whatever it is waiting for.
 
-        A last flush or commit can wait on Kafka without end (kafka-python's transactional calls have no
-        timeout). Past the grace the service logs its threads' stacks and exits with :data:`EXIT_OVERDUE`,
+        A last flush or commit can wait on Kafka for long (kafka-python's transactional calls have no timeout).
+        Past the grace the service logs its threads' stacks and exits with :data:`EXIT_OVERDUE`,
         without that last commit: what it did not commit is read again by the next instance.
         """
 
@@ -212,9 +183,9 @@ class ConsumeLoop(ConsumerRebalanceListener):
             while not self._stopping.is_set():
                 try:
                     self.run_once()
-                except KafkaError as error:
+                except KafkaFailure as error:
                     try:
-                        if isinstance(error, FATAL_ERRORS) and not self._renewable(error):
+                        if isinstance(error, FatalFailure) and not self._renewable(error):
                             raise
                         self.recover(error)
                     except BaseException:
@@ -227,21 +198,20 @@ class ConsumeLoop(ConsumerRebalanceListener):
         finally:
             self._finish()
 
-    def recover(self, error: KafkaError) -> None:
+    def recover(self, error: KafkaFailure) -> None:
         """Give the batch up after a Kafka failure: abort it, and rewind to the last commit before the next one."""
         self.recoveries += 1
         if self.on_recovery is not None:
-            self.on_recovery(type(error).__name__)
+            self.on_recovery(error.name)
         log.warning(
             "%s: Kafka failed under a batch (%s); rewinding to the last commit in %.0f s",
             self.service.name,
-            error,  # kafka-python's errors print as "ClassName: message" (or the class name alone)
+            error,
             self._backoff_s,
         )
         renewable = self._renewable(error)
         if self.transactional and (self._in_transaction or renewable):
-            manager = getattr(self.publisher.producer, "_transaction_manager", None)
-            if renewable or (manager is not None and manager.has_fatal_error()):
+            if renewable or self.publisher.producer.has_fatal_error():
                 self._schedule_renewal(error)  # raises the error when no renewal is allowed
             else:
                 self._abort_given_up()
@@ -254,24 +224,20 @@ class ConsumeLoop(ConsumerRebalanceListener):
     def _abort_given_up(self) -> None:
         try:
             self.publisher.producer.abort_transaction()
-        except FATAL_ERRORS as abort_error:
+        except FatalFailure as abort_error:
             if not self._renewable(abort_error):
                 raise
             self._schedule_renewal(abort_error)
-        except KafkaError as abort_error:  # tried again with the next failure; the broker fences it meanwhile
+        except KafkaFailure as abort_error:  # tried again with the next failure; the broker fences it meanwhile
             log.warning("%s: aborting the transaction failed too: %s", self.service.name, abort_error)
         else:
             self._in_transaction = False
 
     def _renewable(self, error: BaseException) -> bool:
         """A fenced transactional producer can be replaced (its transaction is lost, not its work)."""
-        return (
-            self.transactional
-            and self.renew_producer is not None
-            and isinstance(error, ProducerFencedError | InvalidProducerEpochError)
-        )
+        return self.transactional and self.renew_producer is not None and isinstance(error, ProducerFenced)
 
-    def _schedule_renewal(self, error: KafkaError) -> None:
+    def _schedule_renewal(self, error: KafkaFailure) -> None:
         """Replace the producer before the next batch, unless it was replaced too often lately (then: fatal)."""
         if self.renew_producer is None:
             raise error
@@ -294,10 +260,10 @@ class ConsumeLoop(ConsumerRebalanceListener):
         """Close the fenced producer and put a new one (same transactional id, initialised) in its place."""
         assert self.renew_producer is not None
         try:
-            self.publisher.producer.close(timeout=1)
+            self.publisher.producer.close(timeout_s=1)
         except Exception as error:  # a fenced producer may complain on its way out; it is dropped either way
             log.debug("%s: closing the fenced producer: %s", self.service.name, error)
-        self.publisher.producer = self.renew_producer()  # init_transactions: a KafkaError here is retried
+        self.publisher.producer = self.renew_producer()  # init_transactions: a KafkaFailure here is retried
         self._renew_pending = False
         log.warning("%s: a new transactional producer has replaced the fenced one", self.service.name)
 
@@ -307,7 +273,7 @@ class ConsumeLoop(ConsumerRebalanceListener):
         The same as a restart, without one: what was handled after the last commit is handled again.
         """
         assigned = sorted(self.consumer.assignment())
-        commits = self._last_commits(assigned)  # a KafkaError here: the rewind waits for the next try
+        commits = self._last_commits(assigned)  # a KafkaFailure here: the rewind waits for the next try
         self.service.partitions_revoked(assigned)
         self._seek_to(commits)
         self.service.partitions_assigned(self.consumer, assigned)
@@ -321,27 +287,20 @@ class ConsumeLoop(ConsumerRebalanceListener):
     def _seek_to(self, commits: dict[TopicPartition, int | None]) -> None:
         for partition, offset in commits.items():
             if offset is None:
-                self.consumer.seek_to_beginning(partition)  # nothing committed yet: auto_offset_reset=earliest
+                self.consumer.seek_to_beginning([partition])  # nothing committed yet: read from the earliest
             else:
                 self.consumer.seek(partition, offset)
 
     def subscribe(self) -> None:
-        """Subscribe, with this loop as the rebalance listener, once the consumer knows every topic's partitions.
+        """Subscribe, with this loop as the rebalance listener, once the client knows every topic's partitions.
 
-        kafka-python 3's group leader assigns with the metadata it has at that moment: a topic it does not know yet
-        gets no partitions ("No partition metadata for topic" in its log), and the rebalance that should follow
-        when the metadata arrives did not always come (measured: a detector left with nothing to read for 120 s
-        in 1 of 15 broker-restart runs). Joining only once the metadata is there keeps the race from starting;
-        ``retrain.clients.make_consumer``'s frequent metadata refresh remains the fallback.
+        A group leader assigns with the metadata it has at that moment: a topic it does not know yet gets no
+        partitions (kafka-python 3 did not always rebalance when the metadata arrived). Joining only once the
+        metadata is there keeps that race from starting.
         """
         self.await_topics()
         if not self._stopping.is_set():
-            self.consumer.subscribe(self.topics, listener=self)
-            # A metadata update after the subscription, before the first join: kafka-python's coordinator notes
-            # the subscribed topics' partitions only from updates, and one that comes after its first assignment
-            # makes it rebalance again (measured: every service start had that second rebalance, 0.4 s in,
-            # after its first batch). topics() always asks the broker.
-            self.consumer.topics()
+            self.consumer.subscribe(self.topics, self)
 
     def await_topics(self, warn_after_s: float = 10.0) -> None:
         """Wait (until stopped) for the consumer's metadata to hold the partitions of every subscribed topic."""
@@ -372,14 +331,10 @@ class ConsumeLoop(ConsumerRebalanceListener):
         if self._rewind_pending:
             self._rewind()
         self._begin()
-        batches = self._read_again_if_kept(
-            self.consumer.poll(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
-        )
-        handled = 0
-        for records in batches.values():
-            for record in records:
-                self._handle(record)
-                handled += 1
+        records = self.consumer.poll(self.poll_timeout_ms / 1000, self.max_records)
+        for record in records:
+            self._handle(record)
+        handled = len(records)
         self.service.after_batch(self.outputs)
         if handled or self.outputs.sent:
             self._flush_and_commit()
@@ -387,41 +342,20 @@ class ConsumeLoop(ConsumerRebalanceListener):
             self._report_lag()
         return handled
 
-    def _read_again_if_kept(self, batches: dict) -> dict:
-        """Seek the partitions a rebalance gave straight back to their committed offsets; drop what was fetched.
-
-        Without this, the records between the last commit and the kept position, which the service dropped with
-        its state on the revocation (the detector's pending labels, say), would never be read again: measured, a
-        detector that made 400 of 600 joins and then waited for ever on labels it had read before a start-up
-        rebalance.
-        """
-        with self._reseek_lock:
-            kept, self._reseek = self._reseek, set()
-        if not kept:  # every batch but those right after a rebalance: no request, no lookup
-            return batches
-        kept &= self.consumer.assignment()
-        if kept:
-            self._seek_to(self._last_commits(sorted(kept)))  # a KafkaError here: recover() rewinds everything
-            log.info(
-                "%s: %d partitions kept across a rebalance: read again from the commits", self.service.name, len(kept)
-            )
-        return {partition: records for partition, records in batches.items() if partition not in kept}
-
     def _report_lag(self) -> None:
         self._lag_due = time.monotonic() + self.lag_interval_s
-        # The high watermark the last fetch response carried: no request to the broker (an end_offsets call
-        # from this thread while fetches are in flight stalled consumption in kafka-python 3).
+        # The end the last fetch saw: no request to the broker.
         for partition in self.consumer.assignment():
             end = self.consumer.highwater(partition)
             if end is not None:
                 self.on_lag(partition, max(0, end - self.consumer.position(partition)))
 
-    def _handle(self, record: ConsumerRecord) -> None:
+    def _handle(self, record: Record) -> None:
         if self.on_record is not None:
             self.on_record(record)
         try:
             self.service.handle(record, self.outputs)
-        except KafkaError:
+        except KafkaFailure:
             raise  # Kafka failing, not the record: the batch is given up and read again
         except EventDecodeError as error:
             self.outputs.dead_letter_record(record, error, error.reason)
@@ -432,30 +366,29 @@ class ConsumeLoop(ConsumerRebalanceListener):
             self.outputs.dead_letter_record(record, error, "processing_error")
 
     def _flush_and_commit(self) -> None:
-        offsets = {}
+        offsets: dict[TopicPartition, int] = {}
         for partition in self.consumer.assignment():
             offset = self.service.committable(partition, self.consumer.position(partition))
             if self._committed.get(partition) != offset:
-                offsets[partition] = OffsetAndMetadata(offset, "", -1)
-        plain = {partition: meta.offset for partition, meta in offsets.items()}
+                offsets[partition] = offset
         prepare = getattr(self.service, "prepare_commit", None)
         if prepare is None or not self.transactional:
             # At-least-once: the outputs are written before the snapshots that say they were made (a snapshot
             # ahead of its outputs would make a restart skip joins whose examples were never written).
             self.publisher.flush()
         if prepare is not None:
-            prepare(plain)  # e.g. the detector's state snapshots
+            prepare(offsets)  # e.g. the detector's state snapshots
             self.publisher.flush()  # under exactly_once, outputs and snapshots at once: the transaction orders them
         self.outputs.sent = 0
         if self.transactional:
             if offsets:
-                self.publisher.producer.send_offsets_to_transaction(offsets, self.consumer.group_metadata())
+                self.publisher.producer.send_offsets_to_transaction(offsets, self.consumer)
             self.publisher.producer.commit_transaction()  # outputs, snapshots and offsets at once
             self._in_transaction = False
         elif offsets:
             try:
                 self.consumer.commit(offsets)
-            except KafkaError as error:  # the broker away, a rebalance: the outputs are safe, the commit waits
+            except KafkaFailure as error:  # the broker away, a rebalance: the outputs are safe, the commit waits
                 log.warning(
                     "%s: committing offsets failed (%s); they go with the next commit",
                     self.service.name,
@@ -463,10 +396,10 @@ class ConsumeLoop(ConsumerRebalanceListener):
                 )
                 return
         if offsets:
-            self._committed.update(plain)
+            self._committed.update(offsets)
             committed = getattr(self.service, "committed", None)
             if committed is not None:
-                committed(plain)
+                committed(offsets)
 
     def _finish(self) -> None:
         try:
@@ -476,34 +409,26 @@ class ConsumeLoop(ConsumerRebalanceListener):
                 if self.transactional and self._in_transaction and not self._abandoned:  # fenced: nothing to abort
                     try:
                         self.publisher.producer.abort_transaction()
-                    except KafkaError as error:
+                    except KafkaFailure as error:
                         log.warning("%s: aborting the transaction at exit failed: %s", self.service.name, error)
                 return
             self._begin()
             self.service.after_batch(self.outputs)
             self._flush_and_commit()
         finally:
-            self.consumer.close(autocommit=False)
+            self.consumer.close()
             self.publisher.producer.close()
             self.service.close()
 
-    # -- rebalance listener -------------------------------------------------------------------------------
+    # -- rebalance listener (called inside consumer.poll, on this loop's thread) ----------------------------------
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # kafka-python 3 calls this on its IO thread, where nothing may block (no flush, no commit). Nothing needs
-        # to: every batch was flushed and committed before the poll that rebalances.
-        with self._reseek_lock:
-            self._revoked_last = set(revoked)
+        # Nothing to flush or commit: every batch was flushed and committed before the poll that rebalances.
         if revoked:
             self.service.partitions_revoked(revoked)
             for partition in revoked:
                 self._committed.pop(partition, None)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        # Also on the IO thread: a service may only note the assignment here (and pause partitions), and do any
-        # blocking work in its after_batch.
         log.info("%s assigned %s", self.service.name, sorted(assigned))
-        with self._reseek_lock:
-            self._reseek |= set(assigned) & self._revoked_last  # kept: their fetch positions were not reset
-            self._revoked_last = set()
         self.service.partitions_assigned(self.consumer, assigned)

@@ -18,8 +18,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
-from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
@@ -28,13 +26,14 @@ from consumers.metrics import ScorerMetrics
 from consumers.runtime import ConsumeLoop, InvalidRecord, Outputs
 from consumers.updates import ModelUpdates
 from retrain.decisions.scoring import ModelLoadError, Prediction, ServedModel, load_version, score_batch
+from retrain.kafka import Consumer, Record, TopicPartition
 from retrain.registry import ModelRegistry, RegistryError
 from retrain.settings import Settings, TopicSettings
 from schemas import ModelUpdatedEvent, PredictionEvent, ScoringRequest
 
 log = logging.getLogger(__name__)
 
-Pending = tuple[ConsumerRecord, ScoringRequest]
+Pending = tuple[Record, ScoringRequest]
 
 
 class ScorerService:
@@ -46,7 +45,7 @@ class ScorerService:
         registry: ModelRegistry,
         *,
         fallback: Prediction = 0,
-        updates: KafkaConsumer | None = None,
+        updates: Consumer | None = None,
         metrics_registry: CollectorRegistry | None = None,
     ) -> None:
         self.topics = topics
@@ -67,7 +66,7 @@ class ScorerService:
 
     # -- the Service protocol -----------------------------------------------------------------------------
 
-    def handle(self, record: ConsumerRecord, out: Outputs) -> None:
+    def handle(self, record: Record, out: Outputs) -> None:
         """Decode and hold a request; the batch is scored in :meth:`after_batch`."""
         if record.topic != self.topics.scoring_requests:
             raise InvalidRecord("unexpected_topic", f"the scorer does not read {record.topic}")
@@ -101,7 +100,7 @@ class ScorerService:
         """Nothing held between batches; requests of a batch given up (Kafka failed under it) are read again."""
         self._pending.clear()
 
-    def partitions_assigned(self, consumer: KafkaConsumer, partitions: Iterable[TopicPartition]) -> None:
+    def partitions_assigned(self, consumer: Consumer, partitions: Iterable[TopicPartition]) -> None:
         """Nothing to restore: models are loaded when their first request arrives."""
 
     def close(self) -> None:
@@ -222,7 +221,7 @@ def run_scorer(settings: Settings, *, registry: CollectorRegistry | None = None,
     """Build the scorer's clients and loop from the settings; return the loop (call ``run()``)."""
     from consumers.metrics import serve_metrics
     from producers import EventPublisher
-    from retrain.clients import make_consumer, service_producers
+    from retrain.kafka import make_consumer, service_producers
 
     if settings.registry.hmac_key is None:
         raise RegistryError(
@@ -242,7 +241,7 @@ def run_scorer(settings: Settings, *, registry: CollectorRegistry | None = None,
     consumer = make_consumer(settings.kafka, settings.scorer.group_id, max_poll_records=max_records)
     # Flushed after every poll batch, so a long linger only fills bigger batches (as in the detector).
     producer, renew_producer = service_producers(
-        settings.kafka, "scorer", settings.scorer.group_id, linger_ms=50, batch_size=1024 * 1024
+        settings.kafka, "scorer", settings.scorer.group_id, linger_ms=50, batch_bytes=1024 * 1024
     )
     publisher = EventPublisher(producer, settings.topics)
     loop = ConsumeLoop(

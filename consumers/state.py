@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import time
 
-from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaTimeoutError
-
 from producers import EventPublisher
 from retrain.decisions.checkpoint import ChangelogAssembler, changelog_records
+from retrain.kafka import Consumer, RetriableFailure, TopicPartition
 
 # Kafka's default limit on a record (broker message.max.bytes, producer max_request_size) is 1 MiB: stay well
 # under it, whatever the broker's settings.
@@ -25,7 +23,7 @@ class StateChangelog:
     def __init__(
         self,
         publisher: EventPublisher,
-        reader: KafkaConsumer,
+        reader: Consumer,
         topic: str,
         timeout_s: float = 60.0,
         max_record_bytes: int = MAX_RECORD_BYTES,
@@ -46,24 +44,25 @@ class StateChangelog:
     def load(self, partition: int) -> bytes | None:
         """The partition's latest snapshot, or None when it has none; reads the partition to its end.
 
-        Raises a KafkaError (the broker away) rather than guess: the caller retries, it never starts afresh.
+        Raises a :class:`~retrain.kafka.KafkaFailure` (the broker away) rather than guess: the caller retries, it
+        never starts afresh.
         Raises :class:`~retrain.decisions.checkpoint.SnapshotRefused` when the latest snapshot's chunks are not
         all there.
         """
         tp = TopicPartition(self.topic, partition)
         self.reader.assign([tp])
-        self.reader.seek_to_beginning(tp)
+        self.reader.seek_to_beginning([tp])
         end = self.reader.end_offsets([tp])[tp]
         assembler = ChangelogAssembler(partition)
         deadline = time.monotonic() + self.timeout_s
         while self.reader.position(tp) < end:
             if time.monotonic() > deadline:
-                raise KafkaTimeoutError(
-                    f"could not read {self.topic}[{partition}] to offset {end} in {self.timeout_s:.0f}s"
+                raise RetriableFailure(
+                    f"could not read {self.topic}[{partition}] to offset {end} in {self.timeout_s:.0f}s",
+                    "KafkaTimeoutError",
                 )
-            for records in self.reader.poll(timeout_ms=500).values():
-                for record in records:
-                    assembler.add(record.key, record.value)
+            for record in self.reader.poll(0.5, 1_000):
+                assembler.add(record.key, record.value)
         self._chunk_keys[partition] = assembler.chunk_keys
         return assembler.latest()
 

@@ -10,12 +10,9 @@ event whose version is already in the registry is answered again from the regist
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable
 
-from kafka import KafkaConsumer, TopicPartition
-from kafka.consumer.fetcher import ConsumerRecord
 from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
@@ -33,6 +30,7 @@ from retrain.decisions.training import (
     train_challenger,
     window_bounds,
 )
+from retrain.kafka import Consumer, Record, TopicPartition
 from retrain.registry import ArtifactVerificationError, ModelRegistry, ModelVersionInfo, RegistryError
 from retrain.settings import TopicSettings
 from schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainReason, UpdateOutcome
@@ -73,18 +71,15 @@ class TrainerService:
         self.pending: dict[str, RetrainEvent] = {}
         # (partition, offset) of the oldest unanswered retrain event of each pending model: the commit limit.
         self._pending_from: dict[str, tuple[int, int]] = {}
-        self.consumer: KafkaConsumer | None = None  # set by the loop's owner, for catch-up checks
-        # Newly assigned labeled-examples partitions, paused until after_batch seeks them back. Assignments arrive on
-        # kafka-python's IO thread while the main thread may be rewinding: the lock keeps an arrival from being lost
-        # (a partition paused and no longer awaited would never be read again).
+        self.consumer: Consumer | None = None  # set by the loop's owner, for catch-up checks
+        # Newly assigned labeled-examples partitions, paused until after_batch seeks them back.
         self._to_rewind: set[TopicPartition] = set()
-        self._rewind_lock = threading.Lock()
         self._catch_up_to: dict[TopicPartition, int] | None = None  # labeled-examples ends to read before a fit
         self._buffered_changed: set[str] = set()
 
     # -- the Service protocol -----------------------------------------------------------------------------
 
-    def handle(self, record: ConsumerRecord, out: Outputs) -> None:
+    def handle(self, record: Record, out: Outputs) -> None:
         self.metrics.records_consumed.labels(self.name, record.topic).inc()
         if record.topic == self.topics.labeled_examples:
             if TopicPartition(record.topic, record.partition) in self._to_rewind:
@@ -150,44 +145,36 @@ class TrainerService:
     def close(self) -> None:
         """Nothing beyond the loop's clients: buffers are rebuilt from Kafka, versions live in the registry."""
 
-    def partitions_assigned(self, consumer: KafkaConsumer, assigned: Iterable[TopicPartition]) -> None:
-        """Pause new labeled-examples partitions; ``after_batch`` seeks them back and resumes them.
-
-        Runs on kafka-python's IO thread, where the blocking ``offsets_for_times`` is not allowed.
-        """
+    def partitions_assigned(self, consumer: Consumer, assigned: Iterable[TopicPartition]) -> None:
+        """Pause new labeled-examples partitions; ``after_batch`` seeks them back (after the batch) and resumes them."""
         partitions = [p for p in assigned if p.topic == self.topics.labeled_examples]
         if partitions:
-            with self._rewind_lock:
-                consumer.pause(*partitions)
-                self._to_rewind.update(partitions)
+            consumer.pause(partitions)
+            self._to_rewind.update(partitions)
 
-    def _await_paused(self, consumer: KafkaConsumer) -> None:
+    def _await_paused(self, consumer: Consumer) -> None:
         """Every paused labeled-examples partition must be awaiting its rewind; one that is not is added back."""
-        with self._rewind_lock:
-            stray = {p for p in consumer.paused() if p.topic == self.topics.labeled_examples} - self._to_rewind
-            if stray:
-                log.warning("buffers: %s paused but not awaiting a rewind; rewinding them", sorted(stray))
-                self._to_rewind.update(stray)
+        stray = {p for p in consumer.paused() if p.topic == self.topics.labeled_examples} - self._to_rewind
+        if stray:  # a rewind that Kafka failed under: it is tried again
+            log.warning("buffers: %s paused but not awaiting a rewind; rewinding them", sorted(stray))
+            self._to_rewind.update(stray)
 
-    def _rewind(self, consumer: KafkaConsumer) -> None:
+    def _rewind(self, consumer: Consumer) -> None:
         """Seek each newly assigned partition back to the oldest record the buffers may hold, then resume."""
-        with self._rewind_lock:  # taken whole: an assignment arriving from now on is rewound next time
-            pending, self._to_rewind = self._to_rewind, set()
+        pending, self._to_rewind = self._to_rewind, set()
         assignment = consumer.assignment()
         partitions = [p for p in pending if p in assignment]
         if not partitions:
             return
-        # The ends are read first, as offsets: seek_to_end would resolve "the end" later, when the fetcher gets to
-        # it, and skip whatever was written in between (measured: 1,000 of 2,000 examples, a whole detector batch,
-        # missing from a trainer whose lag then read 0). Nothing before these ends is young enough when
-        # offsets_for_times, asked afterwards, finds nothing; anything written after them is read.
+        # The ends are read first, as offsets (a lazily resolved "end" would skip whatever was written in between):
+        # nothing before them is young enough when offsets_for_times, asked afterwards, finds nothing.
         ends = consumer.end_offsets(partitions)
         since_ms = int((time.time() - self.buffer_max_age_s) * 1000)
         found = consumer.offsets_for_times({p: since_ms for p in partitions})
         for partition in partitions:
             at = found.get(partition)
-            consumer.seek(partition, ends[partition] if at is None else at.offset)
-        consumer.resume(*partitions)
+            consumer.seek(partition, ends[partition] if at is None else at)
+        consumer.resume(partitions)
 
     # -- retraining -----------------------------------------------------------------------------------------
 
@@ -352,8 +339,8 @@ def run_trainer(settings, *, registry: CollectorRegistry | None = None, serve: b
     from consumers.metrics import serve_metrics
     from consumers.runtime import ConsumeLoop
     from producers import EventPublisher
-    from retrain.clients import make_consumer, service_producers
     from retrain.configure import estimator_choice, training_config
+    from retrain.kafka import make_consumer, service_producers
 
     trainer = settings.trainer
     metrics_registry = registry or CollectorRegistry()

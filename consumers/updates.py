@@ -9,23 +9,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from kafka import KafkaConsumer, TopicPartition
-
 from consumers.decoding import decode_record
+from retrain.kafka import Consumer, TopicPartition
 from schemas import ModelUpdatedEvent
 
 log = logging.getLogger(__name__)
 
 
 class ModelUpdates:
-    def __init__(self, consumer: KafkaConsumer, topic: str, on_update: Callable[[ModelUpdatedEvent], None]) -> None:
+    def __init__(self, consumer: Consumer, topic: str, on_update: Callable[[ModelUpdatedEvent], None]) -> None:
         self.consumer = consumer
         self.topic = topic
         self.on_update = on_update
 
     def catch_up(self) -> bool:
         """Read the topic from its beginning to its current end; False (and nothing read) if it has no partitions."""
-        partitions = self.consumer.partitions_for_topic(self.topic) or set()
+        partitions = self.consumer.partitions_for_topic(self.topic)
         assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         if not assigned:
             log.warning(
@@ -33,20 +32,19 @@ class ModelUpdates:
             )
             return False
         self.consumer.assign(assigned)
-        self.consumer.seek_to_beginning()
+        self.consumer.seek_to_beginning(assigned)
         end = self.consumer.end_offsets(assigned)
         while any(self.consumer.position(tp) < end[tp] for tp in assigned):
-            self.poll(timeout_ms=500)
+            self.poll(timeout_s=0.5)
         return True
 
-    def poll(self, timeout_ms: int = 0) -> None:
-        for records in self.consumer.poll(timeout_ms=timeout_ms).values():
-            for record in records:
-                try:
-                    update = decode_record(record, ModelUpdatedEvent)
-                except ValueError:
-                    continue  # the trainer's own topic; a bad record there is the trainer's to report
-                self.on_update(update)
+    def poll(self, timeout_s: float = 0.0) -> None:
+        for record in self.consumer.poll(timeout_s, 500):
+            try:
+                update = decode_record(record, ModelUpdatedEvent)
+            except ValueError:
+                continue  # the trainer's own topic; a bad record there is the trainer's to report
+            self.on_update(update)
 
     def close(self) -> None:
         self.consumer.close()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
-from kafka.producer.future import FutureRecordMetadata
-
+from retrain.kafka import Delivered, Headers, OnDelivery, Producer, send_and_wait
 from retrain.settings import TopicSettings
 from schemas import (
     DeadLetter,
@@ -55,42 +52,44 @@ def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
     ]
 
 
-class PublishFailed(KafkaError):
-    """Records sent since the last flush were not all written: whatever consumed their inputs must not commit."""
-
-    retriable = True
-
-
 class EventPublisher:
     """Sends events to the topic of their type. The caller flushes before committing its input offsets.
 
-    :meth:`flush` raises :class:`PublishFailed` when a record sent since the previous flush was not acknowledged
-    (kafka-python's ``flush`` itself returns quietly when a record's delivery failed).
+    :meth:`flush` raises :class:`retrain.kafka.PublishFailed` when a record sent since the previous flush was not
+    written.
     """
 
-    def __init__(self, producer: KafkaProducer, topics: TopicSettings) -> None:
+    def __init__(self, producer: Producer, topics: TopicSettings) -> None:
         self.producer = producer
         self.topics = topics
-        self._unflushed: list[FutureRecordMetadata] = []
 
-    def publish(self, event: Event, *, topic: str | None = None) -> FutureRecordMetadata:
+    def publish(self, event: Event, *, topic: str | None = None, on_delivery: OnDelivery | None = None) -> None:
         headers = dead_letter_headers(event) if isinstance(event, DeadLetter) else None
-        return self.send(topic or topic_for(event, self.topics), key_for(event), encode(event), headers)
+        self.send(
+            topic or topic_for(event, self.topics), key_for(event), encode(event), headers, on_delivery=on_delivery
+        )
+
+    def publish_and_wait(self, event: Event, timeout_s: float = 30.0) -> Delivered:
+        """Publish one event and wait until the broker has it (commands, not services: they batch)."""
+        headers = dead_letter_headers(event) if isinstance(event, DeadLetter) else None
+        return send_and_wait(
+            self.producer, topic_for(event, self.topics), key_for(event), encode(event), headers, timeout_s
+        )
 
     def send(
-        self, topic: str, key: bytes | None, value: bytes | None, headers=None, partition: int | None = None
-    ) -> FutureRecordMetadata:
-        future = self.producer.send(topic, key=key, value=value, headers=headers, partition=partition)
-        self._unflushed.append(future)
-        return future
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+        on_delivery: OnDelivery | None = None,
+    ) -> None:
+        self.producer.send(topic, key, value, headers, partition, on_delivery)
 
     def flush(self, timeout_s: float | None = None) -> None:
-        sent, self._unflushed = self._unflushed, []
-        self.producer.flush(timeout=timeout_s)
-        failed = [future.exception for future in sent if future.failed()]
-        if failed:
-            raise PublishFailed(f"{len(failed)} of {len(sent)} records were not written; the first: {failed[0]!r}")
+        self.producer.flush(timeout_s)
 
     def forget(self) -> None:
         """Drop the records sent since the last flush from the check (their transaction was aborted)."""
-        self._unflushed = []
+        self.producer.forget_unflushed()

@@ -13,6 +13,7 @@ Which predictions get a label, and their delays, depend only on the seed: the sa
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import math
@@ -30,6 +31,7 @@ from pydantic import TypeAdapter
 
 from producers.publisher import EventPublisher
 from producers.streams import Example
+from retrain.kafka import PublishFailed
 from schemas import LabelEvent, ScoringRequest
 from schemas.types import ModelId
 
@@ -276,7 +278,8 @@ class Replayer:
         finally:
             for label in self.schedule.drain():
                 self._send_label(label)
-            self.publisher.flush()
+            with contextlib.suppress(PublishFailed):  # each failed record is counted by its delivery callback
+                self.publisher.flush()
         return self._update()
 
     # -- internals ------------------------------------------------------------------------------------------
@@ -286,7 +289,7 @@ class Replayer:
         request = ScoringRequest(
             prediction_id=self.prediction_id(index), model_id=self.model_id, features=example.features, timestamp=at
         )
-        self.publisher.publish(request).add_errback(self._failed)
+        self.publisher.publish(request, on_delivery=self._delivered)
         self.stats.requests_sent += 1
         delay = self.sampler.draw()
         if delay is None:
@@ -306,7 +309,7 @@ class Replayer:
                 self._send_label(label)
 
     def _send_label(self, label: LabelEvent) -> None:
-        self.publisher.publish(label).add_errback(self._failed)
+        self.publisher.publish(label, on_delivery=self._delivered)
         self.stats.labels_sent += 1
 
     def _wait_until(self, deadline: float) -> None:
@@ -321,8 +324,9 @@ class Replayer:
                 continue
             self._stop.wait(min(deadline, due) - now if due is not None else deadline - now)
 
-    def _failed(self, error: BaseException) -> None:  # on the producer's I/O thread
-        self.stats.send_errors += 1
+    def _delivered(self, error: Exception | None, _partition: int, _offset: int) -> None:  # on a client thread
+        if error is not None:
+            self.stats.send_errors += 1
 
     def _update(self) -> ReplayStats:
         self.stats.elapsed_s = time.monotonic() - self._started

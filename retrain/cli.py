@@ -95,7 +95,7 @@ def cmd_kafka_fetch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_topics_create(args: argparse.Namespace, settings: Settings) -> int:
-    from retrain.clients import make_admin
+    from retrain.kafka import make_admin
     from retrain.topics import ensure_topics, pipeline_topics
 
     specs = pipeline_topics(settings.topics)
@@ -276,7 +276,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
             )
         return EXIT_OK
     from producers import EventPublisher
-    from retrain.clients import make_producer
+    from retrain.kafka import make_producer
     from schemas import ModelUpdatedEvent, UpdateOutcome
 
     previous = registry.champion(args.model)
@@ -300,7 +300,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     )
     producer = make_producer(settings.kafka)
     try:
-        EventPublisher(producer, settings.topics).publish(update).get(timeout=30)
+        EventPublisher(producer, settings.topics).publish_and_wait(update)
     finally:
         producer.close()
     print(f"{info.model_id}: version {info.version} in service ({outcome.value}); published {update.event_id}")
@@ -326,7 +326,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from producers import EventPublisher
     from producers.replay import ReplayConfig, Replayer
     from producers.streams import stream_from_args
-    from retrain.clients import make_producer
+    from retrain.kafka import make_producer
 
     try:
         source = stream_from_args(args)
@@ -340,7 +340,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     except (ValueError, argparse.ArgumentTypeError) as error:
         print(f"retrain replay: {error}", file=sys.stderr)
         return EXIT_ERROR
-    producer = make_producer(settings.kafka, linger_ms=20, batch_size=512 * 1024)
+    producer = make_producer(settings.kafka, linger_ms=20, batch_bytes=512 * 1024)
     try:
         try:
             replayer = Replayer(
@@ -375,10 +375,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_trigger(args: argparse.Namespace, settings: Settings) -> int:
-    from kafka.errors import KafkaError
-
     from producers import EventPublisher
-    from retrain.clients import make_producer
+    from retrain.kafka import KafkaFailure, make_producer
     from schemas import RetrainEvent, RetrainReason, TrainingWindow
 
     try:
@@ -395,10 +393,10 @@ def cmd_trigger(args: argparse.Namespace, settings: Settings) -> int:
     try:
         producer = make_producer(settings.kafka)
         try:
-            sent = EventPublisher(producer, settings.topics).publish(event).get(timeout=30)
+            sent = EventPublisher(producer, settings.topics).publish_and_wait(event)
         finally:
             producer.close()
-    except KafkaError as error:
+    except KafkaFailure as error:
         print(f"retrain trigger: not published to {settings.kafka.bootstrap_servers}: {error!r}", file=sys.stderr)
         return EXIT_ERROR
     print(

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kafka import TopicPartition
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
@@ -26,7 +25,7 @@ from consumers.decoding import decode_record
 from producers import EventPublisher
 from producers.replay import ReplayConfig, Replayer, ReplayStats
 from producers.streams import GeneratorSource, StreamSource
-from retrain.clients import make_admin, make_consumer, make_producer
+from retrain.kafka import make_admin, make_consumer, make_producer, read_to_end
 from retrain.roundtrip import ensure_broker
 from retrain.settings import Settings
 from retrain.topics import ensure_topics, pipeline_topics
@@ -160,7 +159,7 @@ def run_demo(
         detector = _Service("detector", run_detector, settings)
         trainer = _Service("trainer", run_trainer, settings)
         services = [scorer, detector, trainer]
-        producer = make_producer(settings.kafka, linger_ms=20, batch_size=512 * 1024)
+        producer = make_producer(settings.kafka, linger_ms=20, batch_bytes=512 * 1024)
         replayer = Replayer(
             EventPublisher(producer, settings.topics),
             source,
@@ -218,23 +217,17 @@ def run_demo(
 
 def _collect(settings: Settings, model_id: str, result: DemoResult) -> None:
     """Read back what the services wrote: the labeled examples in order, and the retrain events."""
-    consumer = make_consumer(settings.kafka, None, consumer_timeout_ms=2_000)
+    consumer = make_consumer(settings.kafka, None)
     try:
         for topic in (settings.topics.labeled_examples, settings.topics.retrain_events):
-            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-            consumer.assign(partitions)
-            consumer.seek_to_beginning()
-            ends = consumer.end_offsets(partitions)
-            while any(consumer.position(p) < ends[p] for p in partitions):
-                for records in consumer.poll(timeout_ms=1_000).values():
-                    for record in records:
-                        if topic == settings.topics.labeled_examples:
-                            example = decode_record(record, LabeledExample)
-                            if example.model_id == model_id:
-                                result.correct.append(example.prediction == example.label)
-                                result.versions.append(example.model_version)
-                        else:
-                            result.retrain_events.append(decode_record(record, RetrainEvent))
+            for record in read_to_end(consumer, [topic]):
+                if topic == settings.topics.labeled_examples:
+                    example = decode_record(record, LabeledExample)
+                    if example.model_id == model_id:
+                        result.correct.append(example.prediction == example.label)
+                        result.versions.append(example.model_version)
+                else:
+                    result.retrain_events.append(decode_record(record, RetrainEvent))
     finally:
         consumer.close()
     result.examples = len(result.correct)

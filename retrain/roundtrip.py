@@ -10,12 +10,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import uuid4
 
-from kafka import KafkaConsumer, TopicPartition
-
 from consumers.decoding import dead_letter_for, decode_record
 from producers import EventPublisher
 from producers.publisher import DLQ_HEADER_PREFIX
-from retrain.clients import make_admin, make_consumer, make_producer
+from retrain.kafka import make_admin, make_consumer, make_producer, read_at, send_and_wait
 from retrain.localkafka import LocalBroker, metadata_ok
 from retrain.settings import Settings
 from retrain.topics import ensure_topics, pipeline_topics
@@ -84,18 +82,6 @@ def sample_events(model_id: str = "demo-model") -> list[Event]:
     return [prediction, label, example, retrain, updated]
 
 
-def read_back(consumer: KafkaConsumer, topic: str, partition: int, offset: int, timeout_s: float = 10.0):
-    """The record at exactly (topic, partition, offset)."""
-    where = TopicPartition(topic, partition)
-    consumer.assign([where])
-    consumer.seek(where, offset)
-    batches = consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=1)
-    records = batches.get(where, [])
-    if not records or records[0].offset != offset:
-        raise RuntimeError(f"could not read back {topic}[{partition}]@{offset} within {timeout_s}s")
-    return records[0]
-
-
 def ensure_broker(settings: Settings, say: Say) -> LocalBroker | None:
     """Start the project's broker when nothing answers at the configured bootstrap; return it if started."""
     first = settings.kafka.bootstrap_list[0]
@@ -134,13 +120,13 @@ def run_roundtrip(settings: Settings, say: Say = print, *, keep_broker: bool = F
 
 def _round_trip(settings: Settings, kafka, say: Say) -> int:
     producer = make_producer(kafka)
-    consumer = make_consumer(kafka, None, consumer_timeout_ms=10_000)
+    consumer = make_consumer(kafka, None)
     publisher = EventPublisher(producer, settings.topics)
     failures = 0
     try:
         for event in sample_events():
-            metadata = publisher.publish(event).get(timeout=30)
-            record = read_back(consumer, metadata.topic, metadata.partition, metadata.offset)
+            metadata = publisher.publish_and_wait(event)
+            record = read_at(consumer, metadata.topic, metadata.partition, metadata.offset)
             same = decode_record(record, type(event)) == event
             failures += not same
             say(
@@ -148,16 +134,16 @@ def _round_trip(settings: Settings, kafka, say: Say) -> int:
                 f"@{metadata.offset} key={record.key.decode()} {'ok' if same else 'MISMATCH'}"
             )
         garbage = b'{"prediction_id": "p-1", "features": {"x": NaN}'
-        bad = producer.send(settings.topics.predictions, key=b"demo-model", value=garbage).get(timeout=30)
-        bad_record = read_back(consumer, bad.topic, bad.partition, bad.offset)
+        bad = send_and_wait(producer, settings.topics.predictions, b"demo-model", garbage)
+        bad_record = read_at(consumer, bad.topic, bad.partition, bad.offset)
         try:
             decode_record(bad_record, PredictionEvent)
             say("dead letter: the malformed record was accepted: MISMATCH")
             failures += 1
         except EventDecodeError as error:
             letter = dead_letter_for(bad_record, error, service="demo")
-            sent = publisher.publish(letter).get(timeout=30)
-            back = read_back(consumer, sent.topic, sent.partition, sent.offset)
+            sent = publisher.publish_and_wait(letter)
+            back = read_at(consumer, sent.topic, sent.partition, sent.offset)
             headers = dict(back.headers)
             same = decode_record(back, DeadLetter) == letter and letter.payload() == garbage
             failures += not same

@@ -8,10 +8,9 @@ an existing topic whose partition count breaks co-partitioning is reported as an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from kafka import KafkaAdminClient
-from kafka.errors import TopicAlreadyExistsError
-
+from retrain.kafka import TopicAlreadyExists
 from retrain.settings import TopicSettings
 
 
@@ -67,37 +66,23 @@ def pipeline_topics(settings: TopicSettings) -> list[TopicSpec]:
     ]
 
 
-def existing_partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
-    present = set(admin.list_topics()) & set(names)
-    if not present:
-        return {}
-    return {topic["name"]: len(topic["partitions"]) for topic in admin.describe_topics(sorted(present))}
-
-
-def ensure_topics(admin: KafkaAdminClient, specs: list[TopicSpec]) -> TopicReport:
+def ensure_topics(admin: Any, specs: list[TopicSpec]) -> TopicReport:
     """Create the topics that are missing; report those that exist with another partition count."""
     report = TopicReport()
     names = [spec.name for spec in specs]
-    counts = existing_partition_counts(admin, names)
+    counts = admin.partition_counts(names)
     missing = [spec for spec in specs if spec.name not in counts]
     if missing:
-        new_topics = {
-            spec.name: {
-                "num_partitions": spec.partitions,
-                "replication_factor": spec.replication_factor,
-                "configs": spec.config,
-            }
-            for spec in missing
-        }
+        new_topics = {spec.name: (spec.partitions, spec.replication_factor, spec.config) for spec in missing}
         try:
-            admin.create_topics(new_topics, wait_for_metadata=True)
+            admin.create_topics(new_topics)
             report.created.extend(spec.name for spec in missing)
-        except TopicAlreadyExistsError:
+        except TopicAlreadyExists:
             # Another process created some of them between our look and our create: look again.
-            counts = existing_partition_counts(admin, names)
+            counts = admin.partition_counts(names)
             for spec in missing:
                 if spec.name not in counts:
-                    admin.create_topics({spec.name: new_topics[spec.name]}, wait_for_metadata=True)
+                    admin.create_topics({spec.name: new_topics[spec.name]})
                     report.created.append(spec.name)
     for spec in specs:
         if spec.name in counts:

@@ -22,14 +22,17 @@ from retrain.kafka.errors import (
     RetriableFailure,
     TopicAlreadyExists,
 )
-from retrain.kafka.types import Consumer, Headers, Producer, RebalanceListener, Record, TopicPartition
+from retrain.kafka.reading import Delivered, read_at, read_to_end, send_and_wait
+from retrain.kafka.types import Consumer, Headers, OnDelivery, Producer, RebalanceListener, Record, TopicPartition
 from retrain.settings import KafkaSettings
 
 __all__ = [
     "Consumer",
+    "Delivered",
     "FatalFailure",
     "Headers",
     "KafkaFailure",
+    "OnDelivery",
     "Producer",
     "ProducerFenced",
     "PublishFailed",
@@ -42,6 +45,9 @@ __all__ = [
     "make_consumer",
     "make_producer",
     "make_service_producer",
+    "read_at",
+    "read_to_end",
+    "send_and_wait",
     "service_producers",
 ]
 

@@ -34,7 +34,7 @@ from retrain.kafka.errors import (
     RetriableFailure,
     TopicAlreadyExists,
 )
-from retrain.kafka.types import Consumer, Headers, RebalanceListener, Record, TopicPartition
+from retrain.kafka.types import Consumer, Headers, OnDelivery, RebalanceListener, Record, TopicPartition
 from retrain.settings import KafkaSettings
 
 _FENCED = (ProducerFencedError, InvalidProducerEpochError)
@@ -61,6 +61,10 @@ def failure(error: KafkaError) -> KafkaFailure:
     else:
         kind = RetriableFailure
     return kind(str(error), type(error).__name__)
+
+
+def _as_failure(error: BaseException) -> BaseException:
+    return failure(error) if isinstance(error, KafkaError) else error
 
 
 def translated(method: Callable[P, T]) -> Callable[P, T]:
@@ -244,8 +248,13 @@ class KafkaPythonProducer:
         value: bytes | None,
         headers: Headers | None = None,
         partition: int | None = None,
+        on_delivery: OnDelivery | None = None,
     ) -> None:
-        self._unflushed.append(self.raw.send(topic, key=key, value=value, headers=headers, partition=partition))
+        future = self.raw.send(topic, key=key, value=value, headers=headers, partition=partition)
+        if on_delivery is not None:
+            future.add_callback(lambda meta: on_delivery(None, meta.partition, meta.offset))
+            future.add_errback(lambda error: on_delivery(_as_failure(error), -1, -1))
+        self._unflushed.append(future)
 
     @translated
     def flush(self, timeout_s: float | None = None) -> None:
@@ -396,3 +405,42 @@ def consumer(
 def admin(kafka_settings: KafkaSettings, *, request_timeout_ms: int | None) -> KafkaPythonAdmin:
     overrides = {} if request_timeout_ms is None else {"request_timeout_ms": request_timeout_ms}
     return KafkaPythonAdmin(raw_admin(kafka_settings, **overrides))
+
+
+def answers_metadata(bootstrap: str, timeout_s: float) -> bool:
+    """True when a broker at ``bootstrap`` (PLAINTEXT) answers a metadata request with at least one broker."""
+    try:
+        client = KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            client_id="retrain-readiness",
+            request_timeout_ms=int(timeout_s * 1000),
+            bootstrap_timeout_ms=int(timeout_s * 1000),
+        )
+    except (KafkaError, OSError, ValueError):
+        return False
+    try:
+        return bool(client.describe_cluster().get("brokers"))
+    except (KafkaError, OSError, ValueError):
+        return False
+    finally:
+        client.close()
+
+
+def raw_consume_seconds(kafka_settings: KafkaSettings, topics: list[str], total: int) -> float:
+    """The benchmarks' baseline: kafka-python alone polling ``total`` records of ``topics`` (clock from the first)."""
+    import time
+    import uuid
+
+    consumer = raw_consumer(kafka_settings, f"raw-{uuid.uuid4().hex[:8]}", *topics, max_poll_records=1_000)
+    seen, size, started = 0, 0, None
+    while seen < total:
+        batches = consumer.poll(timeout_ms=500, max_records=1_000)
+        if batches and started is None:
+            started = time.perf_counter()
+        for records in batches.values():
+            for record in records:
+                size += len(record.value)
+                seen += 1
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    consumer.close(autocommit=False)
+    return elapsed

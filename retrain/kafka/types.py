@@ -7,7 +7,7 @@ adapter (kafka-python or confluent-kafka) from ``RETRAIN_KAFKA_CLIENT``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -18,6 +18,8 @@ class TopicPartition(NamedTuple):
 
 
 Headers = list[tuple[str, bytes]]
+# Told of each record's fate on the producer's terms: (error or None, partition, offset); -1s when it failed.
+OnDelivery = Callable[[Exception | None, int, int], None]
 
 
 @dataclass(slots=True)
@@ -104,7 +106,10 @@ class Producer(Protocol):
         value: bytes | None,
         headers: Headers | None = None,
         partition: int | None = None,
-    ) -> None: ...
+        on_delivery: OnDelivery | None = None,
+    ) -> None:
+        """Queue the record; ``on_delivery`` is called once it is written or has failed (on a client thread)."""
+        ...
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Wait for every record sent so far; raises :class:`~retrain.kafka.errors.PublishFailed` if any failed."""

@@ -78,28 +78,10 @@ def is_port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 def metadata_ok(bootstrap: str, timeout_s: float = 5.0) -> bool:
     """True when the broker answers a metadata request (the readiness test of ``kafka start``)."""
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
+    from retrain.kafka.kafka_python import answers_metadata
 
     host, _, port = bootstrap.rpartition(":")
-    if not is_port_open(host, int(port)):
-        return False
-    try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap,
-            client_id="retrain-readiness",
-            request_timeout_ms=int(timeout_s * 1000),
-            bootstrap_timeout_ms=int(timeout_s * 1000),
-        )
-    except (KafkaError, OSError, ValueError):
-        return False
-    try:
-        cluster = admin.describe_cluster()
-        return bool(cluster.get("brokers"))
-    except (KafkaError, OSError, ValueError):
-        return False
-    finally:
-        admin.close()
+    return is_port_open(host, int(port)) and answers_metadata(bootstrap, timeout_s)
 
 
 class LocalBroker:

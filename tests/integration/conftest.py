@@ -77,7 +77,7 @@ def topic_settings(unique: str) -> TopicSettings:
 
 @pytest.fixture
 def admin(kafka_settings: KafkaSettings) -> Iterator[KafkaAdminClient]:
-    from retrain.clients import make_admin
+    from tests.integration.kafka_io import make_admin
 
     client = make_admin(kafka_settings)
     yield client
@@ -87,8 +87,9 @@ def admin(kafka_settings: KafkaSettings) -> Iterator[KafkaAdminClient]:
 @pytest.fixture
 def created_topics(admin: KafkaAdminClient, topic_settings: TopicSettings) -> TopicSettings:
     from retrain.topics import ensure_topics, pipeline_topics
+    from tests.integration.kafka_io import topic_admin
 
-    report = ensure_topics(admin, pipeline_topics(topic_settings))
+    report = ensure_topics(topic_admin(admin), pipeline_topics(topic_settings))
     assert report.ok, report.problems
     return topic_settings
 

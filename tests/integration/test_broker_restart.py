@@ -18,13 +18,13 @@ import pytest
 from kafka import TopicPartition
 
 from consumers.decoding import decode_record
-from retrain.clients import make_admin, make_consumer, make_producer
 from retrain.localkafka import LocalBroker
 from retrain.settings import BrokerSettings, KafkaSettings, TopicSettings
 from retrain.topics import ensure_topics, pipeline_topics
 from schemas import PredictionEvent, ScoringRequest, encode
 from tests.conftest import REPO_ROOT
 from tests.integration.conftest import TEST_BROKER_PORT
+from tests.integration.kafka_io import make_admin, make_consumer, make_producer, topic_admin
 from tests.integration.streams import Scored, delayed_shuffled_labels, sea_model, sea_stream
 from tests.integration.test_crash_recovery import Detector, wait_all_joined, written
 from tests.integration.test_detector import LABEL_WINDOW, produce, read_all
@@ -111,7 +111,7 @@ def test_the_services_ride_out_a_broker_restart(
     reading = KafkaSettings(bootstrap_servers=own_broker.bootstrap, processing_guarantee=guarantee)
     admin = make_admin(kafka)
     try:
-        assert ensure_topics(admin, pipeline_topics(topic_settings)).ok
+        assert ensure_topics(topic_admin(admin), pipeline_topics(topic_settings)).ok
     finally:
         admin.close()
     model = sea_model()
@@ -218,7 +218,7 @@ def test_the_detector_rides_out_a_broker_restart(own_broker: LocalBroker, topic_
     kafka = KafkaSettings(bootstrap_servers=own_broker.bootstrap)
     admin = make_admin(kafka)
     try:
-        assert ensure_topics(admin, pipeline_topics(topic_settings)).ok
+        assert ensure_topics(topic_admin(admin), pipeline_topics(topic_settings)).ok
     finally:
         admin.close()
     model = sea_model()

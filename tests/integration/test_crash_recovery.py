@@ -26,10 +26,10 @@ import pytest
 from kafka import TopicPartition
 
 from consumers.decoding import decode_record
-from retrain.clients import make_consumer, make_producer
 from retrain.settings import KafkaSettings, TopicSettings
 from schemas import DeadLetter, LabeledExample, RetrainEvent
 from tests.conftest import REPO_ROOT
+from tests.integration.kafka_io import make_consumer, make_producer
 from tests.integration.streams import Scored, delayed_shuffled_labels, sea_model, sea_stream
 from tests.integration.test_detector import LABEL_WINDOW, produce, read_all
 from tests.integration.test_detector_process import free_port, joined, scrape

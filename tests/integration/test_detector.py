@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry
 
 from consumers.decoding import decode_record
 from consumers.detector import run_detector
-from retrain.clients import make_consumer, make_producer
 from retrain.settings import BrokerSettings, DetectorSettings, KafkaSettings, Settings, TopicSettings
 from schemas import DeadLetter, LabeledExample, LabelEvent, RetrainEvent, encode
+from tests.integration.kafka_io import make_consumer, make_producer
 from tests.integration.streams import (
     Scored,
     delayed_shuffled_labels,

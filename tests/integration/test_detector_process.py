@@ -12,10 +12,10 @@ import urllib.request
 
 from kafka import TopicPartition
 
-from retrain.clients import make_admin, make_producer
 from retrain.settings import KafkaSettings, TopicSettings
 from schemas import encode
 from tests.conftest import REPO_ROOT
+from tests.integration.kafka_io import make_admin, make_producer
 from tests.integration.streams import sea_model, sea_stream
 
 

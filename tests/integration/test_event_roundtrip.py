@@ -8,10 +8,12 @@ from kafka import KafkaProducer
 from consumers.decoding import dead_letter_for, decode_record
 from producers import EventPublisher, topic_for
 from producers.publisher import DLQ_HEADER_PREFIX
-from retrain.clients import make_consumer, make_producer
-from retrain.roundtrip import read_back, run_roundtrip, sample_events
+from retrain import kafka as seam
+from retrain.kafka import read_at
+from retrain.roundtrip import run_roundtrip, sample_events
 from retrain.settings import BrokerSettings, KafkaSettings, Settings, TopicSettings
 from schemas import DeadLetter, EventDecodeError, LabelEvent, PredictionEvent, ScoringRequest
+from tests.integration.kafka_io import make_producer, seam_producer
 
 
 @pytest.fixture
@@ -23,7 +25,7 @@ def producer(kafka_settings: KafkaSettings):
 
 @pytest.fixture
 def consumer(kafka_settings: KafkaSettings):
-    consumer = make_consumer(kafka_settings, None)
+    consumer = seam.make_consumer(kafka_settings, None)
     yield consumer
     consumer.close()
 
@@ -31,9 +33,9 @@ def consumer(kafka_settings: KafkaSettings):
 @pytest.mark.parametrize("index", range(5), ids=lambda i: type(sample_events()[i]).__name__)
 def test_event_round_trips_through_its_topic(index, created_topics: TopicSettings, producer, consumer):
     event = sample_events(model_id="model-a")[index]
-    metadata = EventPublisher(producer, created_topics).publish(event).get(timeout=30)
+    metadata = EventPublisher(seam_producer(producer), created_topics).publish_and_wait(event)
 
-    record = read_back(consumer, metadata.topic, metadata.partition, metadata.offset)
+    record = read_at(consumer, metadata.topic, metadata.partition, metadata.offset)
 
     assert metadata.topic == topic_for(event, created_topics)
     assert record.key == b"model-a"
@@ -41,13 +43,13 @@ def test_event_round_trips_through_its_topic(index, created_topics: TopicSetting
 
 
 def test_predictions_and_labels_of_a_model_share_a_partition_number(created_topics: TopicSettings, producer):
-    publisher = EventPublisher(producer, created_topics)
+    publisher = EventPublisher(seam_producer(producer), created_topics)
     events = sample_events()
     prediction, label = events[0], events[1]
     partitions = {}
     for model_id in ("model-a", "model-b", "model-c", "model-d", "model-e", "model-f"):
-        sent_prediction = publisher.publish(prediction.model_copy(update={"model_id": model_id})).get(timeout=30)
-        sent_label = publisher.publish(label.model_copy(update={"model_id": model_id})).get(timeout=30)
+        sent_prediction = publisher.publish_and_wait(prediction.model_copy(update={"model_id": model_id}))
+        sent_label = publisher.publish_and_wait(label.model_copy(update={"model_id": model_id}))
         assert sent_prediction.partition == sent_label.partition, model_id
         partitions[model_id] = sent_prediction.partition
     # With 3 partitions and 6 keys, murmur2 spreads them: co-partitioning is not "everything in partition 0".
@@ -57,7 +59,7 @@ def test_predictions_and_labels_of_a_model_share_a_partition_number(created_topi
 def test_a_scoring_request_goes_to_its_topic_in_the_partition_of_its_models_predictions(
     created_topics: TopicSettings, producer, consumer
 ):
-    publisher = EventPublisher(producer, created_topics)
+    publisher = EventPublisher(seam_producer(producer), created_topics)
     prediction = sample_events(model_id="model-b")[0]
     request = ScoringRequest(
         prediction_id=prediction.prediction_id,
@@ -66,9 +68,9 @@ def test_a_scoring_request_goes_to_its_topic_in_the_partition_of_its_models_pred
         timestamp=prediction.timestamp,
     )
 
-    sent = publisher.publish(request).get(timeout=30)
-    predicted = publisher.publish(prediction).get(timeout=30)
-    record = read_back(consumer, sent.topic, sent.partition, sent.offset)
+    sent = publisher.publish_and_wait(request)
+    predicted = publisher.publish_and_wait(prediction)
+    record = read_at(consumer, sent.topic, sent.partition, sent.offset)
 
     assert topic_for(request, created_topics) == sent.topic == created_topics.scoring_requests
     assert record.key == b"model-b" and decode_record(record, ScoringRequest) == request
@@ -80,13 +82,13 @@ def test_malformed_record_becomes_a_dead_letter_with_connect_headers(
 ):
     garbage = b"\x00\xffnot json at all"
     sent = producer.send(created_topics.labels, key=b"model-a", value=garbage).get(timeout=30)
-    record = read_back(consumer, sent.topic, sent.partition, sent.offset)
+    record = read_at(consumer, sent.topic, sent.partition, sent.offset)
     with pytest.raises(EventDecodeError) as raised:
         decode_record(record, LabelEvent)
 
     letter = dead_letter_for(record, raised.value, service="tests")
-    dead = EventPublisher(producer, created_topics).publish(letter).get(timeout=30)
-    back = read_back(consumer, dead.topic, dead.partition, dead.offset)
+    dead = EventPublisher(seam_producer(producer), created_topics).publish_and_wait(letter)
+    back = read_at(consumer, dead.topic, dead.partition, dead.offset)
     headers = {name: value.decode() for name, value in back.headers}
     decoded = decode_record(back, DeadLetter)
 
@@ -120,7 +122,7 @@ def test_a_prediction_is_not_a_label(created_topics: TopicSettings, producer, co
     assert isinstance(prediction, PredictionEvent)
     sent = producer.send(created_topics.labels, key=b"demo-model", value=prediction.model_dump_json().encode())
     metadata = sent.get(timeout=30)
-    record = read_back(consumer, metadata.topic, metadata.partition, metadata.offset)
+    record = read_at(consumer, metadata.topic, metadata.partition, metadata.offset)
     with pytest.raises(EventDecodeError) as raised:
         decode_record(record, LabelEvent)
     assert raised.value.reason == "validation"

@@ -15,9 +15,9 @@ import pytest
 from kafka import TopicPartition
 
 from consumers.decoding import decode_record
-from retrain.clients import make_consumer, make_producer
 from retrain.settings import KafkaSettings, TopicSettings
 from schemas import LabeledExample
+from tests.integration.kafka_io import make_consumer, make_producer
 from tests.integration.streams import delayed_shuffled_labels, sea_model, sea_stream
 from tests.integration.test_crash_recovery import Detector, wait_all_joined, written
 from tests.integration.test_detector import LABEL_WINDOW, produce, read_all

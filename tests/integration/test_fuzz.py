@@ -24,11 +24,11 @@ from kafka import KafkaProducer, TopicPartition
 
 from consumers.decoding import decode_record
 from consumers.detector import run_detector
-from retrain.clients import make_consumer, make_producer
 from retrain.settings import BrokerSettings, DetectorSettings, KafkaSettings, Settings, TopicSettings
 from schemas import DeadLetter, LabeledExample, LabelEvent, PredictionEvent, decode, encode
 from schemas.events import MAX_DEAD_LETTER_PAYLOAD_BYTES
 from schemas.types import MAX_TEXT_LENGTH
+from tests.integration.kafka_io import make_consumer, make_producer
 from tests.integration.running import RunningService
 from tests.integration.streams import START, Scored, delayed_shuffled_labels, sea_model, sea_stream
 

@@ -11,9 +11,9 @@ import pytest
 from kafka import TopicPartition
 
 from producers import EventPublisher
-from retrain.clients import make_consumer, make_producer
 from retrain.settings import KafkaSettings, TopicSettings
 from schemas import LabelEvent, RetrainEvent, RetrainReason, TrainingWindow, decode
+from tests.integration.kafka_io import make_consumer, make_producer, seam_producer
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_event_produced_here_is_read_by_kcat(
     )
     producer = make_producer(kafka_settings)
     try:
-        sent = EventPublisher(producer, created_topics).publish(event).get(timeout=30)
+        sent = EventPublisher(seam_producer(producer), created_topics).publish_and_wait(event)
     finally:
         producer.close()
 

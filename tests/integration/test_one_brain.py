@@ -8,11 +8,11 @@ from consumers.decoding import decode_record
 from consumers.detector import run_detector
 from producers.streams import GeneratorSource
 from retrain import evaluate
-from retrain.clients import make_producer
 from retrain.configure import policy_config
 from retrain.decisions.training import TrainingConfig, estimator_factory
 from retrain.settings import BrokerSettings, DetectorSettings, KafkaSettings, Settings, TopicSettings
 from schemas import LabelEvent, PredictionEvent, RetrainEvent, encode
+from tests.integration.kafka_io import make_producer
 from tests.integration.running import RunningService
 from tests.integration.test_detector import read_all
 

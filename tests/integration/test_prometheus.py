@@ -21,7 +21,6 @@ import yaml
 
 from consumers.detector import run_detector
 from consumers.trainer import run_trainer
-from retrain.clients import make_producer
 from retrain.settings import (
     BrokerSettings,
     DetectorSettings,
@@ -34,6 +33,7 @@ from retrain.settings import (
 )
 from schemas import encode
 from tests.conftest import REPO_ROOT
+from tests.integration.kafka_io import make_producer
 from tests.integration.running import RunningService
 from tests.integration.streams import delayed_shuffled_labels, sea_model, sea_stream
 

@@ -14,10 +14,10 @@ import pytest
 from kafka import KafkaAdminClient, TopicPartition
 
 from consumers.decoding import decode_record
-from retrain.clients import make_consumer, make_producer
 from retrain.settings import KafkaSettings, TopicSettings
 from retrain.topics import ensure_topics, pipeline_topics
 from schemas import RetrainEvent
+from tests.integration.kafka_io import make_consumer, make_producer, topic_admin
 from tests.integration.streams import Scored, delayed_shuffled_labels, sea_model, sea_stream
 from tests.integration.test_crash_recovery import Detector, wait_all_joined, written
 from tests.integration.test_detector import LABEL_WINDOW, produce, read_all
@@ -42,7 +42,7 @@ def test_a_killed_instance_s_partitions_and_episodes_move_to_the_others(
     kafka_settings: KafkaSettings, admin: KafkaAdminClient, topic_settings: TopicSettings, unique: str
 ):
     topics = topic_settings.model_copy(update={"stream_partitions": 6})
-    assert ensure_topics(admin, pipeline_topics(topics)).ok
+    assert ensure_topics(topic_admin(admin), pipeline_topics(topics)).ok
     stream = drifting_models()
     total = len(stream)
     group = f"detector-{unique}"

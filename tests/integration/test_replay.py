@@ -17,10 +17,10 @@ from consumers.decoding import decode_record
 from producers import EventPublisher
 from producers.replay import LabelSampler, ReplayConfig, Replayer
 from producers.streams import GeneratorSource
-from retrain.clients import make_producer
 from retrain.settings import KafkaSettings, TopicSettings
 from schemas import LabelEvent, ScoringRequest
 from tests.conftest import REPO_ROOT
+from tests.integration.kafka_io import make_producer, seam_producer
 from tests.integration.test_detector import read_all
 
 
@@ -49,7 +49,7 @@ def test_every_request_once_and_the_seeded_half_of_the_labels(
 ):
     source = sea(2_000)
     config = ReplayConfig(label_delay="uniform:0,0.2", label_fraction=0.5, seed=11)
-    publisher = EventPublisher(producer, created_topics)
+    publisher = EventPublisher(seam_producer(producer), created_topics)
 
     stats = Replayer(publisher, source, "sea", config, run_id="run-a").run()
     Replayer(publisher, source, "sea", config, run_id="run-b").run()
@@ -86,7 +86,7 @@ def test_every_request_once_and_the_seeded_half_of_the_labels(
 def test_requests_are_paced_at_the_rate(producer: KafkaProducer, created_topics: TopicSettings):
     config = ReplayConfig(rate=600.0)
 
-    stats = Replayer(EventPublisher(producer, created_topics), sea(300), "paced", config).run()
+    stats = Replayer(EventPublisher(seam_producer(producer), created_topics), sea(300), "paced", config).run()
 
     # 300 sends at 600/s: the first at once, the last 299/600 s = 0.498 s later.
     assert 0.49 <= stats.elapsed_s <= 1.0, stats
@@ -96,7 +96,7 @@ def test_requests_are_paced_at_the_rate(producer: KafkaProducer, created_topics:
 def test_labels_wait_for_their_delay_or_go_out_at_the_end(
     kafka_settings: KafkaSettings, created_topics: TopicSettings, producer: KafkaProducer
 ):
-    publisher = EventPublisher(producer, created_topics)
+    publisher = EventPublisher(seam_producer(producer), created_topics)
     waited = Replayer(publisher, sea(50), "late", ReplayConfig(label_delay="fixed:1", wait_for_labels=True), run_id="w")
     stats = waited.run()
     assert stats.elapsed_s >= 1.0 and stats.labels_sent == 50
@@ -120,7 +120,7 @@ def test_stop_ends_the_replay_with_the_labels_of_what_was_sent(
     kafka_settings: KafkaSettings, created_topics: TopicSettings, producer: KafkaProducer
 ):
     replayer = Replayer(
-        EventPublisher(producer, created_topics),
+        EventPublisher(seam_producer(producer), created_topics),
         sea(100_000),
         "stopped",
         ReplayConfig(rate=500.0, label_delay="fixed:60", label_fraction=0.5, seed=1),

@@ -22,12 +22,12 @@ from consumers.scorer import run_scorer
 from producers import EventPublisher
 from producers.replay import ReplayConfig, Replayer
 from producers.streams import GeneratorSource
-from retrain.clients import make_admin, make_producer
 from retrain.decisions.training import FittedModel
 from retrain.registry import ModelRegistry, ModelVersionInfo
 from retrain.settings import KafkaSettings, RegistrySettings, ScorerSettings, Settings, TopicSettings
 from schemas import DeadLetter, ModelUpdatedEvent, PredictionEvent, ScoringRequest, UpdateOutcome, encode
 from tests.conftest import REPO_ROOT
+from tests.integration.kafka_io import make_admin, make_producer, seam_producer
 from tests.integration.running import RunningService
 from tests.integration.test_detector import read_all
 from tests.integration.test_detector_process import free_port, scrape
@@ -66,7 +66,7 @@ def announce(publisher: EventPublisher, info: ModelVersionInfo) -> None:
         artifact_uri=info.artifact_uri,
         sha256=info.sha256,
     )
-    publisher.publish(update).get(timeout=30)
+    publisher.publish_and_wait(update)
 
 
 def replay(publisher: EventPublisher, model_id: str, n: int, run_id: str, rate: float | None = None) -> None:
@@ -98,7 +98,7 @@ def registry(settings: Settings) -> ModelRegistry:
 @pytest.fixture
 def publisher(kafka_settings: KafkaSettings, settings: Settings) -> Iterator[EventPublisher]:
     producer = make_producer(kafka_settings, linger_ms=20, batch_size=256 * 1024)
-    yield EventPublisher(producer, settings.topics)
+    yield EventPublisher(seam_producer(producer), settings.topics)
     producer.close()
 
 

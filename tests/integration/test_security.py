@@ -21,13 +21,13 @@ from kafka.admin import ScramMechanism, UserScramCredentialUpsertion
 from kafka.errors import KafkaError
 
 from consumers.decoding import decode_record
-from retrain.clients import make_admin, make_producer
 from retrain.localkafka import LocalBroker
 from retrain.settings import BrokerSettings, KafkaSettings, TopicSettings
 from retrain.topics import ensure_topics, pipeline_topics
 from schemas import LabeledExample, ScoringRequest, encode
 from tests.conftest import REPO_ROOT
 from tests.integration.conftest import TEST_BROKER_PORT
+from tests.integration.kafka_io import make_admin, make_producer, topic_admin
 from tests.integration.streams import sea_model, sea_stream
 from tests.integration.test_crash_recovery import Detector
 from tests.integration.test_detector import read_all
@@ -195,7 +195,7 @@ def test_the_services_work_over_tls_and_sasl_and_never_log_a_secret(
 
     admin = make_admin(kafka)
     try:
-        assert ensure_topics(admin, pipeline_topics(topic_settings)).ok
+        assert ensure_topics(topic_admin(admin), pipeline_topics(topic_settings)).ok
     finally:
         admin.close()
     stream = sea_stream(sea_model(), n=N, drift_at=None, model_id="secure")

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from kafka import TopicPartition
 
-from retrain.clients import make_admin, make_consumer, make_producer
 from retrain.settings import KafkaSettings, TopicSettings
 from schemas import ScoringRequest, encode
 from tests.conftest import REPO_ROOT
+from tests.integration.kafka_io import make_admin, make_consumer, make_producer
 from tests.integration.streams import START
 from tests.integration.test_detector_process import free_port
 from tests.integration.test_trainer import labeled

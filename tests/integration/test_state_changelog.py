@@ -15,16 +15,17 @@ from kafka import TopicPartition
 
 from consumers.state import MAX_RECORD_BYTES, StateChangelog
 from producers import EventPublisher
-from producers.publisher import PublishFailed
-from retrain.clients import make_consumer, make_producer
+from retrain import kafka as seam
+from retrain.kafka import PublishFailed
 from retrain.settings import KafkaSettings, TopicSettings
+from tests.integration.kafka_io import make_consumer
 
 pytestmark = pytest.mark.kafka
 
 
 def changelog(kafka: KafkaSettings, topics: TopicSettings, **options) -> StateChangelog:
-    publisher = EventPublisher(make_producer(kafka, max_request_size=4 * 1024 * 1024), topics)
-    return StateChangelog(publisher, make_consumer(kafka, None), topics.detector_state, **options)
+    publisher = EventPublisher(seam.make_producer(kafka, max_request_bytes=4 * 1024 * 1024), topics)
+    return StateChangelog(publisher, seam.make_consumer(kafka, None), topics.detector_state, **options)
 
 
 def closed(state: StateChangelog) -> None:

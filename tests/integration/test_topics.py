@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from kafka import KafkaAdminClient
 
-from retrain.topics import ensure_topics, existing_partition_counts, pipeline_topics
+from retrain.topics import ensure_topics, pipeline_topics
+from tests.integration.kafka_io import topic_admin
 
 
 def test_creates_every_topic_with_its_partitions_then_nothing_twice(admin: KafkaAdminClient, topic_settings):
     specs = pipeline_topics(topic_settings)
 
-    first = ensure_topics(admin, specs)
-    second = ensure_topics(admin, specs)
+    first = ensure_topics(topic_admin(admin), specs)
+    second = ensure_topics(topic_admin(admin), specs)
 
     names = list(topic_settings.names().values())
     assert sorted(first.created) == sorted(names)
     assert first.existing == [] and first.ok
     assert second.created == [] and sorted(second.existing) == sorted(names) and second.ok
-    counts = existing_partition_counts(admin, names)
+    counts = topic_admin(admin).partition_counts(names)
     assert counts == {
         topic_settings.scoring_requests: 3,
         topic_settings.predictions: 3,
@@ -33,7 +34,7 @@ def test_creates_every_topic_with_its_partitions_then_nothing_twice(admin: Kafka
 def test_labeled_examples_keep_their_configured_retention(admin: KafkaAdminClient, topic_settings):
     from kafka.admin import ConfigResource, ConfigResourceType
 
-    ensure_topics(admin, pipeline_topics(topic_settings))
+    ensure_topics(topic_admin(admin), pipeline_topics(topic_settings))
     described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic_settings.labeled_examples)])
     retention = described["topic"][topic_settings.labeled_examples]["retention.ms"]
     assert retention["value"] == str(topic_settings.labeled_examples_retention_ms)
@@ -46,7 +47,7 @@ def test_existing_labels_topic_with_other_partition_count_is_reported(admin: Kaf
     topics = topic_settings
     admin.create_topics({topics.labels: {"num_partitions": 2, "replication_factor": 1}}, wait_for_metadata=True)
 
-    report = ensure_topics(admin, pipeline_topics(topics))
+    report = ensure_topics(topic_admin(admin), pipeline_topics(topics))
 
     assert not report.ok
     assert f"co-partitioned stream topic {topics.labels} has 2 partitions, configured 3" in report.problems

@@ -10,10 +10,10 @@ from kafka import KafkaProducer
 
 from consumers.decoding import decode_record
 from consumers.trainer import run_trainer
-from retrain.clients import make_producer
 from retrain.registry import ModelRegistry
 from retrain.settings import BrokerSettings, KafkaSettings, RegistrySettings, Settings, TopicSettings, TrainerSettings
 from schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainReason, TrainingWindow, encode
+from tests.integration.kafka_io import make_producer
 from tests.integration.running import RunningService
 from tests.integration.streams import sea_model, sea_stream
 from tests.integration.test_detector import read_all

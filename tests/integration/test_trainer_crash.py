@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from consumers.decoding import decode_record
-from retrain.clients import make_producer
 from retrain.registry import ModelRegistry
 from retrain.settings import KafkaSettings, TopicSettings
 from schemas import ModelUpdatedEvent, RetrainEvent, RetrainReason, TrainingWindow, encode
 from tests.conftest import REPO_ROOT
+from tests.integration.kafka_io import make_producer
 from tests.integration.test_detector import read_all
 from tests.integration.test_detector_process import free_port, scrape
 from tests.integration.test_trainer import labeled

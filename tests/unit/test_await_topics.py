@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from consumers.runtime import ConsumeLoop
+from retrain.kafka.kafka_python import KafkaPythonConsumer
 
 
 class LateMetadataConsumer:
@@ -32,8 +33,9 @@ class LateMetadataConsumer:
 
 
 def loop_over(consumer: LateMetadataConsumer, topics: list[str], stop_after_waits: int | None = None):
-    publisher = SimpleNamespace(producer=SimpleNamespace(config={}))
-    loop = ConsumeLoop(SimpleNamespace(name="svc"), consumer, publisher, topics)  # type: ignore[arg-type]
+    publisher = SimpleNamespace(producer=SimpleNamespace(transactional=False))
+    service = SimpleNamespace(name="svc")
+    loop = ConsumeLoop(service, KafkaPythonConsumer(consumer), publisher, topics)  # type: ignore[arg-type]
     waits: list[float] = []
 
     def wait(timeout: float | None = None) -> bool:  # the pause between looks, without the time

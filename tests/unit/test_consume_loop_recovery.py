@@ -1,6 +1,7 @@
 """The consume loop's recovery from Kafka failures, and the publisher's failed-write check, without a broker.
 
-Small in-memory fakes stand in for kafka-python's consumer and producer: the consumer serves records from
+Small in-memory fakes stand in for kafka-python's consumer and producer, behind the seam's kafka-python adapter
+(so its error translation and its rebalance delivery are exercised too): the consumer serves records from
 per-partition logs (offsets 0..n-1) from its position, so a seek really makes the loop read records again; the
 producer returns real ``kafka.future.Future`` objects that its ``flush`` resolves, with chosen sends failing.
 Every call of the fakes and the service goes to one shared log, so the tests assert exact orders.
@@ -27,7 +28,9 @@ from kafka.structs import OffsetAndMetadata
 
 import consumers.runtime as runtime
 from consumers.runtime import ConsumeLoop
-from producers.publisher import DLQ_HEADER_PREFIX, EventPublisher, PublishFailed
+from producers.publisher import DLQ_HEADER_PREFIX, EventPublisher
+from retrain.kafka import FatalFailure, ProducerFenced, PublishFailed, RetriableFailure
+from retrain.kafka.kafka_python import KafkaPythonConsumer, KafkaPythonProducer, failure
 from retrain.settings import TopicSettings
 from schemas import DeadLetter, PredictionEvent, decode
 
@@ -324,7 +327,7 @@ def build(
         log, transactional_id="fake-0" if transactional else None, fail_sends=fail_sends, raises=producer_raises
     )
     consumer = FakeConsumer(log, lengths or {TP0: 4}, **consumer_options)
-    publisher = EventPublisher(producer, TOPICS)  # type: ignore[arg-type]
+    publisher = EventPublisher(KafkaPythonProducer(producer), TOPICS)  # type: ignore[arg-type]
     if snapshots:
         service: FakeService = SnapshottingService(log, producer, publisher, fail=fail)
     else:
@@ -333,7 +336,7 @@ def build(
     dead_letters: list[str] = []
     loop = ConsumeLoop(
         service,
-        consumer,  # type: ignore[arg-type]
+        KafkaPythonConsumer(consumer),  # type: ignore[arg-type]
         publisher,
         [SOURCE],
         on_recovery=recoveries.append,
@@ -378,18 +381,17 @@ class ResolvingProducer:
 
 def make_publisher() -> tuple[EventPublisher, ResolvingProducer]:
     producer = ResolvingProducer()
-    return EventPublisher(producer, TOPICS), producer  # type: ignore[arg-type]
+    return EventPublisher(KafkaPythonProducer(producer), TOPICS), producer  # type: ignore[arg-type]
 
 
-def test_publish_failed_is_a_retriable_kafka_error():
-    assert issubclass(PublishFailed, KafkaError)
-    assert PublishFailed.retriable is True
+def test_publish_failed_is_a_retriable_kafka_failure():
+    assert issubclass(PublishFailed, RetriableFailure)
 
 
-def test_send_passes_everything_to_the_producer_and_returns_its_future():
+def test_send_passes_everything_to_the_producer():
     publisher, producer = make_publisher()
-    future = publisher.send("t", b"k", b"v", [("h", b"1")], partition=3)
-    assert future is producer.futures[0]
+    publisher.send("t", b"k", b"v", [("h", b"1")], partition=3)
+    assert len(producer.futures) == 1
     assert producer.sends == [("t", {"key": b"k", "value": b"v", "headers": [("h", b"1")], "partition": 3})]
 
 
@@ -401,7 +403,7 @@ def test_publish_sends_an_event_to_its_topic_keyed_by_model_id_and_a_dead_letter
     letter = DeadLetter.for_record(
         topic=SOURCE, partition=4, offset=9, key=b"fraud", value=b"{", error=ValueError("no"), reason="x", service="s"
     )
-    assert publisher.publish(event) is producer.futures[0]
+    publisher.publish(event)
     publisher.publish(letter)
     (topic, first), (dead_topic, second) = producer.sends
     assert (topic, first["key"], first["headers"], first["partition"]) == ("predictions", b"fraud", None, None)
@@ -563,7 +565,10 @@ def test_a_kafka_error_from_handle_gives_the_batch_up_instead_of_dead_lettering_
     # Record 2's output (the 3rd send) fails too, as an aborted batch's records do: given up with its batch, its
     # failure must not fail the flush of the batch read again.
     world = build(
-        {TP0: 4}, fail={(0, 3): [KafkaTimeoutError("no metadata for predictions")]}, fail_sends={2}, stop_after=4
+        {TP0: 4},
+        fail={(0, 3): [RetriableFailure("no metadata for predictions", "KafkaTimeoutError")]},
+        fail_sends={2},
+        stop_after=4,
     )
     world.loop.run()
     assert world.recoveries == ["KafkaTimeoutError"]
@@ -601,7 +606,7 @@ def test_the_rewind_goes_to_the_loops_commit_else_the_groups_commit_else_the_beg
         assigned={TP0},
         group_committed={TP1: group_offset},  # TP2: nothing committed yet
         script={2: rebalance},
-        fail={(2, 1): [KafkaTimeoutError("no metadata")]},
+        fail={(2, 1): [RetriableFailure("no metadata", "KafkaTimeoutError")]},
         stop_after=4,
     )
     world.loop.run()
@@ -671,9 +676,9 @@ def test_a_partition_a_rebalance_gives_straight_back_is_read_again_from_its_comm
         ("commit", {TP0: 1}),  # held back: record 1 is not safe yet
         ("poll",),
         ("revoked", [TP0]),
-        ("assigned", [TP0]),
         ("fetch_committed", TP0),  # the records 2 and 3 fetched from the kept position are dropped
         ("seek", TP0, 1),
+        ("assigned", [TP0]),
         ("poll",),
         ("handle", 0, 1),  # read again
         ("handle", 0, 2),
@@ -805,7 +810,7 @@ def test_a_transaction_manager_in_a_fatal_state_stops_the_loop_without_an_abort(
         producer_raises={"commit_txn": [KafkaTimeoutError("EndTxn failed"), KafkaTimeoutError("fatal state")]},
     )
     world.producer._transaction_manager.fatal = True
-    with pytest.raises(KafkaTimeoutError):
+    with pytest.raises(RetriableFailure, match="KafkaTimeoutError"):
         world.loop.run()
     assert world.only("abort") == []
     assert world.recoveries == ["KafkaTimeoutError"]
@@ -816,10 +821,12 @@ def test_a_transaction_manager_in_a_fatal_state_stops_the_loop_without_an_abort(
 # -- ConsumeLoop: fatal errors ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("error", [ProducerFencedError, TopicAuthorizationFailedError])
-def test_a_fatal_error_from_poll_stops_the_loop_and_still_closes_consumer_and_producer(error):
+@pytest.mark.parametrize(
+    ("error", "seam"), [(ProducerFencedError, ProducerFenced), (TopicAuthorizationFailedError, FatalFailure)]
+)
+def test_a_fatal_error_from_poll_stops_the_loop_and_still_closes_consumer_and_producer(error, seam):
     world = build({TP0: 4}, script={2: error("no retry cures this")})
-    with pytest.raises(error, match="no retry cures this"):
+    with pytest.raises(seam, match="no retry cures this"):
         world.loop.run()
     assert (world.recoveries, world.waits, world.loop.recoveries) == ([], [], 0)
     assert world.consumer.polls == 2
@@ -837,7 +844,7 @@ def test_a_fatal_error_from_poll_stops_the_loop_and_still_closes_consumer_and_pr
 def test_a_fenced_transactional_producer_stops_the_loop_without_an_abort_and_still_closes_everything():
     fenced = [ProducerFencedError("fenced by epoch 4"), ProducerFencedError("still fenced")]
     world = build({TP0: 2}, transactional=True, producer_raises={"commit_txn": fenced})
-    with pytest.raises(ProducerFencedError):
+    with pytest.raises(ProducerFenced):
         world.loop.run()
     assert (world.recoveries, world.waits) == ([], [])
     assert world.only("abort", "recorded", "commit") == []
@@ -851,13 +858,16 @@ def with_renewals(world: World, raises: list[dict[str, list]]) -> list[FakeProdu
     """Give the loop a producer factory; the n-th new producer raises ``raises[n]`` (a factory error: "init")."""
     made: list[FakeProducer] = []
 
-    def renew() -> FakeProducer:
+    def renew() -> KafkaPythonProducer:
         script = raises[len(made)] if len(made) < len(raises) else {}
         world.log.append(("new_producer",))
-        _pop_error(script, "init")
+        try:
+            _pop_error(script, "init")
+        except KafkaError as error:  # as the seam's factory raises it
+            raise failure(error) from error
         producer = FakeProducer(world.log, transactional_id="fake-0", raises=script)
         made.append(producer)
-        return producer
+        return KafkaPythonProducer(producer)
 
     world.loop.renew_producer = renew  # type: ignore[assignment]
     return made
@@ -900,7 +910,7 @@ def test_a_fenced_producer_is_replaced_and_the_batch_read_again_through_the_new_
         ("commit_txn",),
         ("producer_close",),
     ]
-    assert world.publisher.producer is made[0]
+    assert world.publisher.producer.raw is made[0]
     assert (world.producer.flushes, made[0].flushes) == (1, 2)  # the batch read again went out through the new one
 
 
@@ -925,14 +935,14 @@ def test_a_failed_replacement_is_retried_after_the_backoff():
     assert world.recoveries == ["ProducerFencedError", "KafkaTimeoutError"]
     assert world.waits == [1.0, 2.0]
     assert world.only("new_producer") == [("new_producer",), ("new_producer",)] and len(made) == 1
-    assert world.publisher.producer is made[0] and world.only("recorded") == [("recorded", {TP0: 2})]
+    assert world.publisher.producer.raw is made[0] and world.only("recorded") == [("recorded", {TP0: 2})]
 
 
 def test_fenced_again_and_again_means_another_live_instance_and_stops_the_loop():
     fenced = {"commit_txn": [ProducerFencedError("fenced by the other instance")]}
     world = build({TP0: 2}, transactional=True, producer_raises=dict(fenced))
     made = with_renewals(world, [dict(fenced) for _ in range(runtime.MAX_PRODUCER_RENEWALS)])
-    with pytest.raises(ProducerFencedError):
+    with pytest.raises(ProducerFenced):
         world.loop.run()
     assert len(made) == runtime.MAX_PRODUCER_RENEWALS
     assert world.recoveries == ["ProducerFencedError"] * (runtime.MAX_PRODUCER_RENEWALS + 1)
@@ -1056,8 +1066,10 @@ def test_a_stop_during_the_backoff_does_not_commit_the_given_up_batch(transactio
 
 
 def test_a_fatal_error_from_handle_does_not_commit_past_the_unhandled_record():
-    world = build({TP0: 4}, fail={(0, 3): [TopicAuthorizationFailedError("not authorised to write predictions")]})
-    with pytest.raises(TopicAuthorizationFailedError):
+    world = build(
+        {TP0: 4}, fail={(0, 3): [FatalFailure("not authorised to write predictions", "TopicAuthorizationFailedError")]}
+    )
+    with pytest.raises(FatalFailure, match="TopicAuthorizationFailedError"):
         world.loop.run()
     assert world.only("commit") == [("commit", {TP0: 2})]
 
@@ -1070,7 +1082,7 @@ def test_a_fatal_error_while_giving_a_batch_up_commits_nothing_more():
         transactional=True,
         producer_raises={"commit_txn": [None, KafkaTimeoutError("EndTxn timed out")], "abort": [ProducerFencedError()]},
     )
-    with pytest.raises(ProducerFencedError):
+    with pytest.raises(ProducerFenced):
         world.loop.run()
     assert world.only("commit_txn") == [("commit_txn",), ("commit_txn",)]  # the first batch's, the failed one's
     assert world.only("recorded") == [("recorded", {TP0: 2})]

@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kafka.consumer.fetcher import ConsumerRecord
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
 from consumers.scorer import ScorerService
 from retrain.decisions.scoring import RowResult, ServedModel, score_batch
 from retrain.decisions.training import FittedModel
+from retrain.kafka import Record
 from retrain.registry import ModelRegistry, ModelVersionInfo
 from retrain.settings import TopicSettings
 from schemas import EventDecodeError, ModelUpdatedEvent, PredictionEvent, ScoringRequest, UpdateOutcome, encode
@@ -33,7 +33,7 @@ class CollectingOutputs:
     def emit(self, event) -> None:
         self.events.append(event)
 
-    def dead_letter_record(self, record: ConsumerRecord, error: Exception, reason: str) -> None:
+    def dead_letter_record(self, record: Record, error: Exception, reason: str) -> None:
         self.dead.append((record.offset, reason, str(error)))
 
 
@@ -75,10 +75,10 @@ def requests(model_id: str, xs: list[float], start: int = 0) -> list[ScoringRequ
     ]
 
 
-def record(request: ScoringRequest | bytes, offset: int, model_id: str = "m") -> ConsumerRecord:
+def record(request: ScoringRequest | bytes, offset: int, model_id: str = "m") -> Record:
     value = request if isinstance(request, bytes) else encode(request)
     key = model_id.encode()
-    return ConsumerRecord(TOPICS.scoring_requests, 0, None, offset, 0, 0, key, value, [], None, 1, len(value), 0)
+    return Record(TOPICS.scoring_requests, 0, offset, key, value, 0)
 
 
 def score(service: ScorerService, batch: list[ScoringRequest], first_offset: int = 0) -> CollectingOutputs:

@@ -17,7 +17,7 @@ STUCK_SERVICE = textwrap.dedent(
     from consumers.runtime import ConsumeLoop
 
     logging.basicConfig(level=logging.WARNING)
-    publisher = SimpleNamespace(producer=SimpleNamespace(config=dict()))
+    publisher = SimpleNamespace(producer=SimpleNamespace(transactional=False))
     service = SimpleNamespace(name="stuck")
     loop = ConsumeLoop(service, consumer=None, publisher=publisher, topics=["t"])
     loop.install_signal_handlers(grace_s={grace})

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kafka import TopicPartition
-from kafka.consumer.fetcher import ConsumerRecord
-from kafka.structs import OffsetAndTimestamp
 
 from consumers.trainer import TrainerService
 from retrain.decisions.training import TrainingConfig, estimator_factory
+from retrain.kafka import Record, TopicPartition
 from retrain.registry import ModelRegistry
 from retrain.settings import TopicSettings
 from schemas import LabeledExample, RetrainEvent, RetrainReason, TrainingWindow, UpdateOutcome, encode
@@ -29,9 +28,9 @@ class CollectingOutputs:
         self.events.append(event)
 
 
-def record(topic: str, event, offset: int) -> ConsumerRecord:
+def record(topic: str, event, offset: int) -> Record:
     value = encode(event)
-    return ConsumerRecord(topic, 0, None, offset, 0, 0, event.model_id.encode(), value, [], None, 1, len(value), 0)
+    return Record(topic, 0, offset, event.model_id.encode(), value, 0)
 
 
 def examples(model_id: str, n: int, *, one_class: bool = False, seed: int = 0) -> list[LabeledExample]:
@@ -141,10 +140,11 @@ class RewindingConsumer:
     def assignment(self) -> set[TopicPartition]:
         return set(self.assigned)
 
-    def pause(self, *partitions: TopicPartition) -> None:
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
         self.paused_now.update(partitions)
 
-    def resume(self, *partitions: TopicPartition) -> None:
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        partitions = list(partitions)
         self.paused_now.difference_update(partitions)
         self.calls.append(("resume", *sorted(partitions)))
 
@@ -159,7 +159,7 @@ class RewindingConsumer:
     def offsets_for_times(self, timestamps):
         if self.young_from is None:
             return {tp: None for tp in timestamps}
-        return {tp: OffsetAndTimestamp(self.young_from, ts, -1) for tp, ts in timestamps.items()}
+        return {tp: self.young_from for tp in timestamps}
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.calls.append(("seek", tp, offset))
@@ -180,9 +180,9 @@ def test_an_assignment_is_rewound_then_resumed(service: TrainerService):
 
 
 def test_a_paused_partition_that_is_not_awaited_is_rewound_all_the_same(service: TrainerService):
-    # An assignment lost between the IO thread and a rewind would leave its partition paused for good.
+    # A rewind that Kafka failed under leaves its partition paused: it must not stay paused for good.
     consumer = RewindingConsumer({LE0, LE1})
-    consumer.pause(LE1)
+    consumer.pause([LE1])
     service.consumer = consumer  # type: ignore[assignment]
     service.after_batch(CollectingOutputs())
     assert consumer.calls == [("seek", LE1, 0), ("resume", LE1)]
