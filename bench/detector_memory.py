@@ -10,6 +10,9 @@ Each model has a promoted version and errors drawn at a 20% rate (seeded), and e
 detector service's own per-example path (``DetectorService._joined``): what is measured is what a detector holds
 per model, its :class:`ModelWatch` and its per-model Prometheus series alike. The figure is the growth of the
 process's resident set size (from /proc/self/statm) divided by the count.
+
+Measured on the 2-core development machine (runs agree to 0.1 KiB): at 1e0bd35, short 56.1 KiB and long 57.4 KiB
+per model (2 runs); with bit-packed error windows and compact metric series, short 5.3 KiB and long 6.6 KiB (3 runs).
 """
 
 from __future__ import annotations
