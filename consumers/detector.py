@@ -78,8 +78,6 @@ class DetectorService:
         self._consumed: dict[str, Any] = {}
         self._latency = self.metrics.processing_latency.labels(self.name)
         self._joined_count = self.metrics.joins.labels("joined")
-        self._model_gauges: dict[str, tuple[Any, Any]] = {}
-        self._labeled_per_model: dict[str, Any] = {}
         if self.updates is not None and not self.updates.catch_up():
             self.updates.close()
             self.updates = None
@@ -262,10 +260,8 @@ class DetectorService:
             watch = self.watches[model_id] = ModelWatch(model_id, self.configs[task], version)
             watch.validation_accuracy = accuracy
             # Start this model's counters at 0, so that increase() in alerts and dashboards sees the first event.
-            for reason in RetrainReason:
-                self.metrics.retrain_events.labels(model_id, reason.value)
-            for spec in watch.config.detectors:
-                self.metrics.detections.labels(model_id, spec.name)
+            self.metrics.retrain_events.start(model_id, *(reason.value for reason in RetrainReason))
+            self.metrics.detections.start(model_id, *(spec.name for spec in watch.config.detectors))
         return watch
 
     def _joined(self, example: LabeledExample, record: Record, out: Outputs) -> None:
@@ -274,12 +270,7 @@ class DetectorService:
         if models is None:
             models = self._models_in[record.partition] = set()
         models.add(example.model_id)
-        per_model = self._labeled_per_model.get(example.model_id)
-        if per_model is None:
-            per_model = self._labeled_per_model[example.model_id] = self.metrics.labeled_examples.labels(
-                example.model_id
-            )
-        per_model.inc()
+        self.metrics.labeled_examples.inc(example.model_id)
         out.emit(example)
         watch = self.watch(example.model_id)
         try:
@@ -287,20 +278,17 @@ class DetectorService:
         except ValueError as error:
             raise InvalidRecord("invalid_target", str(error)) from error
         for detection in watch.last_detections:
-            self.metrics.detections.labels(example.model_id, detection.detector).inc()
-        gauges = self._model_gauges.get(example.model_id)
-        if gauges is None:
-            gauges = self._model_gauges[example.model_id] = (
-                self.metrics.rolling_accuracy.labels(example.model_id),
-                self.metrics.rolling_error.labels(example.model_id),
-            )
+            self.metrics.detections.inc(example.model_id, detection.detector)
         accuracy, error = watch.rolling_accuracy, watch.rolling_error
+        # Both gauges exist from a model's first example (at 0 while there is no figure), as they always did.
+        self.metrics.rolling_accuracy.start(example.model_id)
+        self.metrics.rolling_error.start(example.model_id)
         if accuracy is not None:
-            gauges[0].set(accuracy)
+            self.metrics.rolling_accuracy.set(example.model_id, accuracy)
         if error is not None:
-            gauges[1].set(error)
+            self.metrics.rolling_error.set(example.model_id, error)
         for name in watch.monitor.warnings if watch.monitor is not None else ():
-            self.metrics.warnings.labels(example.model_id, name).inc()
+            self.metrics.warnings.inc(example.model_id, name)
         if event is not None:
             self._publish(event, record, out)
 
@@ -308,7 +296,7 @@ class DetectorService:
         watch = self.watch(prediction.model_id)
         event = watch.observe_prediction(prediction)
         for _feature, detection in watch.last_feature_detections:
-            self.metrics.detections.labels(prediction.model_id, f"{detection.detector}[feature]").inc()
+            self.metrics.detections.inc(prediction.model_id, f"{detection.detector}[feature]")
         if event is not None:
             self._publish(event, record, out)
 
@@ -321,7 +309,7 @@ class DetectorService:
         )
         event = event.model_copy(update={"evidence": event.evidence.model_copy(update={"position": position})})
         log.info("retrain %s: %s by %s", event.model_id, event.reason.value, event.detector)
-        self.metrics.retrain_events.labels(event.model_id, event.reason.value).inc()
+        self.metrics.retrain_events.inc(event.model_id, event.reason.value)
         # The labeled examples the event speaks of are written first: the trainer, on reading the event, trains
         # on labeled-examples up to its end offsets, which must include them (events are rare: the wait is cheap).
         out.publisher.flush()
@@ -335,7 +323,7 @@ class DetectorService:
         assert update.version is not None
         accuracy = update.metrics.get("accuracy")
         self.versions[update.model_id] = (update.version, accuracy)
-        self.metrics.model_version.labels(update.model_id).set(update.version)
+        self.metrics.model_version.set(update.model_id, update.version)
         watch = self.watches.get(update.model_id)
         if watch is not None and update.version != watch.version:
             watch.model_updated(update.version, accuracy)

@@ -6,7 +6,17 @@ nothing per prediction ever is.
 
 from __future__ import annotations
 
+import math
+import time
+from array import array
+from collections.abc import Iterable
+from threading import Lock
+from typing import Literal
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import metrics as _client_metrics
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
@@ -56,14 +66,98 @@ class ServiceMetrics:
         self.consumer_lag.labels(self.service, partition.topic, str(partition.partition)).set(behind)
 
 
+class ModelSeries(Collector):
+    """A counter or gauge labelled by model_id (and at most one more label), one compact row per model.
+
+    prometheus-client keeps an object per labelled child (its own dicts, value and lock: about 650 bytes); with a
+    dozen series per model they were most of a detector's memory per watched model. Here one family's series of a
+    model are one array of doubles, (value, created) per series, created NaN where a series was never started.
+    The exposition is the same as the children's, ``_created`` samples included.
+    """
+
+    def __init__(
+        self,
+        kind: Literal["counter", "gauge"],
+        name: str,
+        documentation: str,
+        extra_label: str | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self._kind = kind
+        self._name = name.removesuffix("_total") if kind == "counter" else name
+        self._documentation = documentation
+        self._labelnames = ("model_id",) if extra_label is None else ("model_id", extra_label)
+        self._columns: dict[str, int] = {}  # the extra label's value -> its series' column in every row
+        self._rows: dict[str, array[float]] = {}
+        self._lock = Lock()  # a scrape reads from another thread: rows and columns are added under it
+        if registry is not None:
+            registry.register(self)
+
+    def start(self, model_id: str, *others: str) -> None:
+        """Start the series at 0 (if not started yet), so that increase() sees their first event."""
+        for other in others or ("",):
+            self._offset(model_id, other)
+
+    def inc(self, model_id: str, other: str = "", amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError("counters can only be incremented by non-negative amounts")
+        row, offset = self._offset(model_id, other)
+        row[offset] += amount
+
+    def set(self, model_id: str, value: float, other: str = "") -> None:
+        row, offset = self._offset(model_id, other)
+        row[offset] = value
+
+    def _offset(self, model_id: str, other: str) -> tuple[array[float], int]:
+        """The model's row and where the series' value is in it, the series started if need be."""
+        row, column = self._rows.get(model_id), self._columns.get(other)
+        if row is not None and column is not None and 2 * column < len(row) and not math.isnan(row[2 * column + 1]):
+            return row, 2 * column
+        with self._lock:
+            column = self._columns.setdefault(other, len(self._columns))
+            row = self._rows.setdefault(model_id, array("d"))
+            if len(row) <= 2 * column:
+                row.extend([0.0, math.nan] * (column + 1 - len(row) // 2))
+            if math.isnan(row[2 * column + 1]):
+                row[2 * column], row[2 * column + 1] = 0.0, time.time()
+        return row, 2 * column
+
+    def _family(self) -> CounterMetricFamily | GaugeMetricFamily:
+        kind = CounterMetricFamily if self._kind == "counter" else GaugeMetricFamily
+        return kind(self._name, self._documentation, labels=self._labelnames)
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        with self._lock:
+            rows, columns = list(self._rows.items()), list(self._columns)
+        use_created = self._kind == "counter" and _client_metrics._use_created
+        for model_id, row in rows:
+            values = row.tolist()
+            for column, other in enumerate(columns[: len(values) // 2]):
+                value, created = values[2 * column], values[2 * column + 1]
+                if math.isnan(created):
+                    continue
+                labels = [model_id] if len(self._labelnames) == 1 else [model_id, other]
+                if use_created:
+                    family.add_metric(labels, value, created=created)  # type: ignore[call-arg]
+                else:
+                    family.add_metric(labels, value)
+        return [family]
+
+
 class DetectorMetrics(ServiceMetrics):
     def __init__(self, registry: CollectorRegistry) -> None:
         super().__init__("detector", registry)
-        self.labeled_examples = Counter(
+        # The per-model series are ModelSeries: a detector watches thousands of models.
+        self.labeled_examples = ModelSeries(
+            "counter",
             "retrain_labeled_examples_total",
             "Predictions joined with their label, per model",
-            ["model_id"],
-            registry=registry,
+            None,
+            registry,
         )
         self.joins = Counter(
             "retrain_joins_total",
@@ -83,29 +177,27 @@ class DetectorMetrics(ServiceMetrics):
             ["outcome"],
             registry=registry,
         )
-        self.rolling_accuracy = Gauge(
-            "retrain_rolling_accuracy", "Accuracy over the last N labeled examples", ["model_id"], registry=registry
+        self.rolling_accuracy = ModelSeries(
+            "gauge", "retrain_rolling_accuracy", "Accuracy over the last N labeled examples", None, registry
         )
-        self.rolling_error = Gauge(
-            "retrain_rolling_error", "Mean error over the last N labeled examples", ["model_id"], registry=registry
+        self.rolling_error = ModelSeries(
+            "gauge", "retrain_rolling_error", "Mean error over the last N labeled examples", None, registry
         )
-        self.detections = Counter(
-            "retrain_drift_detections_total",
-            "Detector reports of a rising error",
-            ["model_id", "detector"],
-            registry=registry,
+        self.detections = ModelSeries(
+            "counter", "retrain_drift_detections_total", "Detector reports of a rising error", "detector", registry
         )
-        self.warnings = Counter(
+        self.warnings = ModelSeries(
+            "counter",
             "retrain_drift_warnings_total",
             "Updates on which a detector was in its warning zone",
-            ["model_id", "detector"],
-            registry=registry,
+            "detector",
+            registry,
         )
-        self.retrain_events = Counter(
-            "retrain_retrain_events_total", "Retrain events published", ["model_id", "reason"], registry=registry
+        self.retrain_events = ModelSeries(
+            "counter", "retrain_retrain_events_total", "Retrain events published", "reason", registry
         )
-        self.model_version = Gauge(
-            "retrain_model_version", "Model version the detector is watching", ["model_id"], registry=registry
+        self.model_version = ModelSeries(
+            "gauge", "retrain_model_version", "Model version the detector is watching", None, registry
         )
 
 

@@ -19,6 +19,8 @@ from typing import Any, Literal
 from river import drift
 from river.drift import binary
 
+from retrain.decisions.ring import ErrorRing
+
 Polarity = Literal["error", "correct"]
 Task = Literal["classification", "regression"]
 
@@ -115,7 +117,13 @@ class DriftMonitor:
         self.warnings: list[str] = []  # detectors in their warning zone after the last update
         self.n = 0
         self._sum = 0.0
-        self._recent = array("f", bytes(4 * self.evidence_window))
+        self._recent = ErrorRing(self.evidence_window)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled (a snapshot): the recent errors come as a float array, packed again here."""
+        self.__dict__.update(state)
+        if isinstance(self._recent, array):
+            self._recent = ErrorRing.of(self._recent)
 
     def update(self, error: float) -> list[Detection]:
         position = self.n

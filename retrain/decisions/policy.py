@@ -17,9 +17,11 @@ from __future__ import annotations
 from array import array
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from retrain.decisions.drift import DEFAULT_DETECTORS, Detection, DetectorSpec, DriftMonitor, Task, change_point
 from retrain.decisions.feature_drift import FeatureDriftMonitor
+from retrain.decisions.ring import ErrorRing
 from schemas import (
     Evidence,
     LabeledExample,
@@ -162,9 +164,17 @@ class ModelWatch:
             else None
         )
         self.monitor = DriftMonitor(self.config.detectors, self.config.task) if self.config.detectors else None
-        self._rolling = array("f", bytes(4 * self.config.performance_window))
-        self._history = array("f", bytes(4 * self.config.change_history))
+        # 0/1 errors are packed as bits (see ErrorRing): the history is most of a watch's memory.
+        self._rolling = ErrorRing(self.config.performance_window)
+        self._history = ErrorRing(self.config.change_history)
         self._start_baseline()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled (a snapshot): the error windows come as float arrays, packed again here."""
+        self.__dict__.update(state)
+        for name in ("_rolling", "_history"):
+            if isinstance(self.__dict__[name], array):
+                setattr(self, name, ErrorRing.of(self.__dict__[name]))
 
     # -- input --------------------------------------------------------------------------------------------
 
@@ -299,8 +309,7 @@ class ModelWatch:
         self._seen = 0
         self._rolling_sum = 0.0
         self._reference_error_sum = 0.0
-        for i in range(len(self._rolling)):
-            self._rolling[i] = 0.0
+        self._rolling.zero()
         self._rising: dict[str, Detection] = {}
         self._cooldown: _Cooldown | None = None
         self.last_feature_detections: list[tuple[str, Detection]] = []
