@@ -74,7 +74,7 @@ class DetectorService:
         self.updates = ModelUpdates(updates, topics.model_updates, self._on_update) if updates is not None else None
         self.metrics = DetectorMetrics(registry or CollectorRegistry())
         # The models this instance takes on; restored watches and promoted versions are known (see _restore).
-        self.admission = AdmittedModels(admission or ModelAdmission(), self.metrics)
+        self.admission = AdmittedModels(admission if admission is not None else ModelAdmission(), self.metrics)
         self.configs = {task: policy_config(settings, task) for task in ("classification", "regression")}
         self.joiners: dict[int, LabelJoiner] = {}
         self._read_to: dict[tuple[str, int], int] = {}  # (topic, partition) -> the offset after the last one read

@@ -59,7 +59,7 @@ class ScorerService:
         self.fallback = fallback
         self.updates = ModelUpdates(updates, topics.model_updates, self.model_updated) if updates is not None else None
         self.metrics = ScorerMetrics(metrics_registry or CollectorRegistry())
-        self.admission = AdmittedModels(admission or ModelAdmission(), self.metrics)
+        self.admission = AdmittedModels(admission if admission is not None else ModelAdmission(), self.metrics)
         self.served: dict[str, ServedModel] = {}  # one per admitted model seen, a loaded one or the fallback
         # The served models that are loaded (not the fallback), least recently used first: at most max_loaded.
         self.max_loaded = max_loaded

@@ -73,7 +73,7 @@ class TrainerService:
         self.fit_threads = fit_threads
         self.metrics = TrainerMetrics(metrics_registry or CollectorRegistry())
         # The models this instance takes on: every model in the registry is known (a restart keeps them all).
-        self.admission = AdmittedModels(admission or ModelAdmission(), self.metrics)
+        self.admission = AdmittedModels(admission if admission is not None else ModelAdmission(), self.metrics)
         for model_id in registry.models():
             self.admission.known(model_id)
         self.buffers: dict[str, ExampleBuffer] = {}
