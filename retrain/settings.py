@@ -327,8 +327,8 @@ class ModelSettings(BaseSettings):
     model_config = _config("RETRAIN_MODELS_")
 
     allowed: str = Field(default="", description="Comma-separated model ids; empty: any, up to the cap")
-    # 10,000 on one machine: the detector, the heaviest per idle model (46.9 KiB measured), then holds at most
-    # about 460 MiB of watches, and each service at most about 13 series per model (130,000 for Prometheus).
+    # 10,000 on one machine: the detector, the heaviest per model (46.9-48.1 KiB measured once a watch's windows
+    # are full), then holds at most about 470 MiB of watches, and each service at most about 13 series per model.
     max_per_service: int = Field(default=10_000, ge=1, le=10_000_000)
 
     @field_validator("allowed")
