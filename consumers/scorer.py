@@ -9,6 +9,10 @@ version that fails to load (tampered, missing) leaves the old one serving.
 
 A model with no promoted version yet is answered by ``RETRAIN_SCORER_FALLBACK_PREDICTION`` with model_version 0;
 the labels of those predictions are what the detector's cold-start trigger trains version 1 from.
+
+Requests of a model the scorer does not admit (:mod:`consumers.admission`) go to ``dead-letters`` as
+``unknown_model``. At most ``RETRAIN_SCORER_MAX_LOADED_MODELS`` models stay loaded: the least recently used is
+unloaded, and its next request loads and verifies the champion again, as on first sight.
 """
 
 from __future__ import annotations
