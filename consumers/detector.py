@@ -22,12 +22,14 @@ from typing import Any
 import river
 from prometheus_client import CollectorRegistry
 
+from consumers.admission import AdmittedModels
 from consumers.decoding import decode_record
 from consumers.metrics import DetectorMetrics
 from consumers.runtime import InvalidRecord, Outputs
 from consumers.state import StateChangelog
 from consumers.updates import ModelUpdates
 from retrain.configure import policy_config
+from retrain.decisions.admission import ModelAdmission
 from retrain.decisions.checkpoint import Snapshot, SnapshotRefused, decode_snapshot, encode_snapshot, snapshot_key
 from retrain.decisions.join import LabelJoiner, LabelOutcome, PredictionOutcome
 from retrain.decisions.policy import ModelWatch
@@ -58,6 +60,7 @@ class DetectorService:
         registry: CollectorRegistry | None = None,
         changelog: StateChangelog | None = None,
         state_key: bytes | None = None,
+        admission: ModelAdmission | None = None,
     ) -> None:
         self.settings = settings
         self.topics = topics
@@ -69,6 +72,8 @@ class DetectorService:
         self._committed_at: dict[tuple[str, int], int] = {}
         self.updates = ModelUpdates(updates, topics.model_updates, self._on_update) if updates is not None else None
         self.metrics = DetectorMetrics(registry or CollectorRegistry())
+        # The models this instance takes on; restored watches and promoted versions are known (see _restore).
+        self.admission = AdmittedModels(admission if admission is not None else ModelAdmission(), self.metrics)
         self.configs = {task: policy_config(settings, task) for task in ("classification", "regression")}
         self.joiners: dict[int, LabelJoiner] = {}
         self._read_to: dict[tuple[str, int], int] = {}  # (topic, partition) -> the offset after the last one read
@@ -96,6 +101,7 @@ class DetectorService:
         joiner = self._joiner(record.partition)
         if record.topic == self.topics.predictions:
             prediction = decode_record(record, PredictionEvent)
+            self.admission.require(prediction.model_id)
             outcome, example = joiner.add_prediction(prediction, record.offset)
             if outcome is PredictionOutcome.DUPLICATE:
                 self.metrics.joins.labels("duplicate_prediction").inc()
@@ -103,6 +109,7 @@ class DetectorService:
                 self._features(prediction, record, out)
         elif record.topic == self.topics.labels:
             label = decode_record(record, LabelEvent)
+            self.admission.require(label.model_id)
             outcome, example = joiner.add_label(label, record.offset)
             if outcome is LabelOutcome.DUPLICATE:
                 self.metrics.joins.labels("duplicate_label").inc()
@@ -240,6 +247,10 @@ class DetectorService:
                 log.warning("detector state of %s not restored: the detector settings changed since", model_id)
                 self.metrics.state_restores.labels("config_changed").inc()
                 continue
+            if not self.admission.known(model_id):  # admitted before; refused by the allow-list now
+                log.warning("detector state of %s not restored: not on the allow-list of model ids", model_id)
+                self.metrics.state_restores.labels("not_admitted").inc()
+                continue
             version, accuracy = self.versions.get(model_id, (watch.version, watch.validation_accuracy))
             if version > watch.version:
                 watch.model_updated(version, accuracy)  # promoted while nobody watched this partition
@@ -316,7 +327,7 @@ class DetectorService:
         out.emit(event)
 
     def _on_update(self, update: ModelUpdatedEvent) -> None:
-        if update.promoted and update.version is not None:
+        if update.promoted and update.version is not None and self.admission.known(update.model_id):
             self._model_updated(update)
 
     def _model_updated(self, update: ModelUpdatedEvent) -> None:
@@ -366,6 +377,7 @@ def run_detector(settings, *, registry: CollectorRegistry | None = None, serve: 
         registry=registry,
         changelog=changelog,
         state_key=state_key,
+        admission=ModelAdmission(settings.models.allowed_ids, settings.models.max_per_service),
     )
     consumer = make_consumer(
         settings.kafka, settings.detector.group_id, max_poll_records=settings.detector.max_poll_records

@@ -1,7 +1,8 @@
 """Prometheus metrics of the services, declared in one place against a registry that tests can replace.
 
-Label cardinality is bounded: ``model_id`` is a label (meant for up to a few hundred models per deployment);
-nothing per prediction ever is.
+Label cardinality is bounded: ``model_id`` is a label, but only for the models a service admits
+(:mod:`consumers.admission`: an allow-list, or at most ``RETRAIN_MODELS_MAX_PER_SERVICE``), so a flood of other
+ids creates no series; nothing per prediction ever is.
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ class ServiceMetrics:
             "retrain_kafka_recoveries_total",
             "Batches given up because Kafka failed under them (then rewound to the last commit), by error",
             ["service", "error"],
+            registry=registry,
+        )
+        self.models_admitted = Gauge(
+            "retrain_models_admitted",
+            "Model ids this service admitted (the others' records go to dead-letters as unknown_model)",
+            ["service"],
             registry=registry,
         )
         self.service = service
@@ -173,7 +180,7 @@ class DetectorMetrics(ServiceMetrics):
         self.state_restores = Counter(
             "retrain_state_restores_total",
             "Partition state restores: restored, empty (nothing to restore), or refused (bad_signature, "
-            "river_version, format, not_a_snapshot, incomplete, config_changed)",
+            "river_version, format, not_a_snapshot, incomplete, config_changed, not_admitted)",
             ["outcome"],
             registry=registry,
         )
@@ -261,6 +268,16 @@ class ScorerMetrics(ServiceMetrics):
             "retrain_model_load_failures_total",
             "Versions that could not be loaded (refused by verification, missing, unreadable); the old one stays",
             ["model_id"],
+            registry=registry,
+        )
+        self.loaded_models = Gauge(
+            "retrain_scorer_loaded_models",
+            "Models loaded (not the fallback's), at most the configured maximum",
+            registry=registry,
+        )
+        self.unloads = Counter(
+            "retrain_model_unloads_total",
+            "Models unloaded as the least recently used beyond the maximum (loaded again on their next request)",
             registry=registry,
         )
         self.batch_seconds = Histogram(

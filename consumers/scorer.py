@@ -9,22 +9,29 @@ version that fails to load (tampered, missing) leaves the old one serving.
 
 A model with no promoted version yet is answered by ``RETRAIN_SCORER_FALLBACK_PREDICTION`` with model_version 0;
 the labels of those predictions are what the detector's cold-start trigger trains version 1 from.
+
+Requests of a model the scorer does not admit (:mod:`consumers.admission`) go to ``dead-letters`` as
+``unknown_model``. At most ``RETRAIN_SCORER_MAX_LOADED_MODELS`` models stay loaded: the least recently used is
+unloaded, and its next request loads and verifies the champion again, as on first sight.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from consumers.admission import AdmittedModels
 from consumers.decoding import decode_record
 from consumers.metrics import ScorerMetrics
 from consumers.runtime import ConsumeLoop, InvalidRecord, Outputs
 from consumers.updates import ModelUpdates
+from retrain.decisions.admission import ModelAdmission
 from retrain.decisions.scoring import ModelLoadError, Prediction, ServedModel, load_version, score_batch
 from retrain.kafka import Consumer, Record, TopicPartition
 from retrain.registry import ModelRegistry, RegistryError
@@ -47,13 +54,19 @@ class ScorerService:
         fallback: Prediction = 0,
         updates: Consumer | None = None,
         metrics_registry: CollectorRegistry | None = None,
+        admission: ModelAdmission | None = None,
+        max_loaded: int = 200,
     ) -> None:
         self.topics = topics
         self.registry = registry
         self.fallback = fallback
         self.updates = ModelUpdates(updates, topics.model_updates, self.model_updated) if updates is not None else None
         self.metrics = ScorerMetrics(metrics_registry or CollectorRegistry())
-        self.served: dict[str, ServedModel] = {}
+        self.admission = AdmittedModels(admission if admission is not None else ModelAdmission(), self.metrics)
+        self.served: dict[str, ServedModel] = {}  # one per admitted model seen, a loaded one or the fallback
+        # The served models that are loaded (not the fallback), least recently used first: at most max_loaded.
+        self.max_loaded = max_loaded
+        self._loaded: OrderedDict[str, None] = OrderedDict()
         # The latest promoted update of each model: its sha256 is checked when the model is first loaded.
         self.announced: dict[str, ModelUpdatedEvent] = {}
         self._pending: list[Pending] = []
@@ -71,7 +84,9 @@ class ScorerService:
         if record.topic != self.topics.scoring_requests:
             raise InvalidRecord("unexpected_topic", f"the scorer does not read {record.topic}")
         self._consumed.inc()
-        self._pending.append((record, decode_record(record, ScoringRequest)))
+        request = decode_record(record, ScoringRequest)
+        self.admission.require(request.model_id)
+        self._pending.append((record, request))
 
     def after_batch(self, out: Outputs) -> None:
         """Apply model updates, then score the batch: one version per model for all of it."""
@@ -112,19 +127,38 @@ class ScorerService:
     def serving(self, model_id: str) -> ServedModel:
         """The version in service for ``model_id``; on first sight, the registry's champion (or the fallback)."""
         served = self.served.get(model_id)
-        if served is None:
-            served = self.served[model_id] = self._first_sight(model_id)
+        if served is None:  # first sight, or unloaded since: loaded again, verified as the first time
+            served = self._first_sight(model_id)
+            self._serve(served)
             self.metrics.swaps.labels(model_id)  # counters start at 0, so increase() sees the first one
             self.metrics.load_failures.labels(model_id)
             self.metrics.model_version.labels(model_id).set(served.version)
+        elif model_id in self._loaded:
+            self._loaded.move_to_end(model_id)
         return served
+
+    def _serve(self, served: ServedModel) -> None:
+        """Put ``served`` into service, most recently used; unload the least recently used beyond max_loaded."""
+        model_id = served.model_id
+        self.served[model_id] = served
+        if served.is_fallback:
+            self._loaded.pop(model_id, None)
+        else:
+            self._loaded[model_id] = None
+            self._loaded.move_to_end(model_id)
+        while len(self._loaded) > self.max_loaded:
+            unloaded, _ = self._loaded.popitem(last=False)
+            del self.served[unloaded]  # its next request loads the champion again
+            self.metrics.unloads.inc()
+            log.info("%s unloaded (the least recently used of %d loaded models)", unloaded, self.max_loaded + 1)
+        self.metrics.loaded_models.set(len(self._loaded))
 
     def model_updated(self, update: ModelUpdatedEvent) -> bool:
         """Swap to a promoted version once it is loaded and verified; True if the version in service changed.
 
         A model not served yet only has the update noted: its first request loads the registry's champion.
         """
-        if not update.promoted or update.version is None:
+        if not update.promoted or update.version is None or not self.admission.known(update.model_id):
             return False
         self.announced[update.model_id] = update
         current = self.served.get(update.model_id)
@@ -135,7 +169,7 @@ class ScorerService:
         except ModelLoadError as error:
             self._load_failed(update.model_id, update.version, current, error)
             return False
-        self.served[update.model_id] = loaded
+        self._serve(loaded)
         self.metrics.swaps.labels(update.model_id).inc()
         self.metrics.model_version.labels(update.model_id).set(loaded.version)
         log.info(
@@ -236,6 +270,8 @@ def run_scorer(settings: Settings, *, registry: CollectorRegistry | None = None,
         fallback=settings.scorer.fallback,
         updates=updates,
         metrics_registry=registry,
+        admission=ModelAdmission(settings.models.allowed_ids, settings.models.max_per_service),
+        max_loaded=settings.scorer.max_loaded_models,
     )
     max_records = settings.scorer.max_poll_records
     consumer = make_consumer(settings.kafka, settings.scorer.group_id, max_poll_records=max_records)

@@ -16,9 +16,11 @@ from collections.abc import Callable, Iterable
 from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
+from consumers.admission import AdmittedModels
 from consumers.decoding import decode_record
 from consumers.metrics import TrainerMetrics
 from consumers.runtime import Outputs
+from retrain.decisions.admission import ModelAdmission
 from retrain.decisions.drift import Task
 from retrain.decisions.training import (
     EstimatorFactory,
@@ -54,6 +56,7 @@ class TrainerService:
         regression_models: frozenset[str] = frozenset(),
         metrics_registry: CollectorRegistry | None = None,
         fit_threads: int | None = 1,
+        admission: ModelAdmission | None = None,
     ) -> None:
         self.topics = topics
         self.registry = registry
@@ -67,6 +70,10 @@ class TrainerService:
         # a 3,000-example fit took 6.8 s with the default pool next to busy consumers, 0.5 s alone).
         self.fit_threads = fit_threads
         self.metrics = TrainerMetrics(metrics_registry or CollectorRegistry())
+        # The models this instance takes on: every model in the registry is known (a restart keeps them all).
+        self.admission = AdmittedModels(admission if admission is not None else ModelAdmission(), self.metrics)
+        for model_id in registry.models():
+            self.admission.known(model_id)
         self.buffers: dict[str, ExampleBuffer] = {}
         self.pending: dict[str, RetrainEvent] = {}
         # (partition, offset) of the oldest unanswered retrain event of each pending model: the commit limit.
@@ -85,11 +92,13 @@ class TrainerService:
             if TopicPartition(record.topic, record.partition) in self._to_rewind:
                 return  # fetched before the pause took effect: read again after the rewind
             example = decode_record(record, LabeledExample)
+            self.admission.require(example.model_id)
             buffer = self.buffer(example.model_id)
             buffer.add(example)
             self._buffered_changed.add(example.model_id)
         elif record.topic == self.topics.retrain_events:
             event = decode_record(record, RetrainEvent)
+            self.admission.require(event.model_id)
             log.info("%s: retrain event %s (%s) received", event.model_id, event.event_id, event.reason.value)
             if event.model_id in self.pending:
                 self.metrics.coalesced.labels(event.model_id).inc()
@@ -356,6 +365,7 @@ def run_trainer(settings, *, registry: CollectorRegistry | None = None, serve: b
         regression_models=trainer.regression_model_ids,
         metrics_registry=metrics_registry,
         fit_threads=trainer.fit_threads,
+        admission=ModelAdmission(settings.models.allowed_ids, settings.models.max_per_service),
     )
     service.consumer = make_consumer(
         settings.kafka, trainer.group_id, max_poll_interval_ms=trainer.max_poll_interval_ms, max_poll_records=2_000
