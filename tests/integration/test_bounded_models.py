@@ -20,7 +20,6 @@ from consumers.decoding import decode_record
 from consumers.detector import run_detector
 from consumers.scorer import run_scorer
 from consumers.trainer import run_trainer
-from retrain.clients import make_producer
 from retrain.registry import ModelRegistry
 from retrain.settings import (
     BrokerSettings,
@@ -34,6 +33,7 @@ from retrain.settings import (
     TrainerSettings,
 )
 from schemas import DeadLetter, LabeledExample, LabelEvent, PredictionEvent, ScoringRequest, decode, encode
+from tests.integration.kafka_io import make_producer
 from tests.integration.running import RunningService
 from tests.integration.test_detector import read_all
 from tests.integration.test_scorer import KEY, promote, sea_model

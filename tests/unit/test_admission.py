@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kafka.consumer.fetcher import ConsumerRecord
 from pydantic import ValidationError
 
 from consumers.detector import DetectorService
@@ -22,6 +21,7 @@ from consumers.trainer import TrainerService
 from retrain.decisions.admission import ModelAdmission, Verdict
 from retrain.decisions.checkpoint import snapshot_key
 from retrain.decisions.training import TrainingConfig, estimator_factory
+from retrain.kafka import Record
 from retrain.registry import ModelRegistry
 from retrain.settings import DetectorSettings, ModelSettings, ScorerSettings, TopicSettings
 from schemas import LabeledExample, LabelEvent, ModelUpdatedEvent, PredictionEvent, UpdateOutcome, encode
@@ -179,10 +179,10 @@ class CollectingOutputs:
         self.events.append(event)
 
 
-def consumer_record(topic: str, partition: int, offset: int, event) -> ConsumerRecord:
+def consumer_record(topic: str, partition: int, offset: int, event) -> Record:
     value = encode(event)
     key = event.model_id.encode()
-    return ConsumerRecord(topic, partition, None, offset, 0, 0, key, value, [], None, len(key), len(value), 0)
+    return Record(topic, partition, offset, key, value, 0)
 
 
 def joined_pair(model_id: str, i: int) -> tuple[PredictionEvent, LabelEvent]:
