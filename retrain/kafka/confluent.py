@@ -511,13 +511,9 @@ class ConfluentProducer(_FatalNoted):
             except BufferError:
                 self.raw.poll(0.05)  # the local queue is full: serve delivery reports until there is room
             except KafkaException as error:
-                seam = self._raised(error)
-                if isinstance(seam, FatalFailure):
-                    raise seam from error
-                # A record librdkafka refuses before sending (too large, unknown partition) fails the flush, as
-                # kafka-python reports it through the record's future.
-                self._failed.append(error.args[0])
-                break
+                # Refused before sending (a record larger than max_request_bytes, an unknown partition): raised
+                # here, as kafka-python's send raises it.
+                raise self._raised(error) from error
         self._sent += 1
         self.raw.poll(0)
 
