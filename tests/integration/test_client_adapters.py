@@ -408,3 +408,70 @@ def test_a_fenced_producer_raises_producer_fenced(settings: KafkaSettings, new_t
     reader = closing(make_consumer(exactly_once, None))
     reader.assign([TopicPartition(topic, 0)])
     assert [r.value for r in read_to_end(reader, [TopicPartition(topic, 0)])] == [b"from the new producer"]
+
+
+def test_a_seek_right_after_a_group_members_assignment_holds(settings: KafkaSettings, new_topic, unique: str, closing):
+    """librdkafka refuses to seek a partition still looking up its commit; the adapter's seek holds regardless."""
+    topic = new_topic(1)
+    tp = TopicPartition(topic, 0)
+    produce(settings, topic, 10)
+    member = closing(make_consumer(settings, f"seek-{unique}"))
+    member.assign([tp])
+    member.seek(tp, 6)
+    assert member.position(tp) == 6
+    assert [r.offset for r in read_to_end(member, [tp])] == [6, 7, 8, 9]
+    member.seek_to_beginning([tp])
+    assert member.position(tp) == 0
+    assert [r.offset for r in read_to_end(member, [tp])] == list(range(10))
+
+
+class Rewinder(Recorder):
+    """Does on assignment what the services do: pause one partition, seek the other."""
+
+    def __init__(self, consumer_box: list[Consumer], paused: TopicPartition, sought: TopicPartition) -> None:
+        super().__init__()
+        self.box, self.to_pause, self.to_seek = consumer_box, paused, sought
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        super().on_partitions_assigned(assigned)
+        consumer = self.box[0]
+        consumer.pause([self.to_pause])
+        consumer.seek(self.to_seek, 15)
+
+
+@pytest.mark.parametrize(
+    "client",
+    [
+        pytest.param(
+            "kafka-python",
+            marks=pytest.mark.xfail(
+                reason="the kafka-python adapter tells the listener after kafka-python's poll has fetched: that poll "
+                "hands out records of a partition the listener paused or sought (from the committed offset)",
+                strict=True,
+            ),
+        ),
+        "confluent-kafka",
+    ],
+)
+def test_pause_and_seek_from_the_assignment_listener(settings: KafkaSettings, new_topic, unique: str, closing):
+    topic = new_topic(2)
+    for partition in (0, 1):
+        produce(settings, topic, 20, partition=partition)
+    p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    box: list[Consumer] = []
+    member = closing(make_consumer(settings, f"listener-{unique}"))
+    box.append(member)
+    listener = Rewinder(box, paused=p0, sought=p1)
+    member.subscribe([topic], listener)
+    got: list[Record] = []
+    deadline = time.monotonic() + 30
+    while len(got) < 5 or time.monotonic() < deadline - 25:
+        assert time.monotonic() < deadline, (listener.events, got)
+        got.extend(member.poll(0.2, 500))
+    assert listener.events == [("assigned", [p0, p1])]
+    assert member.paused() == {p0}
+    assert [(r.partition, r.offset) for r in got] == [(1, i) for i in range(15, 20)]
+    assert member.position(p1) == 20
+    member.resume([p0])
+    got = read_to_end(member, [p0])
+    assert [(r.partition, r.offset) for r in got] == [(0, i) for i in range(20)]
