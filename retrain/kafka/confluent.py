@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
@@ -236,11 +235,10 @@ class _FatalNoted:
 
 
 class ConfluentConsumer:
-    def __init__(self, kafka_settings: KafkaSettings, group_id: str | None, config: dict[str, Any], max_poll: int):
+    def __init__(self, raw: confluent_kafka.Consumer, group_id: str | None, timeout_s: float) -> None:
+        self.raw = raw
         self.group_id = group_id
-        self.raw = confluent_kafka.Consumer({**config, **_logging_callbacks()})
-        self.max_poll_records = max_poll
-        self.timeout_s = kafka_settings.request_timeout_ms / 1000
+        self.timeout_s = timeout_s  # for the calls that ask the broker (commits, offsets, metadata)
         self._listener: RebalanceListener | None = None
         self._paused: set[TopicPartition] = set()
         # Where the application last sought, until a record of the partition is handed out (librdkafka's position
@@ -290,10 +288,11 @@ class ConfluentConsumer:
         revoked, self._revoked_in_poll = self._revoked_in_poll, set()
         void = revoked | self._pending_seeks.keys()
         records: list[Record] = []
+        raised: KafkaFailure | None = None
         for message in messages:
             error = message.error()
             if error is not None:
-                self._consume_error(error)
+                raised = raised or self._consume_error(error)
                 continue
             if void and TopicPartition(message.topic(), message.partition()) in void:
                 continue
@@ -303,16 +302,21 @@ class ConfluentConsumer:
                 self._sought.pop(TopicPartition(record.topic, record.partition), None)
         if revoked:
             self._reread(revoked)
+        if raised is not None:
+            # Raised once the batch's bookkeeping is done; its records are not handed out (positions moved past
+            # them: the caller rewinds to its commits, as after any failure of a poll).
+            raise raised
         return records
 
-    def _consume_error(self, error: KafkaError) -> None:
+    def _consume_error(self, error: KafkaError) -> KafkaFailure | None:
+        """The failure a consumer error event stands for; None for events that are no failure."""
         code = error.code()
         if code == KafkaError._PARTITION_EOF:
-            return
+            return None
         if code in _MISSING_TOPIC:
             log.warning("librdkafka: %s", error.str())
-            return
-        raise failure(error)
+            return None
+        return failure(error)
 
     def _reread(self, revoked: set[TopicPartition]) -> None:
         """A partition revoked and given back within one consume() is read again from its commit, as a new owner
@@ -397,20 +401,15 @@ class ConfluentConsumer:
             self._pending_seeks.pop(partition, None)
         self._sought[partition] = offset
 
-    def _retry_seeks(self, wait_s: float = 0.0) -> None:
-        deadline = time.monotonic() + wait_s
-        while self._pending_seeks:
-            for partition, offset in list(self._pending_seeks.items()):
-                try:
-                    self.raw.seek(_ck(partition, offset))
-                except KafkaException as error:
-                    if error.args[0].code() != KafkaError._STATE:
-                        raise
-                else:
-                    del self._pending_seeks[partition]
-            if not self._pending_seeks or time.monotonic() >= deadline:
-                return
-            time.sleep(0.01)
+    def _retry_seeks(self) -> None:
+        for partition, offset in list(self._pending_seeks.items()):
+            try:
+                self.raw.seek(_ck(partition, offset))
+            except KafkaException as error:
+                if error.args[0].code() != KafkaError._STATE:
+                    raise
+            else:
+                del self._pending_seeks[partition]
 
     def seek_to_beginning(self, partitions: Iterable[TopicPartition]) -> None:
         for partition in partitions:
@@ -613,5 +612,7 @@ def consumer(
     max_poll_records: int,
     max_poll_interval_ms: int | None,
 ) -> ConfluentConsumer:
+    # max_poll_records is the poll's own argument in the seam (consume's num_messages): nothing to configure.
     config = consumer_config(kafka_settings, group_id, max_poll_interval_ms=max_poll_interval_ms)
-    return ConfluentConsumer(kafka_settings, group_id, config, max_poll_records)
+    raw = confluent_kafka.Consumer({**config, **_logging_callbacks()})
+    return ConfluentConsumer(raw, group_id, kafka_settings.request_timeout_ms / 1000)

@@ -208,3 +208,128 @@ def test_messages_become_records() -> None:
         topic="t", partition=0, offset=0, timestamp=(confluent_kafka.TIMESTAMP_NOT_AVAILABLE, 0)
     )
     assert confluent.to_record(bare) == Record("t", 0, 0, None, None, -1, [])
+
+
+# -- the consumer's bookkeeping, over a scripted librdkafka consumer -------------------------------------------
+
+
+class FakeRaw:
+    """Just enough of confluent_kafka.Consumer: consume() runs scripted rebalance callbacks, then returns messages."""
+
+    def __init__(self) -> None:
+        self.script: list = []  # per consume(): (callbacks to run, messages to return)
+        self.assigned: list = []
+        self.seeks: list[tuple[str, int, int]] = []
+        self.refuse_seeks = 0
+        self.committed_offsets: dict[tuple[str, int], int] = {}
+        self.on_assign = self.on_revoke = None
+
+    def subscribe(self, topics, on_assign, on_revoke, on_lost) -> None:
+        self.on_assign, self.on_revoke = on_assign, on_revoke
+
+    def consume(self, num_messages: int, timeout: float) -> list:
+        callbacks, messages = self.script.pop(0)
+        for kind, partitions in callbacks:
+            tps = [confluent_kafka.TopicPartition(t, p) for t, p in partitions]
+            if kind == "assign":
+                self.on_assign(self, tps)
+            else:
+                self.on_revoke(self, tps)
+                self.assigned = []
+        return messages
+
+    def assign(self, partitions) -> None:
+        self.assigned = [(p.topic, p.partition) for p in partitions]
+
+    def assignment(self) -> list:
+        return [confluent_kafka.TopicPartition(t, p) for t, p in self.assigned]
+
+    def resume(self, partitions) -> None:
+        pass
+
+    def seek(self, partition) -> None:
+        if self.refuse_seeks:
+            self.refuse_seeks -= 1
+            raise KafkaException(KafkaError(KafkaError._STATE, "Failed to seek: Local: Erroneous state"))
+        self.seeks.append((partition.topic, partition.partition, partition.offset))
+
+    def committed(self, partitions, timeout=None) -> list:
+        return [
+            confluent_kafka.TopicPartition(
+                p.topic, p.partition, self.committed_offsets.get((p.topic, p.partition), -1001)
+            )
+            for p in partitions
+        ]
+
+    def position(self, partitions) -> list:
+        return [confluent_kafka.TopicPartition(p.topic, p.partition, -1001) for p in partitions]
+
+
+def message(partition: int, offset: int, error: KafkaError | None = None):
+    return confluent_kafka.Message(
+        topic="t", partition=partition, offset=offset, value=b"v", error=error, timestamp=(1, 1_000)
+    )
+
+
+def test_records_of_partitions_revoked_during_the_poll_are_dropped_and_kept_ones_read_from_the_commit() -> None:
+    from retrain.kafka.types import TopicPartition
+
+    raw = FakeRaw()
+    raw.committed_offsets[("t", 0)] = 3
+    consumer = confluent.ConfluentConsumer(raw, "group", 1.0)
+    seen: list = []
+
+    class Listener:
+        def on_partitions_revoked(self, revoked):
+            seen.append(("revoked", sorted(revoked)))
+
+        def on_partitions_assigned(self, assigned):
+            seen.append(("assigned", sorted(assigned)))
+
+    consumer.subscribe(["t"], Listener())
+    raw.script = [
+        ([("assign", [("t", 0), ("t", 1)])], [message(0, 3), message(1, 0)]),
+        # A rebalance inside one consume(): partition 0 kept, partition 1 gone to another member.
+        ([("revoke", [("t", 0), ("t", 1)]), ("assign", [("t", 0)])], [message(0, 4), message(1, 1), message(0, 3)]),
+        ([], [message(0, 3), message(0, 4, KafkaError(KafkaError._PARTITION_EOF))]),
+    ]
+    first = consumer.poll(1.0, 100)
+    assert [(r.partition, r.offset) for r in first] == [(0, 3), (1, 0)]
+    second = consumer.poll(1.0, 100)
+    assert second == []  # nothing of a partition revoked during the poll, fetched before or after
+    assert raw.seeks == [("t", 0, 3)]  # the kept partition is read again from its commit
+    assert consumer.position(TopicPartition("t", 0)) == 3
+    assert [(r.partition, r.offset) for r in consumer.poll(1.0, 100)] == [(0, 3)]
+    assert seen == [
+        ("assigned", [TopicPartition("t", 0), TopicPartition("t", 1)]),
+        ("revoked", [TopicPartition("t", 0), TopicPartition("t", 1)]),
+        ("assigned", [TopicPartition("t", 0)]),
+    ]
+
+
+def test_a_refused_seek_is_retried_and_its_partitions_records_held_back_until_it_holds() -> None:
+    from retrain.kafka.types import TopicPartition
+
+    raw = FakeRaw()
+    consumer = confluent.ConfluentConsumer(raw, "group", 1.0)
+    raw.assigned = [("t", 0)]
+    raw.refuse_seeks = 2  # the seek itself, then the retry before the first poll
+    tp = TopicPartition("t", 0)
+    consumer.seek(tp, 7)
+    assert consumer.position(tp) == 7
+    raw.script = [([], [message(0, 0), message(0, 1)]), ([], [message(0, 7)])]
+    assert consumer.poll(1.0, 100) == []  # fetched from the commit, not from where the application sought
+    assert raw.seeks == []
+    assert [r.offset for r in consumer.poll(1.0, 100)] == [7]
+    assert raw.seeks == [("t", 0, 7)]
+
+
+def test_a_consumer_error_is_raised_after_the_batch() -> None:
+    raw = FakeRaw()
+    consumer = confluent.ConfluentConsumer(raw, "group", 1.0)
+    raw.script = [([], [message(0, 0), message(0, 1, KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "denied"))])]
+    with pytest.raises(FatalFailure, match="TOPIC_AUTHORIZATION_FAILED"):
+        consumer.poll(1.0, 100)
+    missing = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, "Subscribed topic not available")
+    raw.script = [([], [message(0, 0, missing), message(0, 2)])]
+    assert [r.offset for r in consumer.poll(1.0, 100)] == [2]  # a topic not there yet: waited for, quietly
