@@ -1,0 +1,618 @@
+"""The confluent-kafka adapter: the seam's consumer and producer over librdkafka (confluent-kafka 2.x).
+
+Same contract as :mod:`retrain.kafka.kafka_python`; librdkafka's differences are bridged here, each in a line:
+its default partitioner (CRC32) and assignor (range,roundrobin), its default isolation level (read_committed),
+rebalance callbacks that run inside ``consume()`` (on the caller's thread, so no hand-over is needed), a
+``seek()`` that refuses a partition whose fetch has not started yet, and a ``position()`` that knows nothing
+before the first record. Topic administration stays on kafka-python (:func:`retrain.kafka.make_admin`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any, ParamSpec, TypeVar
+
+import confluent_kafka
+from confluent_kafka import KafkaError, KafkaException, Message
+
+from retrain.kafka.errors import (
+    FatalFailure,
+    KafkaFailure,
+    ProducerFenced,
+    PublishFailed,
+    RetriableFailure,
+    TopicAlreadyExists,
+)
+from retrain.kafka.types import Consumer, Headers, RebalanceListener, Record, TopicPartition
+from retrain.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Bounds for the transactional calls and the broker look-ups that take a timeout (librdkafka's default: forever).
+TRANSACTION_TIMEOUT_S = 60.0
+
+_FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
+# No retry cures these: not authorised, not authenticated, a feature or configuration refused, misuse.
+_FATAL = frozenset(
+    {
+        KafkaError._FATAL,
+        KafkaError._AUTHENTICATION,
+        KafkaError._INVALID_ARG,
+        KafkaError._UNSUPPORTED_FEATURE,
+        KafkaError._NOT_IMPLEMENTED,
+        KafkaError._STATE,  # kafka-python's IllegalStateError (a transactional call out of turn) is fatal too
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        KafkaError.DELEGATION_TOKEN_AUTHORIZATION_FAILED,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError.UNSUPPORTED_SASL_MECHANISM,
+        KafkaError.ILLEGAL_SASL_STATE,
+        KafkaError.UNSUPPORTED_VERSION,
+        KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT,
+        KafkaError.INVALID_CONFIG,
+        KafkaError.INVALID_REQUIRED_ACKS,
+        KafkaError.INVALID_TRANSACTION_TIMEOUT,
+    }
+)
+# A subscribed topic the broker does not know (yet): kafka-python waits quietly for it, and so does this adapter.
+_MISSING_TOPIC = frozenset({KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC})
+
+
+def failure(error: KafkaError | KafkaException) -> KafkaFailure:
+    """librdkafka's error as the seam's: fenced, fatal, or retriable (everything else, abortable ones included)."""
+    if isinstance(error, KafkaException):
+        inner = error.args[0] if error.args else None
+        if not isinstance(inner, KafkaError):
+            return RetriableFailure(str(error), "KafkaException")
+        error = inner
+    code = error.code()
+    if code == KafkaError.TOPIC_ALREADY_EXISTS:
+        kind: type[KafkaFailure] = TopicAlreadyExists
+    elif code in _FENCED:
+        kind = ProducerFenced
+    elif error.fatal():
+        kind = FatalFailure
+    elif error.txn_requires_abort():
+        kind = RetriableFailure  # the loop aborts the transaction and reads the batch again
+    elif code in _FATAL:
+        kind = FatalFailure
+    else:
+        kind = RetriableFailure
+    return kind(error.str() or error.name(), error.name())
+
+
+def translated(method: Callable[P, T]) -> Callable[P, T]:
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(*args, **kwargs)
+        except KafkaException as error:
+            raise failure(error) from error
+
+    return call
+
+
+def _ck(partition: TopicPartition, offset: int = confluent_kafka.OFFSET_INVALID) -> confluent_kafka.TopicPartition:
+    return confluent_kafka.TopicPartition(partition.topic, partition.partition, offset)
+
+
+def _ours(partition: confluent_kafka.TopicPartition) -> TopicPartition:
+    return TopicPartition(partition.topic, partition.partition)
+
+
+def _checked(partitions: list[confluent_kafka.TopicPartition]) -> list[confluent_kafka.TopicPartition]:
+    """librdkafka reports per-partition failures in the results rather than raising: raise the first."""
+    for partition in partitions:
+        if partition.error is not None:
+            raise failure(partition.error)
+    return partitions
+
+
+def to_record(message: Message) -> Record:
+    """A consumed librdkafka message (``error()`` None) as the seam's record."""
+    kind, timestamp = message.timestamp()
+    return Record(
+        message.topic(),
+        message.partition(),
+        message.offset(),
+        message.key(),
+        message.value(),
+        -1 if kind == confluent_kafka.TIMESTAMP_NOT_AVAILABLE else timestamp,
+        message.headers() or [],
+    )
+
+
+# -- configuration ----------------------------------------------------------------------------------------------
+
+
+def client_config(kafka_settings: KafkaSettings) -> dict[str, Any]:
+    """librdkafka properties common to producers and consumers. The only place a secret is revealed: never log it."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": ",".join(kafka_settings.bootstrap_list),
+        "client.id": kafka_settings.client_id,
+        "security.protocol": kafka_settings.security_protocol.lower(),
+        "socket.timeout.ms": kafka_settings.request_timeout_ms,
+    }
+    if kafka_settings.security_protocol.startswith("SASL_"):
+        assert kafka_settings.sasl_password is not None  # checked by KafkaSettings
+        config["sasl.mechanism"] = kafka_settings.sasl_mechanism
+        config["sasl.username"] = kafka_settings.sasl_username
+        config["sasl.password"] = kafka_settings.sasl_password.get_secret_value()
+    if kafka_settings.security_protocol in ("SSL", "SASL_SSL"):
+        config["ssl.endpoint.identification.algorithm"] = "https" if kafka_settings.ssl_check_hostname else "none"
+        for key, path in (
+            ("ssl.ca.location", kafka_settings.ssl_cafile),
+            ("ssl.certificate.location", kafka_settings.ssl_certfile),
+            ("ssl.key.location", kafka_settings.ssl_keyfile),
+        ):
+            if path is not None:
+                config[key] = str(path)
+        if kafka_settings.ssl_password is not None:
+            config["ssl.key.password"] = kafka_settings.ssl_password.get_secret_value()
+    return config
+
+
+def producer_config(
+    kafka_settings: KafkaSettings,
+    *,
+    linger_ms: int,
+    batch_bytes: int | None,
+    max_request_bytes: int | None,
+    transactional_id: str | None,
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        **client_config(kafka_settings),
+        "enable.idempotence": True,
+        "acks": "all",
+        # The Java client's partitioner (librdkafka's default is CRC32): co-partitioned topics written by either
+        # client put one key in one partition number. Null keys go to a random partition (Java: sticky).
+        "partitioner": "murmur2_random",
+        "linger.ms": linger_ms,
+        "request.timeout.ms": kafka_settings.request_timeout_ms,
+    }
+    if batch_bytes is not None:
+        config["batch.size"] = batch_bytes
+    if max_request_bytes is not None:
+        config["message.max.bytes"] = max_request_bytes
+    if transactional_id is not None:
+        config["transactional.id"] = transactional_id
+    return config
+
+
+def consumer_config(
+    kafka_settings: KafkaSettings, group_id: str | None, *, max_poll_interval_ms: int | None
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        **client_config(kafka_settings),
+        # librdkafka wants a group id even for a reader that is assigned partitions by hand; it never commits.
+        "group.id": group_id if group_id is not None else f"retrain-groupless-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+        # Partition n of every subscribed topic to one member (librdkafka's default adds roundrobin).
+        "partition.assignment.strategy": "range",
+        "session.timeout.ms": kafka_settings.session_timeout_ms,
+        # librdkafka defaults to read_committed; kafka-python (and this pipeline outside exactly_once) does not.
+        "isolation.level": (
+            "read_committed" if kafka_settings.processing_guarantee == "exactly_once" else "read_uncommitted"
+        ),
+    }
+    if max_poll_interval_ms is not None:
+        # librdkafka refuses a poll interval shorter than the session timeout.
+        config["max.poll.interval.ms"] = max(max_poll_interval_ms, kafka_settings.session_timeout_ms)
+    return config
+
+
+def _logging_callbacks(owner: _FatalNoted | None = None) -> dict[str, Any]:
+    """librdkafka's log lines through Python logging, and its error events (a broker away: no exception) logged."""
+
+    def error_cb(error: KafkaError) -> None:
+        if error.fatal() and owner is not None:
+            owner.note_fatal(failure(error))
+        log.warning("librdkafka: %s", error.str() or error.name())
+
+    return {"logger": log, "error_cb": error_cb}
+
+
+class _FatalNoted:
+    fatal: KafkaFailure | None = None
+
+    def note_fatal(self, error: KafkaFailure) -> None:
+        if self.fatal is None:
+            self.fatal = error
+
+
+# -- consumer ---------------------------------------------------------------------------------------------------
+
+
+class ConfluentConsumer:
+    def __init__(self, raw: confluent_kafka.Consumer, group_id: str | None, timeout_s: float) -> None:
+        self.raw = raw
+        self.group_id = group_id
+        self.timeout_s = timeout_s  # for the calls that ask the broker (commits, offsets, metadata)
+        self._listener: RebalanceListener | None = None
+        self._paused: set[TopicPartition] = set()
+        # Where the application last sought, until a record of the partition is handed out (librdkafka's position
+        # is the last handed-out record's, or nothing): what position() answers meanwhile.
+        self._sought: dict[TopicPartition, int] = {}
+        # Seeks librdkafka refused (_STATE: the partition's fetch has not started yet); retried at each poll, and
+        # the partition's records dropped until one succeeds.
+        self._pending_seeks: dict[TopicPartition, int] = {}
+        self._revoked_in_poll: set[TopicPartition] = set()
+
+    # rebalances: librdkafka calls these inside consume(), on the thread that polls
+
+    @translated
+    def subscribe(self, topics: list[str], listener: RebalanceListener) -> None:
+        self._listener = listener
+        self.raw.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+
+    def _on_revoke(self, raw: confluent_kafka.Consumer, partitions: list[confluent_kafka.TopicPartition]) -> None:
+        revoked = [_ours(p) for p in partitions]
+        self._revoked_in_poll.update(revoked)
+        self._forget(revoked)
+        if revoked and self._listener is not None:
+            self._listener.on_partitions_revoked(revoked)
+        # librdkafka unassigns when the callback does not.
+
+    def _on_assign(self, raw: confluent_kafka.Consumer, partitions: list[confluent_kafka.TopicPartition]) -> None:
+        # Assigned before the listener hears of it, so that what it does (pause, seek) acts on assigned partitions.
+        # Each starts from its committed offset (OFFSET_INVALID in the list: the group's commit, else earliest).
+        raw.assign(partitions)
+        if partitions:
+            raw.resume(partitions)  # a new owner starts unpaused (as kafka-python's fresh partition states do)
+        if self._listener is not None:
+            self._listener.on_partitions_assigned([_ours(p) for p in partitions])
+
+    def _forget(self, partitions: Iterable[TopicPartition]) -> None:
+        for partition in partitions:
+            self._paused.discard(partition)
+            self._sought.pop(partition, None)
+            self._pending_seeks.pop(partition, None)
+
+    @translated
+    def poll(self, timeout_s: float, max_records: int) -> list[Record]:
+        if self._pending_seeks:
+            self._retry_seeks()
+        self._revoked_in_poll = set()
+        messages = self.raw.consume(num_messages=max_records, timeout=timeout_s)
+        revoked, self._revoked_in_poll = self._revoked_in_poll, set()
+        void = revoked | self._pending_seeks.keys()
+        records: list[Record] = []
+        raised: KafkaFailure | None = None
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                raised = raised or self._consume_error(error)
+                continue
+            if void and TopicPartition(message.topic(), message.partition()) in void:
+                continue
+            records.append(to_record(message))
+        if self._sought and records:
+            for record in records:
+                self._sought.pop(TopicPartition(record.topic, record.partition), None)
+        if revoked:
+            self._reread(revoked)
+        if raised is not None:
+            # Raised once the batch's bookkeeping is done; its records are not handed out (positions moved past
+            # them: the caller rewinds to its commits, as after any failure of a poll).
+            raise raised
+        return records
+
+    def _consume_error(self, error: KafkaError) -> KafkaFailure | None:
+        """The failure a consumer error event stands for; None for events that are no failure."""
+        code = error.code()
+        if code == KafkaError._PARTITION_EOF:
+            return None
+        if code in _MISSING_TOPIC:
+            log.warning("librdkafka: %s", error.str())
+            return None
+        return failure(error)
+
+    def _reread(self, revoked: set[TopicPartition]) -> None:
+        """A partition revoked and given back within one consume() is read again from its commit, as a new owner
+        would: whatever this consume() returned of it was dropped, fetched before or after the rebalance."""
+        kept = sorted(revoked & self.assignment())
+        for partition in kept:
+            committed = self.committed(partition)
+            self.seek(partition, confluent_kafka.OFFSET_BEGINNING if committed is None else committed)
+
+    @translated
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        metadata = self.raw.list_topics(topic, timeout=self.timeout_s)
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            return set()
+        return set(found.partitions)
+
+    @translated
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        # A reader without a group has no commit to start from: the beginning (auto_offset_reset=earliest), with
+        # no look-up first. A group member starts at the group's commit.
+        start = confluent_kafka.OFFSET_BEGINNING if self.group_id is None else confluent_kafka.OFFSET_INVALID
+        self._forget(set(self._sought) | set(self._pending_seeks) | set(self._paused))
+        self.raw.assign([_ck(p, start) for p in partitions])
+        if partitions:
+            self.raw.resume([_ck(p) for p in partitions])  # as kafka-python, a new assignment starts unpaused
+
+    @translated
+    def assignment(self) -> set[TopicPartition]:
+        return {_ours(p) for p in self.raw.assignment()}
+
+    @translated
+    def position(self, partition: TopicPartition) -> int:
+        sought = self._sought.get(partition)
+        if sought is not None:
+            return self._resolve(partition, sought)
+        (found,) = _checked(self.raw.position([_ck(partition)]))
+        if found.offset >= 0:
+            return found.offset
+        # Nothing handed out since the assignment: where the fetch starts, the commit, else the beginning.
+        committed = self.committed(partition)
+        return committed if committed is not None else self._low(partition)
+
+    def _resolve(self, partition: TopicPartition, offset: int) -> int:
+        if offset == confluent_kafka.OFFSET_BEGINNING:
+            return self._low(partition)
+        if offset == confluent_kafka.OFFSET_END:
+            return self.end_offsets([partition])[partition]
+        return offset
+
+    def _low(self, partition: TopicPartition) -> int:
+        low, _high = self.raw.get_watermark_offsets(_ck(partition), timeout=self.timeout_s)
+        return low
+
+    @translated
+    def committed(self, partition: TopicPartition) -> int | None:
+        if self.group_id is None:
+            return None  # a group-less reader commits nothing
+        (found,) = _checked(self.raw.committed([_ck(partition)], timeout=self.timeout_s))
+        return found.offset if found.offset >= 0 else None
+
+    @translated
+    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if self.group_id is None:
+            raise FatalFailure("a consumer without a group cannot commit", "NoGroup")
+        if not offsets:
+            return
+        result = self.raw.commit(offsets=[_ck(p, offset) for p, offset in offsets.items()], asynchronous=False)
+        _checked(result or [])
+
+    @translated
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        try:
+            self.raw.seek(_ck(partition, offset))
+        except KafkaException as error:
+            # librdkafka seeks only a partition whose fetch has started; one just assigned may still be looking up
+            # its commit. The seek is retried at each poll, and until it holds the partition's records are dropped.
+            if error.args[0].code() != KafkaError._STATE or partition not in self.assignment():
+                raise
+            self._pending_seeks[partition] = offset
+        else:
+            self._pending_seeks.pop(partition, None)
+        self._sought[partition] = offset
+
+    def _retry_seeks(self) -> None:
+        for partition, offset in list(self._pending_seeks.items()):
+            try:
+                self.raw.seek(_ck(partition, offset))
+            except KafkaException as error:
+                if error.args[0].code() != KafkaError._STATE:
+                    raise
+            else:
+                del self._pending_seeks[partition]
+
+    def seek_to_beginning(self, partitions: Iterable[TopicPartition]) -> None:
+        for partition in partitions:
+            self.seek(partition, confluent_kafka.OFFSET_BEGINNING)
+
+    @translated
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        partitions = list(partitions)
+        if partitions:
+            self.raw.pause([_ck(p) for p in partitions])
+            self._paused.update(partitions)
+
+    @translated
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        partitions = list(partitions)
+        if partitions:
+            self.raw.resume([_ck(p) for p in partitions])
+            self._paused.difference_update(partitions)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self._paused)  # librdkafka has no query for it
+
+    @translated
+    def end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        # A ListOffsets request with the consumer's isolation level: under read_committed the last stable offset,
+        # as kafka-python's end_offsets.
+        ends: dict[TopicPartition, int] = {}
+        for partition in partitions:
+            _low, high = self.raw.get_watermark_offsets(_ck(partition), timeout=self.timeout_s)
+            ends[partition] = high
+        return ends
+
+    @translated
+    def offsets_for_times(self, times_ms: dict[TopicPartition, int]) -> dict[TopicPartition, int | None]:
+        if not times_ms:
+            return {}
+        found = _checked(self.raw.offsets_for_times([_ck(p, at) for p, at in times_ms.items()], timeout=self.timeout_s))
+        return {_ours(p): (p.offset if p.offset >= 0 else None) for p in found}
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        try:
+            _low, high = self.raw.get_watermark_offsets(_ck(partition), cached=True)
+        except KafkaException:
+            return None
+        return high if high >= 0 else None
+
+    @translated
+    def group_metadata(self) -> object:
+        return self.raw.consumer_group_metadata()
+
+    def close(self) -> None:
+        self.raw.close()  # enable.auto.commit is off: nothing is committed
+
+
+# -- producer ---------------------------------------------------------------------------------------------------
+
+
+class ConfluentProducer(_FatalNoted):
+    def __init__(self, config: dict[str, Any], transaction_timeout_s: float = TRANSACTION_TIMEOUT_S) -> None:
+        self.raw = confluent_kafka.Producer({**config, **_logging_callbacks(self)})
+        self._transactional = bool(config.get("transactional.id"))
+        self.transaction_timeout_s = transaction_timeout_s
+        # Delivery failures of the records sent since the last flush; a record's report counts only if no flush
+        # (or forget_unflushed) came between its send and its report.
+        self._generation = 0
+        self._failed: list[KafkaError] = []
+        self._sent = 0
+
+    @property
+    def transactional(self) -> bool:
+        return self._transactional
+
+    def _delivered(self, generation: int, error: KafkaError | None, _message: Message) -> None:
+        if error is None:
+            return
+        if error.fatal() or error.code() in _FENCED:
+            self.note_fatal(failure(error))
+        if generation == self._generation:
+            self._failed.append(error)
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+    ) -> None:
+        options: dict[str, Any] = {"key": key, "on_delivery": functools.partial(self._delivered, self._generation)}
+        if headers:
+            options["headers"] = headers
+        if partition is not None:
+            options["partition"] = partition
+        while True:
+            try:
+                self.raw.produce(topic, value, **options)
+                break
+            except BufferError:
+                self.raw.poll(0.05)  # the local queue is full: serve delivery reports until there is room
+            except KafkaException as error:
+                # Refused before sending (a record larger than max_request_bytes, an unknown partition): raised
+                # here, as kafka-python's send raises it.
+                raise self._raised(error) from error
+        self._sent += 1
+        self.raw.poll(0)
+
+    def _raised(self, error: KafkaException) -> KafkaFailure:
+        """The seam's error; librdkafka's _FATAL stands for the fatal error it noted (a fencing, typically)."""
+        seam = failure(error)
+        if isinstance(seam, FatalFailure):
+            if error.args and isinstance(error.args[0], KafkaError) and error.args[0].code() == KafkaError._FATAL:
+                seam = self.fatal or seam
+            self.note_fatal(seam)
+        return seam
+
+    def _call(self, method: Callable[..., T], *args: Any) -> T:
+        try:
+            return method(*args)
+        except KafkaException as error:
+            raise self._raised(error) from error
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        sent, self._sent = self._sent, 0
+        left = self._call(self.raw.flush, -1 if timeout_s is None else timeout_s)
+        failed, self._failed = self._failed, []
+        self._generation += 1
+        if failed:
+            first = failed[0]
+            raise PublishFailed(
+                f"{len(failed)} of {sent} records were not written; the first: {first.name()}: {first.str()}",
+                first.name(),
+            )
+        if left:
+            raise PublishFailed(f"{left} records still undelivered after {timeout_s}s", "_TIMED_OUT")
+
+    def forget_unflushed(self) -> None:
+        self._failed = []
+        self._sent = 0
+        self._generation += 1
+
+    def init_transactions(self) -> None:
+        self._call(self.raw.init_transactions, self.transaction_timeout_s)
+
+    def begin_transaction(self) -> None:
+        self._call(self.raw.begin_transaction)
+
+    def send_offsets_to_transaction(self, offsets: dict[TopicPartition, int], consumer: Consumer) -> None:
+        positions = [_ck(p, offset) for p, offset in offsets.items()]
+        self._call(
+            self.raw.send_offsets_to_transaction, positions, consumer.group_metadata(), self.transaction_timeout_s
+        )
+
+    def commit_transaction(self) -> None:
+        self._call(self.raw.commit_transaction, self.transaction_timeout_s)
+
+    def abort_transaction(self) -> None:
+        self._call(self.raw.abort_transaction, self.transaction_timeout_s)
+
+    def has_fatal_error(self) -> bool:
+        return self.fatal is not None
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Deliver what is queued within the timeout, drop the rest; librdkafka's threads end with the object."""
+        try:
+            left = self.raw.flush(-1 if timeout_s is None else timeout_s)
+            if left:
+                self.raw.purge(in_queue=True, in_flight=True, blocking=False)
+                self.raw.poll(0)
+        except KafkaException as error:  # a fatal producer may refuse; it is dropped either way
+            log.debug("closing the producer: %s", error)
+
+
+# -- construction -----------------------------------------------------------------------------------------------
+
+
+@translated
+def producer(
+    kafka_settings: KafkaSettings,
+    *,
+    linger_ms: int,
+    batch_bytes: int | None,
+    max_request_bytes: int | None,
+    transactional_id: str | None,
+) -> ConfluentProducer:
+    config = producer_config(
+        kafka_settings,
+        linger_ms=linger_ms,
+        batch_bytes=batch_bytes,
+        max_request_bytes=max_request_bytes,
+        transactional_id=transactional_id,
+    )
+    return ConfluentProducer(config, max(TRANSACTION_TIMEOUT_S, kafka_settings.request_timeout_ms / 1000))
+
+
+@translated
+def consumer(
+    kafka_settings: KafkaSettings,
+    group_id: str | None,
+    *,
+    max_poll_records: int,
+    max_poll_interval_ms: int | None,
+) -> ConfluentConsumer:
+    # max_poll_records is the poll's own argument in the seam (consume's num_messages): nothing to configure.
+    config = consumer_config(kafka_settings, group_id, max_poll_interval_ms=max_poll_interval_ms)
+    raw = confluent_kafka.Consumer({**config, **_logging_callbacks()})
+    return ConfluentConsumer(raw, group_id, kafka_settings.request_timeout_ms / 1000)
