@@ -26,7 +26,7 @@ from retrain.kafka.errors import (
     RetriableFailure,
     TopicAlreadyExists,
 )
-from retrain.kafka.types import Consumer, Headers, RebalanceListener, Record, TopicPartition
+from retrain.kafka.types import Consumer, Headers, OnDelivery, RebalanceListener, Record, TopicPartition
 from retrain.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -482,13 +482,19 @@ class ConfluentProducer(_FatalNoted):
     def transactional(self) -> bool:
         return self._transactional
 
-    def _delivered(self, generation: int, error: KafkaError | None, _message: Message) -> None:
+    def _delivered(
+        self, generation: int, on_delivery: OnDelivery | None, error: KafkaError | None, message: Message
+    ) -> None:
         if error is None:
+            if on_delivery is not None:
+                on_delivery(None, message.partition(), message.offset())
             return
         if error.fatal() or error.code() in _FENCED:
             self.note_fatal(failure(error))
         if generation == self._generation:
             self._failed.append(error)
+        if on_delivery is not None:
+            on_delivery(failure(error), -1, -1)
 
     def send(
         self,
@@ -497,8 +503,10 @@ class ConfluentProducer(_FatalNoted):
         value: bytes | None,
         headers: Headers | None = None,
         partition: int | None = None,
+        on_delivery: OnDelivery | None = None,
     ) -> None:
-        options: dict[str, Any] = {"key": key, "on_delivery": functools.partial(self._delivered, self._generation)}
+        report = functools.partial(self._delivered, self._generation, on_delivery)
+        options: dict[str, Any] = {"key": key, "on_delivery": report}
         if headers:
             options["headers"] = headers
         if partition is not None:
@@ -616,3 +624,24 @@ def consumer(
     config = consumer_config(kafka_settings, group_id, max_poll_interval_ms=max_poll_interval_ms)
     raw = confluent_kafka.Consumer({**config, **_logging_callbacks()})
     return ConfluentConsumer(raw, group_id, kafka_settings.request_timeout_ms / 1000)
+
+
+def raw_consume_seconds(kafka_settings: KafkaSettings, topics: list[str], total: int) -> float:
+    """The benchmarks' baseline: librdkafka alone consuming ``total`` records of ``topics`` (clock from the first)."""
+    import time
+
+    config = consumer_config(kafka_settings, f"raw-{uuid.uuid4().hex[:8]}", max_poll_interval_ms=None)
+    consumer = confluent_kafka.Consumer(config)
+    consumer.subscribe(topics)
+    seen, size, started = 0, 0, None
+    while seen < total:
+        messages = consumer.consume(num_messages=1_000, timeout=0.5)
+        if messages and started is None:
+            started = time.perf_counter()
+        for message in messages:
+            if message.error() is None:
+                size += len(message.value())
+                seen += 1
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    consumer.close()
+    return elapsed

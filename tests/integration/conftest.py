@@ -48,9 +48,18 @@ def bootstrap() -> Iterator[str]:
         broker.stop()
 
 
+# Every test that uses a Kafka client of the product runs once per client; RETRAIN_TEST_KAFKA_CLIENTS narrows it.
+KAFKA_CLIENTS = os.environ.get("RETRAIN_TEST_KAFKA_CLIENTS", "kafka-python,confluent-kafka").split(",")
+
+
+@pytest.fixture(scope="session", params=KAFKA_CLIENTS)
+def kafka_client(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="session")
-def kafka_settings(bootstrap: str) -> KafkaSettings:
-    return KafkaSettings(bootstrap_servers=bootstrap, client_id="retrain-tests")
+def kafka_settings(bootstrap: str, kafka_client: str) -> KafkaSettings:
+    return KafkaSettings(bootstrap_servers=bootstrap, client_id="retrain-tests", client=kafka_client)
 
 
 @pytest.fixture

@@ -105,9 +105,14 @@ def produce_requests(producer, topics: TopicSettings, stream: list[Scored]) -> N
 # runs; the cause was the trainer's seek_to_end after a rewind, resolved after the detector had written more.
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_the_services_ride_out_a_broker_restart(
-    own_broker: LocalBroker, topic_settings: TopicSettings, unique: str, tmp_path: Path, guarantee: str
+    own_broker: LocalBroker,
+    topic_settings: TopicSettings,
+    unique: str,
+    tmp_path: Path,
+    guarantee: str,
+    kafka_client: str,
 ):
-    kafka = KafkaSettings(bootstrap_servers=own_broker.bootstrap)
+    kafka = KafkaSettings(bootstrap_servers=own_broker.bootstrap, client=kafka_client)
     reading = KafkaSettings(bootstrap_servers=own_broker.bootstrap, processing_guarantee=guarantee)
     admin = make_admin(kafka)
     try:
@@ -214,8 +219,10 @@ def test_the_services_ride_out_a_broker_restart(
     assert buffered >= total, f"the trainer buffered {buffered:,.0f} of {total:,}\n{report}"
 
 
-def test_the_detector_rides_out_a_broker_restart(own_broker: LocalBroker, topic_settings: TopicSettings, unique: str):
-    kafka = KafkaSettings(bootstrap_servers=own_broker.bootstrap)
+def test_the_detector_rides_out_a_broker_restart(
+    own_broker: LocalBroker, topic_settings: TopicSettings, unique: str, kafka_client: str
+):
+    kafka = KafkaSettings(bootstrap_servers=own_broker.bootstrap, client=kafka_client)
     admin = make_admin(kafka)
     try:
         assert ensure_topics(topic_admin(admin), pipeline_topics(topic_settings)).ok

@@ -62,6 +62,7 @@ class Detector:
         self.env = {
             **os.environ,
             "RETRAIN_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "RETRAIN_KAFKA_CLIENT": kafka.client,
             "RETRAIN_DETECTOR_GROUP_ID": group,
             "RETRAIN_METRICS_DETECTOR_PORT": str(free_port()),
             **{f"RETRAIN_TOPIC_{role.upper()}": name for role, name in topics.names().items()},

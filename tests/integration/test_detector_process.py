@@ -52,6 +52,7 @@ def test_sigterm_stops_the_detector_with_offsets_committed(
     env = {
         **os.environ,
         "RETRAIN_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "RETRAIN_KAFKA_CLIENT": kafka_settings.client,
         "RETRAIN_DETECTOR_GROUP_ID": group,
         "RETRAIN_METRICS_DETECTOR_PORT": str(port),
         **{f"RETRAIN_TOPIC_{role.upper()}": name for role, name in created_topics.names().items()},

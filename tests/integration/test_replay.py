@@ -144,6 +144,7 @@ def test_retrain_replay_command(kafka_settings: KafkaSettings, created_topics: T
     env = {
         **os.environ,
         "RETRAIN_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "RETRAIN_KAFKA_CLIENT": kafka_settings.client,
         **{f"RETRAIN_TOPIC_{role.upper()}": name for role, name in created_topics.names().items()},
     }
     command = [sys.executable, "-m", "retrain.cli", "replay", "--model-id", "cli", "--examples", "500"]

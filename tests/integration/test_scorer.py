@@ -204,6 +204,7 @@ def test_retrain_scorer_serves_its_metrics_and_stops_on_sigterm_with_offsets_com
     env = {
         **os.environ,
         "RETRAIN_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "RETRAIN_KAFKA_CLIENT": kafka_settings.client,
         "RETRAIN_SCORER_GROUP_ID": group,
         "RETRAIN_METRICS_SCORER_PORT": str(port),
         "RETRAIN_REGISTRY_PATH": str(registry.path),

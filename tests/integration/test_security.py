@@ -131,10 +131,13 @@ def secure_broker(tmp_path: Path):
         broker.stop()
 
 
-def secure_settings(broker: SecureBroker, mechanism: str, password: str = PASSWORD) -> KafkaSettings:
+def secure_settings(
+    broker: SecureBroker, mechanism: str, password: str = PASSWORD, client: str = "kafka-python"
+) -> KafkaSettings:
     """Client settings for ``mechanism``: a SASL mechanism over SASL_SSL, or "mTLS" (a client certificate)."""
     if mechanism == "mTLS":
         return KafkaSettings(
+            client=client,
             bootstrap_servers=broker.mutual_tls,
             security_protocol="SSL",
             ssl_cafile=broker.cafile,
@@ -143,6 +146,7 @@ def secure_settings(broker: SecureBroker, mechanism: str, password: str = PASSWO
             ssl_password=KEY_PASSWORD,
         )
     return KafkaSettings(
+        client=client,
         bootstrap_servers=broker.sasl_ssl,
         security_protocol="SASL_SSL",
         sasl_mechanism=mechanism,
@@ -154,7 +158,7 @@ def secure_settings(broker: SecureBroker, mechanism: str, password: str = PASSWO
 
 def service_env(kafka: KafkaSettings) -> dict[str, str]:
     """The same settings as the services' environment variables."""
-    env = {"RETRAIN_KAFKA_SECURITY_PROTOCOL": kafka.security_protocol}
+    env = {"RETRAIN_KAFKA_SECURITY_PROTOCOL": kafka.security_protocol, "RETRAIN_KAFKA_CLIENT": kafka.client}
     for name in ("sasl_mechanism", "sasl_username", "ssl_cafile", "ssl_certfile", "ssl_keyfile"):
         value = getattr(kafka, name)
         if value is not None:
@@ -177,11 +181,16 @@ def add_scram_user(plaintext_bootstrap: str) -> None:
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-512", "mTLS"])
 def test_the_services_work_over_tls_and_sasl_and_never_log_a_secret(
-    secure_broker: SecureBroker, topic_settings: TopicSettings, unique: str, tmp_path: Path, mechanism: str
+    secure_broker: SecureBroker,
+    topic_settings: TopicSettings,
+    unique: str,
+    tmp_path: Path,
+    mechanism: str,
+    kafka_client: str,
 ):
     if mechanism.startswith("SCRAM"):
         add_scram_user(secure_broker.plaintext)
-    kafka = secure_settings(secure_broker, mechanism)
+    kafka = secure_settings(secure_broker, mechanism, client=kafka_client)
     # Authentication is enforced: a wrong password, or no client certificate, gets nowhere.
     refused = (
         KafkaSettings(

@@ -105,6 +105,7 @@ def test_sigterm_stops_the_scorer_with_its_offsets_committed(
     env = {
         **os.environ,
         "RETRAIN_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "RETRAIN_KAFKA_CLIENT": kafka_settings.client,
         "RETRAIN_SCORER_GROUP_ID": group,
         "RETRAIN_METRICS_SCORER_PORT": str(free_port()),
         **{f"RETRAIN_TOPIC_{role.upper()}": name for role, name in created_topics.names().items()},

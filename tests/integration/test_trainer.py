@@ -178,6 +178,7 @@ def test_models_command_promotes_and_rolls_back_with_an_update_event(settings: S
     env = {
         **os.environ,
         "RETRAIN_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "RETRAIN_KAFKA_CLIENT": kafka_settings.client,
         "RETRAIN_TOPIC_MODEL_UPDATES": settings.topics.model_updates,
         "RETRAIN_REGISTRY_PATH": str(settings.registry.path),
         "RETRAIN_REGISTRY_HMAC_KEY": KEY,

@@ -45,6 +45,7 @@ class Trainer:
         self.env = {
             **os.environ,
             "RETRAIN_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "RETRAIN_KAFKA_CLIENT": kafka.client,
             "RETRAIN_TRAINER_GROUP_ID": group,
             "RETRAIN_METRICS_TRAINER_PORT": str(self.port),
             **{f"RETRAIN_TOPIC_{role.upper()}": name for role, name in topics.names().items()},

@@ -19,6 +19,7 @@ def trigger(kafka_settings: KafkaSettings, topics: TopicSettings, *args: str) ->
     env = {
         **os.environ,
         "RETRAIN_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+        "RETRAIN_KAFKA_CLIENT": kafka_settings.client,
         "RETRAIN_TOPIC_RETRAIN_EVENTS": topics.retrain_events,
     }
     return subprocess.run(
