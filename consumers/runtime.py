@@ -143,6 +143,9 @@ class ConsumeLoop:
         self.renew_producer = renew_producer
         self._renew_pending = False
         self._renewals: list[float] = []  # when the producer was last replaced (monotonic), within the window
+        # The partitions the group gave this loop, as its listener heard; a snapshot other threads may read (a
+        # client's consumer belongs to the loop's thread: librdkafka's deadlocks when called from another one).
+        self.assigned: frozenset[TopicPartition] = frozenset()
 
     def stop(self, *_: object) -> None:
         """Ask the loop to finish its batch, flush, commit and return. Safe from a signal handler."""
@@ -425,10 +428,12 @@ class ConsumeLoop:
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         # Nothing to flush or commit: every batch was flushed and committed before the poll that rebalances.
         if revoked:
+            self.assigned = self.assigned - set(revoked)
             self.service.partitions_revoked(revoked)
             for partition in revoked:
                 self._committed.pop(partition, None)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("%s assigned %s", self.service.name, sorted(assigned))
+        self.assigned = self.assigned | set(assigned)
         self.service.partitions_assigned(self.consumer, assigned)

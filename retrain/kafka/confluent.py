@@ -9,8 +9,10 @@ before the first record. Topic administration stays on kafka-python (:func:`retr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
@@ -76,7 +78,8 @@ def failure(error: KafkaError | KafkaException) -> KafkaFailure:
     code = error.code()
     if code == KafkaError.TOPIC_ALREADY_EXISTS:
         kind: type[KafkaFailure] = TopicAlreadyExists
-    elif code in _FENCED:
+    elif code in _FENCED or (code == KafkaError._FATAL and "fenced" in (error.str() or "").lower()):
+        # librdkafka reports a fencing as its generic _FATAL once noted; its text is the only sign left of it.
         kind = ProducerFenced
     elif error.fatal():
         kind = FatalFailure
@@ -98,6 +101,44 @@ def translated(method: Callable[P, T]) -> Callable[P, T]:
             raise failure(error) from error
 
     return call
+
+
+def _kafka_cause(error: BaseException) -> KafkaException | None:
+    """The librdkafka error behind ``error`` (confluent-kafka wraps one raised inside a callback in a SystemError)."""
+    seen = error.__cause__ or error.__context__
+    while seen is not None and not isinstance(seen, KafkaException):
+        seen = seen.__cause__ or seen.__context__
+    return seen
+
+
+# Metadata not yet everywhere (a topic just made, a leader moving): librdkafka's offset look-ups fail at once where
+# kafka-python's retry; these are retried for up to the consumer's timeout.
+_LOOKUP_RETRIED = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    }
+)
+
+
+def _retrying_lookup(call: Callable[[], T], timeout_s: float) -> T:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return call()
+        except KafkaException as error:
+            inner = error.args[0] if error.args else None
+            retried = isinstance(inner, KafkaError) and inner.code() in _LOOKUP_RETRIED
+            if not retried or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _ck(partition: TopicPartition, offset: int = confluent_kafka.OFFSET_INVALID) -> confluent_kafka.TopicPartition:
@@ -438,7 +479,9 @@ class ConfluentConsumer:
         # as kafka-python's end_offsets.
         ends: dict[TopicPartition, int] = {}
         for partition in partitions:
-            _low, high = self.raw.get_watermark_offsets(_ck(partition), timeout=self.timeout_s)
+            _low, high = _retrying_lookup(
+                lambda p=partition: self.raw.get_watermark_offsets(_ck(p), timeout=self.timeout_s), self.timeout_s
+            )
             ends[partition] = high
         return ends
 
@@ -516,28 +559,44 @@ class ConfluentProducer(_FatalNoted):
                 self.raw.produce(topic, value, **options)
                 break
             except BufferError:
-                self.raw.poll(0.05)  # the local queue is full: serve delivery reports until there is room
+                self._call(self.raw.poll, 0.05)  # the local queue is full: serve delivery reports until there is room
             except KafkaException as error:
                 # Refused before sending (a record larger than max_request_bytes, an unknown partition): raised
                 # here, as kafka-python's send raises it.
                 raise self._raised(error) from error
         self._sent += 1
-        self.raw.poll(0)
+        self._call(self.raw.poll, 0)
 
     def _raised(self, error: KafkaException) -> KafkaFailure:
         """The seam's error; librdkafka's _FATAL stands for the fatal error it noted (a fencing, typically)."""
         seam = failure(error)
         if isinstance(seam, FatalFailure):
             if error.args and isinstance(error.args[0], KafkaError) and error.args[0].code() == KafkaError._FATAL:
+                if self.fatal is None:  # the fatal error itself reaches error_cb, which a poll serves
+                    with contextlib.suppress(Exception):
+                        self.raw.poll(0)
+                if self.fatal is None and self._transactional:
+                    # Not told why: a new producer under the same id either carries on (it was a fencing, by far
+                    # the usual cause) or meets the real error at its init_transactions.
+                    seam = ProducerFenced(str(seam), seam.name)
                 seam = self.fatal or seam
             self.note_fatal(seam)
         return seam
 
     def _call(self, method: Callable[..., T], *args: Any) -> T:
+        if self.fatal is not None:  # librdkafka refuses everything after a fatal error (and confluent-kafka errs)
+            raise type(self.fatal)(str(self.fatal), self.fatal.name)
         try:
             return method(*args)
         except KafkaException as error:
             raise self._raised(error) from error
+        except SystemError as error:  # confluent-kafka surfaces an error met inside a delivery callback this way
+            cause = _kafka_cause(error)
+            if cause is not None:
+                raise self._raised(cause) from error
+            if self.fatal is not None:
+                raise type(self.fatal)(str(self.fatal), self.fatal.name) from error
+            raise RetriableFailure(str(error), "SystemError") from error
 
     def flush(self, timeout_s: float | None = None) -> None:
         sent, self._sent = self._sent, 0
@@ -582,11 +641,11 @@ class ConfluentProducer(_FatalNoted):
     def close(self, timeout_s: float | None = None) -> None:
         """Deliver what is queued within the timeout, drop the rest; librdkafka's threads end with the object."""
         try:
-            left = self.raw.flush(-1 if timeout_s is None else timeout_s)
+            left = 1 if self.fatal is not None else self.raw.flush(-1 if timeout_s is None else timeout_s)
             if left:
                 self.raw.purge(in_queue=True, in_flight=True, blocking=False)
                 self.raw.poll(0)
-        except KafkaException as error:  # a fatal producer may refuse; it is dropped either way
+        except (KafkaException, SystemError) as error:  # a fatal producer may refuse; it is dropped either way
             log.debug("closing the producer: %s", error)
 
 

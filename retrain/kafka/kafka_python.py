@@ -127,7 +127,7 @@ class KafkaPythonConsumer:
     @translated
     def poll(self, timeout_s: float, max_records: int) -> list[Record]:
         batches = self.raw.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
-        dropped = self._deliver_rebalances()
+        dropped = self._deliver_rebalances(batches)
         records: list[Record] = []
         for partition, fetched in batches.items():
             if partition in dropped:
@@ -137,12 +137,14 @@ class KafkaPythonConsumer:
             )
         return records
 
-    def _deliver_rebalances(self) -> set[kafka.TopicPartition]:
+    def _deliver_rebalances(self, batches: dict) -> set[kafka.TopicPartition]:
         """Tell the listener of the rebalances since the last poll; the partitions whose fetched records are void.
 
         kafka-python 3 keeps a partition's fetch position when a rebalance revokes it and gives it straight back
         (Java resets it), while the listener dropped its state on the revocation: such a partition is read again
         from its committed offset, as a new owner would, and what was fetched from the kept position is dropped.
+        The listener hears of an assignment after kafka-python fetched for it, so a partition it pauses or seeks
+        gives up what this poll fetched (a paused one is read from there once resumed).
         """
         events = self._rebalances.take()
         if not events or self._listener is None:
@@ -165,7 +167,18 @@ class KafkaPythonConsumer:
                     else:
                         self.raw.seek(_kp(partition), committed)
             revoked_last = set()
+            fetched_from = {
+                _kp(p): batches[_kp(p)][0].offset for p in partitions if batches.get(_kp(p)) and _kp(p) not in void
+            }
+            fetched_to = {p: self.raw.position(p) for p in fetched_from}
             self._listener.on_partitions_assigned(partitions)
+            paused = self.raw.paused()
+            for partition, first in fetched_from.items():
+                if self.raw.position(partition) != fetched_to[partition]:  # sought by the listener
+                    void.add(partition)
+                elif partition in paused:
+                    void.add(partition)
+                    self.raw.seek(partition, first)
         return void
 
     @translated

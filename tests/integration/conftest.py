@@ -21,10 +21,17 @@ from tests.conftest import REPO_ROOT
 TEST_BROKER_PORT = int(os.environ.get("RETRAIN_TEST_BROKER_PORT", "19092"))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    kept, dropped = [], []
     for item in items:
         if "tests/integration/" in str(item.path).replace(os.sep, "/"):
             item.add_marker(pytest.mark.kafka)
+        only = item.get_closest_marker("clients")
+        client = getattr(item, "callspec", None) and item.callspec.params.get("kafka_client")
+        (dropped if only is not None and client is not None and client not in only.args else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")

@@ -44,7 +44,7 @@ class RunningService:
 
     def wait_assigned(self, timeout_s: float = 120.0) -> None:
         """Until the group has given this service its partitions (the first join can take a while)."""
-        self.wait_until(lambda: bool(self.loop.consumer.assignment()), "a partition assignment", timeout_s)
+        self.wait_until(lambda: bool(self.loop.assigned), "a partition assignment", timeout_s)
 
     def stop(self) -> None:
         self.loop.stop()

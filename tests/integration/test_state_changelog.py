@@ -88,7 +88,7 @@ def test_one_record_of_that_size_is_refused_by_the_broker(kafka_settings: KafkaS
     unchunked = changelog(kafka_settings, created_topics, max_record_bytes=2**31)
     try:
         unchunked.save(2, random.Random(7).randbytes(5 * MAX_RECORD_BYTES // 2 + 11))
-        with pytest.raises(PublishFailed, match="MessageSizeTooLarge|MSG_SIZE_TOO_LARGE"):
+        with pytest.raises(PublishFailed, match=r"MessageSizeTooLarge|MSG_SIZE_TOO_LARGE"):
             unchunked.publisher.flush()
     finally:
         closed(unchunked)
