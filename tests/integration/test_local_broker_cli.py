@@ -13,6 +13,9 @@ from retrain.localkafka import LocalBroker, metadata_ok
 from retrain.settings import BrokerSettings
 from tests.conftest import REPO_ROOT
 
+# No Kafka client of the product is involved: once is enough.
+pytestmark = pytest.mark.clients("kafka-python")
+
 PORT = int(os.environ.get("RETRAIN_TEST_CLI_BROKER_PORT", "19192"))
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from kafka import KafkaAdminClient
 
 from retrain.topics import ensure_topics, pipeline_topics
 from tests.integration.kafka_io import topic_admin
+
+# Topic administration goes through kafka-python whichever client serves: once is enough.
+pytestmark = pytest.mark.clients("kafka-python")
 
 
 def test_creates_every_topic_with_its_partitions_then_nothing_twice(admin: KafkaAdminClient, topic_settings):

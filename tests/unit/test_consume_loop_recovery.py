@@ -220,6 +220,9 @@ class FakeConsumer:
     def group_metadata(self) -> str:
         return GROUP_METADATA
 
+    def paused(self) -> set[TopicPartition]:
+        return set()
+
     def highwater(self, tp: TopicPartition) -> int:
         return self.lengths[tp]
 
