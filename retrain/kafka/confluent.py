@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException, Message
@@ -27,13 +27,13 @@ from retrain.kafka.errors import (
     PublishFailed,
     RetriableFailure,
     TopicAlreadyExists,
+    translating,
 )
 from retrain.kafka.types import Consumer, Headers, OnDelivery, RebalanceListener, Record, TopicPartition
 from retrain.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 # Bounds for the transactional calls and the broker look-ups that take a timeout (librdkafka's default: forever).
@@ -92,15 +92,7 @@ def failure(error: KafkaError | KafkaException) -> KafkaFailure:
     return kind(error.str() or error.name(), error.name())
 
 
-def translated(method: Callable[P, T]) -> Callable[P, T]:
-    @functools.wraps(method)
-    def call(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return method(*args, **kwargs)
-        except KafkaException as error:
-            raise failure(error) from error
-
-    return call
+translated = translating(KafkaException, failure)
 
 
 def _kafka_cause(error: BaseException) -> KafkaException | None:

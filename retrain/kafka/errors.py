@@ -3,6 +3,13 @@ new producer under the same transactional id may carry on)."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
 
 class KafkaFailure(Exception):
     """Kafka failed under an operation. ``name`` is the client's own name for the error (for logs and metrics)."""
@@ -34,3 +41,21 @@ class TopicAlreadyExists(KafkaFailure):
 
 class PublishFailed(RetriableFailure):
     """Records sent since the last flush were not all written: whatever consumed their inputs must not commit."""
+
+
+def translating(
+    client_error: type[Exception], failure: Callable[[Any], KafkaFailure]
+) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """A decorator that raises a client library's ``client_error`` as the seam's ``failure(error)``."""
+
+    def translated(method: Callable[P, T]) -> Callable[P, T]:
+        @functools.wraps(method)
+        def call(*args: P.args, **kwargs: P.kwargs) -> T:
+            try:
+                return method(*args, **kwargs)
+            except client_error as error:
+                raise failure(error) from error
+
+        return call
+
+    return translated

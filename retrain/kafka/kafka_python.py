@@ -5,10 +5,9 @@ kafka-python's own quirks are worked around here and nowhere else; each workarou
 
 from __future__ import annotations
 
-import functools
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 import kafka
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -33,6 +32,7 @@ from retrain.kafka.errors import (
     PublishFailed,
     RetriableFailure,
     TopicAlreadyExists,
+    translating,
 )
 from retrain.kafka.types import Consumer, Headers, OnDelivery, RebalanceListener, Record, TopicPartition
 from retrain.settings import KafkaSettings
@@ -45,9 +45,6 @@ _FATAL = (
     KafkaConfigurationError,
     UnsupportedVersionError,
 )
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 
 def failure(error: KafkaError) -> KafkaFailure:
@@ -67,15 +64,7 @@ def _as_failure(error: BaseException) -> BaseException:
     return failure(error) if isinstance(error, KafkaError) else error
 
 
-def translated(method: Callable[P, T]) -> Callable[P, T]:
-    @functools.wraps(method)
-    def call(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return method(*args, **kwargs)
-        except KafkaError as error:
-            raise failure(error) from error
-
-    return call
+translated = translating(KafkaError, failure)
 
 
 def _kp(partition: TopicPartition) -> kafka.TopicPartition:
