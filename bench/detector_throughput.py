@@ -22,8 +22,9 @@ from prometheus_client import CollectorRegistry
 
 from bench.kafka import benchmark_kafka, fresh_topics
 from consumers.detector import run_detector
-from retrain.kafka import make_producer
+from retrain.kafka import make_admin, make_producer
 from retrain.settings import BrokerSettings, DetectorSettings, KafkaSettings, RegistrySettings, Settings, TopicSettings
+from retrain.topics import ensure_topics, pipeline_topics
 from schemas import encode
 from tests.integration.streams import sea_model, sea_stream
 
@@ -42,6 +43,13 @@ def produce(kafka: KafkaSettings, topics: TopicSettings, n: int) -> None:
 
 
 def detector_seconds(kafka: KafkaSettings, topics: TopicSettings, n: int, snapshots: bool) -> float:
+    # A state topic of its own: a run restoring an earlier run's snapshots would take its joins for duplicates.
+    topics = topics.model_copy(update={"detector_state": f"{topics.detector_state}-{uuid.uuid4().hex[:8]}"})
+    admin = make_admin(kafka)
+    try:
+        ensure_topics(admin, pipeline_topics(topics))
+    finally:
+        admin.close()
     settings = Settings(
         kafka=kafka,
         topics=topics,

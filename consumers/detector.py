@@ -17,14 +17,13 @@ import logging
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
 
 import river
 from prometheus_client import CollectorRegistry
 
 from consumers.admission import AdmittedModels
 from consumers.decoding import decode_record
-from consumers.metrics import DetectorMetrics
+from consumers.metrics import DetectorMetrics, observe_many
 from consumers.runtime import InvalidRecord, Outputs
 from consumers.state import StateChangelog
 from consumers.updates import ModelUpdates
@@ -79,10 +78,7 @@ class DetectorService:
         self._read_to: dict[tuple[str, int], int] = {}  # (topic, partition) -> the offset after the last one read
         self.watches: dict[str, ModelWatch] = {}
         self.versions: dict[str, tuple[int, float | None]] = {}
-        # Labelled metric children, looked up once (prometheus-client's labels() is slow on a hot path).
-        self._consumed: dict[str, Any] = {}
-        self._latency = self.metrics.processing_latency.labels(self.name)
-        self._joined_count = self.metrics.joins.labels("joined")
+        self._tally = _BatchTally()
         if self.updates is not None and not self.updates.catch_up():
             self.updates.close()
             self.updates = None
@@ -90,12 +86,10 @@ class DetectorService:
     # -- the Service protocol -----------------------------------------------------------------------------
 
     def handle(self, record: Record, out: Outputs) -> None:
-        consumed = self._consumed.get(record.topic)
-        if consumed is None:
-            consumed = self._consumed[record.topic] = self.metrics.records_consumed.labels(self.name, record.topic)
-        consumed.inc()
+        tally = self._tally
+        tally.consumed[record.topic] = tally.consumed.get(record.topic, 0) + 1
         if record.timestamp >= 0:
-            self._latency.observe(max(0.0, time.time() - record.timestamp / 1000))
+            tally.ages.append(max(0.0, time.time() - record.timestamp / 1000))
         self._read_to[(record.topic, record.partition)] = record.offset + 1
         self._dirty.add(record.partition)
         joiner = self._joiner(record.partition)
@@ -119,6 +113,8 @@ class DetectorService:
             self._joined(example, record, out)
 
     def after_batch(self, out: Outputs) -> None:
+        self._tally.report(self.metrics, self.name)
+        self._tally = _BatchTally()
         if self.updates is not None:
             self.updates.poll()
         for partition, joiner in self.joiners.items():
@@ -276,28 +272,19 @@ class DetectorService:
         return watch
 
     def _joined(self, example: LabeledExample, record: Record, out: Outputs) -> None:
-        self._joined_count.inc()
         models = self._models_in.get(record.partition)
         if models is None:
             models = self._models_in[record.partition] = set()
         models.add(example.model_id)
-        self.metrics.labeled_examples.inc(example.model_id)
         out.emit(example)
         watch = self.watch(example.model_id)
+        self._tally.joined(watch)
         try:
             event = watch.observe(example)
         except ValueError as error:
             raise InvalidRecord("invalid_target", str(error)) from error
         for detection in watch.last_detections:
             self.metrics.detections.inc(example.model_id, detection.detector)
-        accuracy, error = watch.rolling_accuracy, watch.rolling_error
-        # Both gauges exist from a model's first example (at 0 while there is no figure), as they always did.
-        self.metrics.rolling_accuracy.start(example.model_id)
-        self.metrics.rolling_error.start(example.model_id)
-        if accuracy is not None:
-            self.metrics.rolling_accuracy.set(example.model_id, accuracy)
-        if error is not None:
-            self.metrics.rolling_error.set(example.model_id, error)
         for name in watch.monitor.warnings if watch.monitor is not None else ():
             self.metrics.warnings.inc(example.model_id, name)
         if event is not None:
@@ -338,6 +325,40 @@ class DetectorService:
         watch = self.watches.get(update.model_id)
         if watch is not None and update.version != watch.version:
             watch.model_updated(update.version, accuracy)
+
+
+class _BatchTally:
+    """What a poll batch did to the hot metrics, handed to Prometheus once per batch (not per record)."""
+
+    __slots__ = ("ages", "consumed", "examples", "watched")
+
+    def __init__(self) -> None:
+        self.consumed: dict[str, int] = {}  # topic -> records
+        self.ages: list[float] = []  # each record's age when handled, seconds
+        self.examples: dict[str, int] = {}  # model_id -> labeled examples
+        self.watched: dict[str, ModelWatch] = {}  # the models with new examples: their rolling figures
+
+    def joined(self, watch: ModelWatch) -> None:
+        self.examples[watch.model_id] = self.examples.get(watch.model_id, 0) + 1
+        self.watched[watch.model_id] = watch
+
+    def report(self, metrics: DetectorMetrics, service: str) -> None:
+        for topic, count in self.consumed.items():
+            metrics.records_consumed.labels(service, topic).inc(count)
+        observe_many(metrics.processing_latency.labels(service), self.ages)
+        if self.examples:
+            metrics.joins.labels("joined").inc(sum(self.examples.values()))
+        for model_id, count in self.examples.items():
+            metrics.labeled_examples.inc(model_id, amount=count)
+        for model_id, watch in self.watched.items():
+            # Both gauges exist from a model's first example (at 0 while there is no figure).
+            metrics.rolling_accuracy.start(model_id)
+            metrics.rolling_error.start(model_id)
+            accuracy, error = watch.rolling_accuracy, watch.rolling_error
+            if accuracy is not None:
+                metrics.rolling_accuracy.set(model_id, accuracy)
+            if error is not None:
+                metrics.rolling_error.set(model_id, error)
 
 
 def run_detector(settings, *, registry: CollectorRegistry | None = None, serve: bool = True):

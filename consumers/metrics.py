@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from array import array
+from bisect import bisect_left
 from collections.abc import Iterable
 from threading import Lock
 from typing import Literal
@@ -71,6 +72,23 @@ class ServiceMetrics:
 
     def lag(self, partition, behind: int) -> None:
         self.consumer_lag.labels(self.service, partition.topic, str(partition.partition)).set(behind)
+
+
+def observe_many(histogram, amounts: Iterable[float]) -> None:
+    """``histogram.observe(a)`` for each amount, with one update per bucket (a labelled child, no exemplars)."""
+    bounds = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    total = 0.0
+    for amount in amounts:
+        counts[bisect_left(bounds, amount)] += 1
+        total += amount
+    if not any(counts):
+        return
+    histogram._raise_if_not_observable()
+    histogram._sum.inc(total)
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
 
 
 class ModelSeries(Collector):

@@ -24,11 +24,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from consumers.admission import AdmittedModels
 from consumers.decoding import decode_record
-from consumers.metrics import ScorerMetrics
+from consumers.metrics import ScorerMetrics, observe_many
 from consumers.runtime import ConsumeLoop, InvalidRecord, Outputs
 from consumers.updates import ModelUpdates
 from retrain.decisions.admission import ModelAdmission
@@ -37,10 +37,13 @@ from retrain.kafka import Consumer, Record, TopicPartition
 from retrain.registry import ModelRegistry, RegistryError
 from retrain.settings import Settings, TopicSettings
 from schemas import ModelUpdatedEvent, PredictionEvent, ScoringRequest
+from schemas.fast import trusted
+from schemas.types import Target
 
 log = logging.getLogger(__name__)
 
 Pending = tuple[Record, ScoringRequest]
+_TARGET = TypeAdapter(Target)  # a prediction is validated as PredictionEvent.prediction is
 
 
 class ScorerService:
@@ -218,6 +221,7 @@ class ScorerService:
         served = self.serving(model_id)
         results = score_batch(served, [request.features for _, request in items], self.fallback)
         now = time.time()
+        ages: list[float] = []
         scored = 0
         for (record, request), result in zip(items, results, strict=True):
             if result.error is not None:
@@ -226,23 +230,30 @@ class ScorerService:
                 out.dead_letter_record(record, InvalidRecord(reason, message), reason)
                 continue
             try:
-                prediction = PredictionEvent(
-                    prediction_id=request.prediction_id,
-                    model_id=model_id,
-                    model_version=served.version,
-                    features=request.features,
-                    prediction=result.prediction,
-                    timestamp=request.timestamp,
-                )
+                value = _TARGET.validate_python(result.prediction)
             except ValidationError as error:  # e.g. NaN from a regressor
                 reason = "invalid_prediction"
                 message = f"{model_id} version {served.version} predicted {result.prediction!r}: {error}"
                 out.dead_letter_record(record, InvalidRecord(reason, message[:2048]), reason)
                 continue
+            # The rest was validated with the request: built without validating it again (hot path).
+            prediction = trusted(
+                PredictionEvent,
+                {
+                    "schema_version": PredictionEvent.SCHEMA_VERSION,
+                    "prediction_id": request.prediction_id,
+                    "model_id": model_id,
+                    "model_version": served.version,
+                    "features": request.features,
+                    "prediction": value,
+                    "timestamp": request.timestamp,
+                },
+            )
             out.emit(prediction)
             scored += 1
             if record.timestamp >= 0:
-                self._latency.observe(max(0.0, now - record.timestamp / 1000))
+                ages.append(max(0.0, now - record.timestamp / 1000))
+        observe_many(self._latency, ages)
         counter = self._predictions.get(model_id)
         if counter is None:
             counter = self._predictions[model_id] = self.metrics.predictions.labels(model_id)

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from schemas import fast
 from schemas.events import Event
 
 E = TypeVar("E", bound=Event)
@@ -36,16 +37,23 @@ class EventDecodeError(ValueError):
 
 def encode(event: Event) -> bytes:
     """Serialize an event to compact UTF-8 JSON (what goes into a Kafka record's value)."""
-    return event.model_dump_json().encode()
+    return fast.write(event)
 
 
-def decode(payload: bytes | bytearray | memoryview | None, event_type: type[E]) -> E:
-    """Parse and validate ``payload`` as ``event_type``; raise :class:`EventDecodeError` if it is not one."""
+def decode(payload: bytes | bytearray | memoryview | None, event_type: type[E], *, fast_path: bool = True) -> E:
+    """Parse and validate ``payload`` as ``event_type``; raise :class:`EventDecodeError` if it is not one.
+
+    ``fast_path=False``: by the pydantic model alone (the reference :mod:`schemas.fast` is tested against).
+    """
     name = event_type.__name__
     if payload is None or len(payload) == 0:
         raise EventDecodeError(name, "empty", "the record has no value")
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise EventDecodeError(name, "too_large", f"{len(payload)} bytes is over the limit of {MAX_PAYLOAD_BYTES}")
+    if fast_path and fast.readable(event_type):
+        event = fast.read(payload, event_type)
+        if event is not None:
+            return event
     data = bytes(payload)
     try:
         event = event_type.model_validate_json(data)

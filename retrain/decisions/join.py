@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from schemas import LabeledExample, LabelEvent, PredictionEvent
+from schemas.fast import trusted
 
 
 class LabelOutcome(StrEnum):
@@ -214,16 +215,19 @@ class LabelJoiner:
             if len(self._joined) > self.remember_joined:
                 self._joined.popitem(last=False)
         # Both sides were validated when decoded: build without validating again (hot path).
-        return LabeledExample.model_construct(
-            schema_version=LabeledExample.SCHEMA_VERSION,
-            prediction_id=prediction.prediction_id,
-            model_id=prediction.model_id,
-            model_version=prediction.model_version,
-            features=prediction.features,
-            prediction=prediction.prediction,
-            label=label.label,
-            prediction_timestamp=prediction.timestamp,
-            label_timestamp=label.timestamp,
+        return trusted(
+            LabeledExample,
+            {
+                "schema_version": LabeledExample.SCHEMA_VERSION,
+                "prediction_id": prediction.prediction_id,
+                "model_id": prediction.model_id,
+                "model_version": prediction.model_version,
+                "features": prediction.features,
+                "prediction": prediction.prediction,
+                "label": label.label,
+                "prediction_timestamp": prediction.timestamp,
+                "label_timestamp": label.timestamp,
+            },
         )
 
     def _drain(

@@ -330,6 +330,8 @@ class ModelWatch:
 
     def _agreeing(self) -> list[Detection]:
         assert self.monitor is not None
+        if not self._rising:
+            return []
         now_index = self.monitor.n - 1
         agreeing = [d for d in self._rising.values() if now_index - d.index < self.config.agreement_window]
         return sorted(agreeing, key=lambda d: d.index) if len(agreeing) >= self.config.drift_quorum else []

@@ -268,7 +268,13 @@ class _FatalNoted:
 
 
 class ConfluentConsumer:
-    def __init__(self, raw: confluent_kafka.Consumer, group_id: str | None, timeout_s: float) -> None:
+    def __init__(
+        self,
+        raw: confluent_kafka.Consumer,
+        group_id: str | None,
+        timeout_s: float,
+        lookup_config: dict[str, Any] | None = None,
+    ) -> None:
         self.raw = raw
         self.group_id = group_id
         self.timeout_s = timeout_s  # for the calls that ask the broker (commits, offsets, metadata)
@@ -281,6 +287,17 @@ class ConfluentConsumer:
         # the partition's records dropped until one succeeds.
         self._pending_seeks: dict[TopicPartition, int] = {}
         self._revoked_in_poll: set[TopicPartition] = set()
+        self._starts: dict[TopicPartition, int] = {}  # where an untouched partition's reading starts (see position)
+        # Watermark look-ups go through a client of their own: on the consumer's connection a broker answers them
+        # only after the long-poll fetch before them (fetch.wait.max.ms, 500 ms, on an idle partition).
+        self._lookup_config = lookup_config
+        self._lookup: confluent_kafka.Consumer | None = None
+
+    def _watermarks(self, partition: TopicPartition) -> tuple[int, int]:
+        if self._lookup is None and self._lookup_config is not None:
+            self._lookup = confluent_kafka.Consumer(self._lookup_config)
+        client = self._lookup or self.raw
+        return client.get_watermark_offsets(_ck(partition), timeout=self.timeout_s)
 
     # rebalances: librdkafka calls these inside consume(), on the thread that polls
 
@@ -310,6 +327,7 @@ class ConfluentConsumer:
         for partition in partitions:
             self._paused.discard(partition)
             self._sought.pop(partition, None)
+            self._starts.pop(partition, None)
             self._pending_seeks.pop(partition, None)
 
     @translated
@@ -317,7 +335,10 @@ class ConfluentConsumer:
         if self._pending_seeks:
             self._retry_seeks()
         self._revoked_in_poll = set()
-        messages = self.raw.consume(num_messages=max_records, timeout=timeout_s)
+        # What is already fetched, at once (consume() would wait out the timeout for a full batch); else wait.
+        messages = self.raw.consume(num_messages=max_records, timeout=0)
+        if not messages:
+            messages = self.raw.consume(num_messages=max_records, timeout=timeout_s)
         revoked, self._revoked_in_poll = self._revoked_in_poll, set()
         void = revoked | self._pending_seeks.keys()
         records: list[Record] = []
@@ -372,7 +393,7 @@ class ConfluentConsumer:
         # A reader without a group has no commit to start from: the beginning (auto_offset_reset=earliest), with
         # no look-up first. A group member starts at the group's commit.
         start = confluent_kafka.OFFSET_BEGINNING if self.group_id is None else confluent_kafka.OFFSET_INVALID
-        self._forget(set(self._sought) | set(self._pending_seeks) | set(self._paused))
+        self._forget(set(self._sought) | set(self._pending_seeks) | set(self._paused) | set(self._starts))
         self.raw.assign([_ck(p, start) for p in partitions])
         if partitions:
             self.raw.resume([_ck(p) for p in partitions])  # as kafka-python, a new assignment starts unpaused
@@ -384,14 +405,23 @@ class ConfluentConsumer:
     @translated
     def position(self, partition: TopicPartition) -> int:
         sought = self._sought.get(partition)
-        if sought is not None:
+        if sought is not None and partition in self._pending_seeks:
             return self._resolve(partition, sought)
+        # librdkafka forgets the position at a seek, and knows it again once the fetch from there has gone past
+        # records (handed out, or skipped: aborted ones and transaction markers).
         (found,) = _checked(self.raw.position([_ck(partition)]))
         if found.offset >= 0:
+            self._sought.pop(partition, None)
             return found.offset
-        # Nothing handed out since the assignment: where the fetch starts, the commit, else the beginning.
-        committed = self.committed(partition)
-        return committed if committed is not None else self._low(partition)
+        if sought is not None:
+            return self._resolve(partition, sought)
+        # Nothing handed out since the assignment: where the fetch starts, the commit, else the beginning. Kept
+        # until the next seek or assignment: an idle partition would otherwise cost broker requests at each commit.
+        start = self._starts.get(partition)
+        if start is None:
+            committed = self.committed(partition)
+            start = self._starts[partition] = committed if committed is not None else self._low(partition)
+        return start
 
     def _resolve(self, partition: TopicPartition, offset: int) -> int:
         if offset == confluent_kafka.OFFSET_BEGINNING:
@@ -401,7 +431,7 @@ class ConfluentConsumer:
         return offset
 
     def _low(self, partition: TopicPartition) -> int:
-        low, _high = self.raw.get_watermark_offsets(_ck(partition), timeout=self.timeout_s)
+        low, _high = self._watermarks(partition)
         return low
 
     @translated
@@ -471,9 +501,7 @@ class ConfluentConsumer:
         # as kafka-python's end_offsets.
         ends: dict[TopicPartition, int] = {}
         for partition in partitions:
-            _low, high = _retrying_lookup(
-                lambda p=partition: self.raw.get_watermark_offsets(_ck(p), timeout=self.timeout_s), self.timeout_s
-            )
+            _low, high = _retrying_lookup(lambda p=partition: self._watermarks(p), self.timeout_s)
             ends[partition] = high
         return ends
 
@@ -497,6 +525,8 @@ class ConfluentConsumer:
 
     def close(self) -> None:
         self.raw.close()  # enable.auto.commit is off: nothing is committed
+        if self._lookup is not None:
+            self._lookup.close()
 
 
 # -- producer ---------------------------------------------------------------------------------------------------
@@ -674,7 +704,8 @@ def consumer(
     # max_poll_records is the poll's own argument in the seam (consume's num_messages): nothing to configure.
     config = consumer_config(kafka_settings, group_id, max_poll_interval_ms=max_poll_interval_ms)
     raw = confluent_kafka.Consumer({**config, **_logging_callbacks()})
-    return ConfluentConsumer(raw, group_id, kafka_settings.request_timeout_ms / 1000)
+    lookup = {**consumer_config(kafka_settings, None, max_poll_interval_ms=None), **_logging_callbacks()}
+    return ConfluentConsumer(raw, group_id, kafka_settings.request_timeout_ms / 1000, lookup)
 
 
 def raw_consume_seconds(kafka_settings: KafkaSettings, topics: list[str], total: int) -> float:

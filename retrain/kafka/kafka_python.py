@@ -23,6 +23,7 @@ from kafka.errors import (
     TopicAlreadyExistsError,
     UnsupportedVersionError,
 )
+from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata
 
 from retrain.kafka.errors import (
@@ -233,10 +234,16 @@ class KafkaPythonConsumer:
 # -- producer ---------------------------------------------------------------------------------------------------
 
 
+_KEY_HASHES_KEPT = 100_000
+
+
 class KafkaPythonProducer:
     def __init__(self, raw: KafkaProducer) -> None:
         self.raw = raw
         self._unflushed: list[Any] = []  # the futures of records sent since the last flush
+        # Each key's murmur2 hash, as kafka-python's default partitioner computes it: in pure Python it was a fifth
+        # of a send's cost, and the keys (model ids) repeat.
+        self._key_hashes: dict[bytes, int] = {}
 
     @property
     def transactional(self) -> bool:
@@ -252,11 +259,25 @@ class KafkaPythonProducer:
         partition: int | None = None,
         on_delivery: OnDelivery | None = None,
     ) -> None:
+        if partition is None and key is not None:
+            partition = self._partition(topic, key)
         future = self.raw.send(topic, key=key, value=value, headers=headers, partition=partition)
         if on_delivery is not None:
             future.add_callback(lambda meta: on_delivery(None, meta.partition, meta.offset))
             future.add_errback(lambda error: on_delivery(_as_failure(error), -1, -1))
         self._unflushed.append(future)
+
+    def _partition(self, topic: str, key: bytes) -> int | None:
+        """The default partitioner's choice (murmur2 over all partitions), None while the topic is unknown."""
+        partitions = self.raw._metadata.partitions_for_topic(topic)
+        if not partitions:
+            return None  # kafka-python waits for the metadata, then partitions itself
+        hashed = self._key_hashes.get(key)
+        if hashed is None:
+            if len(self._key_hashes) >= _KEY_HASHES_KEPT:
+                self._key_hashes.clear()
+            hashed = self._key_hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return sorted(partitions)[hashed % len(partitions)]
 
     @translated
     def flush(self, timeout_s: float | None = None) -> None:

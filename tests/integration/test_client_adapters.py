@@ -321,6 +321,35 @@ def test_transaction_abort_hides_and_commit_shows_records_and_offsets(
     assert member.committed(src) == 3
 
 
+def test_a_reader_sought_back_reaches_the_end_of_a_partition_holding_only_aborted_records(
+    settings: KafkaSettings, new_topic, unique: str, closing
+):
+    # After a crash under exactly_once a topic's tail can be aborted transactions alone (a state or updates topic
+    # read at start-up): nothing is handed out, and the position must still pass them.
+    topic = new_topic(1)
+    tp = TopicPartition(topic, 0)
+    exactly_once = settings.model_copy(update={"processing_guarantee": "exactly_once"})
+    producer = closing(make_producer(exactly_once, transactional_id=f"aborted-{unique}"))
+    producer.init_transactions()
+    for attempt in range(2):
+        producer.begin_transaction()
+        for i in range(4):
+            producer.send(topic, b"k", b"aborted-%d-%d" % (attempt, i))
+        producer.flush(30)
+        producer.abort_transaction()
+        producer.forget_unflushed()
+    reader = closing(make_consumer(exactly_once, None))
+    reader.assign([tp])
+    end = reader.end_offsets([tp])[tp]
+    assert end == 10  # 8 records and 2 abort markers
+    started = time.monotonic()
+    for _ in range(2):
+        reader.seek_to_beginning([tp])
+        assert read_to_end(reader, [tp]) == []
+    assert reader.position(tp) == end
+    assert time.monotonic() - started < 10
+
+
 def test_end_offsets_under_read_committed_stop_at_an_open_transaction(
     settings: KafkaSettings, new_topic, unique: str, closing
 ):

@@ -208,6 +208,7 @@ def feed_pairs(detector: DetectorService, partition: int, model_ids: list[str], 
                 detector.handle(consumer_record(topic, partition, first_offset + n, event), out)  # type: ignore[arg-type]
             except InvalidRecord as refusal:
                 refused.append((topic, model_id, refusal.reason))
+    detector.after_batch(out)  # the end of the poll batch: its metrics are reported
     return out, refused
 
 

@@ -222,12 +222,19 @@ class FakeRaw:
         self.seeks: list[tuple[str, int, int]] = []
         self.refuse_seeks = 0
         self.committed_offsets: dict[tuple[str, int], int] = {}
+        self.committed_asked = 0
+        self.watermarks_asked = 0
+        self.consumed_with: list[float] = []
+        self.prefetched = False
         self.on_assign = self.on_revoke = None
 
     def subscribe(self, topics, on_assign, on_revoke, on_lost) -> None:
         self.on_assign, self.on_revoke = on_assign, on_revoke
 
     def consume(self, num_messages: int, timeout: float) -> list:
+        self.consumed_with.append(timeout)
+        if timeout == 0 and not self.prefetched:
+            return []  # nothing fetched yet: the adapter waits with its timeout
         callbacks, messages = self.script.pop(0)
         for kind, partitions in callbacks:
             tps = [confluent_kafka.TopicPartition(t, p) for t, p in partitions]
@@ -253,7 +260,12 @@ class FakeRaw:
             raise KafkaException(KafkaError(KafkaError._STATE, "Failed to seek: Local: Erroneous state"))
         self.seeks.append((partition.topic, partition.partition, partition.offset))
 
+    def get_watermark_offsets(self, partition, timeout=None, cached=False) -> tuple[int, int]:
+        self.watermarks_asked += 1
+        return 5, 9
+
     def committed(self, partitions, timeout=None) -> list:
+        self.committed_asked += 1
         return [
             confluent_kafka.TopicPartition(
                 p.topic, p.partition, self.committed_offsets.get((p.topic, p.partition), -1001)
@@ -333,3 +345,31 @@ def test_a_consumer_error_is_raised_after_the_batch() -> None:
     missing = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, "Subscribed topic not available")
     raw.script = [([], [message(0, 0, missing), message(0, 2)])]
     assert [r.offset for r in consumer.poll(1.0, 100)] == [2]  # a topic not there yet: waited for, quietly
+
+
+def test_what_is_already_fetched_is_handed_out_without_waiting_and_an_empty_queue_waits() -> None:
+    raw = FakeRaw()
+    consumer = confluent.ConfluentConsumer(raw, "group", 1.0)
+    raw.script = [([], [message(0, 0)]), ([], [message(0, 1)])]
+    assert [r.offset for r in consumer.poll(0.2, 100)] == [0]
+    assert raw.consumed_with == [0, 0.2]  # nothing there at once: waited with the poll's timeout
+    raw.prefetched, raw.consumed_with = True, []
+    assert [r.offset for r in consumer.poll(0.2, 100)] == [1]
+    assert raw.consumed_with == [0]  # there at once: no wait for a full batch
+
+
+def test_an_idle_partitions_position_is_looked_up_once_not_at_every_commit() -> None:
+    from retrain.kafka.types import TopicPartition
+
+    raw = FakeRaw()
+    consumer = confluent.ConfluentConsumer(raw, "group", 1.0)
+    committed, fresh = TopicPartition("t", 0), TopicPartition("t", 1)
+    raw.committed_offsets[("t", 0)] = 3
+    for _ in range(5):
+        assert consumer.position(committed) == 3
+        assert consumer.position(fresh) == 5  # nothing committed: the beginning (the low watermark)
+    assert (raw.committed_asked, raw.watermarks_asked) == (2, 1)
+    raw.script = [([], [message(1, 5)])]
+    consumer.poll(1.0, 100)  # a record handed out: from now on librdkafka knows the position
+    consumer.seek(committed, 7)
+    assert consumer.position(committed) == 7

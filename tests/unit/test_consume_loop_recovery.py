@@ -61,6 +61,13 @@ class FakeTransactionManager:
         return self.fatal
 
 
+class NoMetadata:
+    """No topic known yet: kafka-python partitions each record itself."""
+
+    def partitions_for_topic(self, topic: str) -> None:
+        return None
+
+
 class FakeProducer:
     """kafka-python's producer as the loop and the publisher use it. ``flush`` resolves what was sent."""
 
@@ -73,6 +80,7 @@ class FakeProducer:
         raises: dict[str, list] | None = None,
     ) -> None:
         self.log = log
+        self._metadata = NoMetadata()
         self.config: dict[str, Any] = {"transactional_id": transactional_id} if transactional_id else {}
         self.fail_sends = set(fail_sends)  # indexes (0-based, over the whole run) of the sends whose write fails
         self.raises = {name: list(errors) for name, errors in (raises or {}).items()}
@@ -371,6 +379,7 @@ class ResolvingProducer:
         self.sends: list[tuple[str, dict]] = []
         self.futures: list[Future] = []
         self.flush_timeouts: list[float | None] = []
+        self._metadata = NoMetadata()
 
     def send(self, topic, **kwargs) -> Future:
         self.sends.append((topic, kwargs))

@@ -322,3 +322,37 @@ def test_score_batch_isolates_the_failing_rows_by_halving():
     assert [r.prediction for r in results if r.error is None] == [0, 1, 1, 0, 1, 0]
     assert score_batch(ServedModel("m", 0), rows[:2], fallback="x") == [RowResult("x"), RowResult("x")]
     assert score_batch(ServedModel("m", 1, model), [], fallback=0) == []
+
+
+class Predicts:
+    """A fitted model that answers the given values, one per row, in turn."""
+
+    def __init__(self, values: list) -> None:
+        self.values = values
+
+    def predict(self, rows):
+        return [self.values[i % len(self.values)] for i in range(len(rows))]
+
+
+def test_a_prediction_that_is_no_valid_target_is_dead_lettered_and_the_rest_are_valid_events(service):
+    answers = [1.5, float("nan"), 2**70, "", True, "x" * 257, -3, float("inf")]
+    service.served["m"] = ServedModel("m", 4, Predicts(answers))  # type: ignore[arg-type]
+    batch = requests("m", [0.0] * len(answers))
+
+    out = score(service, batch)
+
+    assert [(offset, reason) for offset, reason, _ in out.dead] == [
+        (1, "invalid_prediction"),
+        (2, "invalid_prediction"),
+        (3, "invalid_prediction"),
+        (5, "invalid_prediction"),
+        (7, "invalid_prediction"),
+    ]
+    assert out.dead[0][2].startswith("m version 4 predicted nan: ")
+    for event in out.events:  # what the model itself would have validated, field for field
+        validated = PredictionEvent.model_validate(event.model_dump())
+        assert event == validated and event.model_dump_json() == validated.model_dump_json()
+    assert [(e.prediction_id, e.prediction) for e in out.events] == [("m-0", 1.5), ("m-4", True), ("m-6", -3)]
+    assert metric(service, "retrain_predictions_total", model_id="m") == 3
+    registry = service.metrics.registry
+    assert registry.get_sample_value("retrain_processing_latency_seconds_count", {"service": "scorer"}) == 3

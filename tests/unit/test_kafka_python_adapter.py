@@ -1,0 +1,60 @@
+"""The kafka-python adapter without a broker: its own choice of partition is the default partitioner's."""
+
+from __future__ import annotations
+
+import random
+
+from kafka.partitioner.default import DefaultPartitioner
+
+from retrain.kafka.kafka_python import KafkaPythonProducer
+
+
+class Metadata:
+    def __init__(self, partitions: dict[str, set[int]]) -> None:
+        self.partitions = partitions
+
+    def topics(self) -> set[str]:
+        return set(self.partitions)
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return self.partitions.get(topic)
+
+    def available_partitions_for_topic(self, topic: str) -> set[int]:
+        return self.partitions.get(topic, set())
+
+
+class Raw:
+    def __init__(self, metadata: Metadata) -> None:
+        self._metadata = metadata
+        self.sent: list[tuple[str, bytes | None, int | None]] = []
+
+    def send(self, topic, key=None, value=None, headers=None, partition=None):
+        self.sent.append((topic, key, partition))
+        return Future()
+
+
+class Future:
+    def add_callback(self, _callback) -> None: ...
+
+    def add_errback(self, _errback) -> None: ...
+
+
+def test_a_keyed_record_goes_where_kafka_pythons_default_partitioner_would_send_it() -> None:
+    rng = random.Random(5)
+    metadata = Metadata({f"t{n}": set(range(n)) for n in (1, 2, 3, 6, 7, 64)})
+    producer = KafkaPythonProducer(Raw(metadata))  # type: ignore[arg-type]
+    reference = DefaultPartitioner()
+    keys = [b"", b"model-1", "modèle".encode(), *(rng.randbytes(rng.randrange(1, 40)) for _ in range(300))]
+    for topic in metadata.partitions:
+        for key in keys * 2:  # the second time from the cache
+            expected = reference.partition(topic, key, key, None, None, metadata)
+            assert producer._partition(topic, key) == expected
+
+
+def test_records_without_a_key_or_to_an_unknown_topic_are_left_to_kafka_python() -> None:
+    raw = Raw(Metadata({"known": {0, 1, 2}}))
+    producer = KafkaPythonProducer(raw)  # type: ignore[arg-type]
+    producer.send("known", None, b"v")
+    producer.send("unknown", b"k", b"v")
+    producer.send("known", b"k", b"v", partition=2)
+    assert raw.sent == [("known", None, None), ("unknown", b"k", None), ("known", b"k", 2)]
