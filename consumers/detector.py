@@ -30,7 +30,7 @@ from consumers.updates import ModelUpdates
 from retrain.configure import policy_config
 from retrain.decisions.admission import ModelAdmission
 from retrain.decisions.checkpoint import Snapshot, SnapshotRefused, decode_snapshot, encode_snapshot, snapshot_key
-from retrain.decisions.join import LabelJoiner, LabelOutcome, PredictionOutcome
+from retrain.decisions.join import LabelJoiner, LabelOutcome, PredictionOutcome, ahead_of_arrival
 from retrain.decisions.policy import ModelWatch
 from retrain.kafka import Consumer, Record, TopicPartition
 from retrain.settings import DetectorSettings, TopicSettings
@@ -88,14 +88,16 @@ class DetectorService:
     def handle(self, record: Record, out: Outputs) -> None:
         tally = self._tally
         tally.consumed[record.topic] = tally.consumed.get(record.topic, 0) + 1
+        now = time.time()
         if record.timestamp >= 0:
-            tally.ages.append(max(0.0, time.time() - record.timestamp / 1000))
+            tally.ages.append(max(0.0, now - record.timestamp / 1000))
         self._read_to[(record.topic, record.partition)] = record.offset + 1
         self._dirty.add(record.partition)
         joiner = self._joiner(record.partition)
         if record.topic == self.topics.predictions:
             prediction = decode_record(record, PredictionEvent)
             self.admission.require(prediction.model_id)
+            self._require_plausible_time(prediction.timestamp, record, now)
             outcome, example = joiner.add_prediction(prediction, record.offset)
             if outcome is PredictionOutcome.DUPLICATE:
                 self.metrics.joins.labels("duplicate_prediction").inc()
@@ -104,6 +106,7 @@ class DetectorService:
         elif record.topic == self.topics.labels:
             label = decode_record(record, LabelEvent)
             self.admission.require(label.model_id)
+            self._require_plausible_time(label.timestamp, record, now)
             outcome, example = joiner.add_label(label, record.offset)
             if outcome is LabelOutcome.DUPLICATE:
                 self.metrics.joins.labels("duplicate_label").inc()
@@ -111,6 +114,17 @@ class DetectorService:
             raise InvalidRecord("unexpected_topic", f"the detector does not read {record.topic}")
         if example is not None:
             self._joined(example, record, out)
+
+    def _require_plausible_time(self, event_time: datetime, record: Record, now: float) -> None:
+        record_time = record.timestamp / 1000 if record.timestamp >= 0 else None
+        skew = self.settings.max_event_time_skew_s
+        ahead = ahead_of_arrival(event_time.timestamp(), record_time, now, skew)
+        if ahead > 0:
+            raise InvalidRecord(
+                "future_event_time",
+                f"event time {event_time.isoformat()} is {ahead + skew:.0f} s ahead of the record's arrival (at most "
+                f"{skew:.0f} s allowed: RETRAIN_DETECTOR_MAX_EVENT_TIME_SKEW_S); it would expire pending joins",
+            )
 
     def after_batch(self, out: Outputs) -> None:
         self._tally.report(self.metrics, self.name)
@@ -217,6 +231,7 @@ class DetectorService:
                 prediction_ttl_s=self.settings.prediction_ttl_s,
                 label_ttl_s=self.settings.label_ttl_s,
                 max_pending=self.settings.max_pending,
+                pair_commits=self.changelog is None,  # snapshots carry the joins a restart must know as made
             )
             self._restore(partition, joiner)  # a KafkaFailure here leaves no joiner: the next read restores again
             self.joiners[partition] = joiner

@@ -236,6 +236,9 @@ class DetectorSettings(BaseSettings):
     feature_limit: int = Field(default=64, ge=1, le=1024)
     prediction_ttl_s: float = Field(default=3_600.0, gt=0)
     label_ttl_s: float = Field(default=600.0, gt=0)
+    # An event time further ahead of its record's timestamp (or of the clock) is refused: it would move the join's
+    # watermark and expire every pending prediction it passes.
+    max_event_time_skew_s: float = Field(default=300.0, ge=0)
     max_pending: int = Field(default=1_000_000, ge=1)
     max_poll_records: int = Field(default=1_000, ge=1)
 

@@ -55,7 +55,8 @@ class SnapshotRefused(ValueError):
 class Snapshot:
     partition: int
     watches: dict[str, ModelWatch] = field(default_factory=dict)
-    joined: list[str] = field(default_factory=list)  # prediction ids of joins that will be read again
+    # (model_id, prediction_id) of joins that will be read again; plain prediction ids in older snapshots.
+    joined: list[tuple[str, str]] | list[str] = field(default_factory=list)
 
 
 def snapshot_key(secret: bytes) -> bytes:

@@ -1,4 +1,7 @@
-"""Join predictions with their late labels by ``prediction_id``. Pure Python, no Kafka.
+"""Join predictions with their late labels by ``(model_id, prediction_id)``. Pure Python, no Kafka.
+
+The key holds the model: teams often use a business id (an order) as the prediction id, and several models score
+the same order.
 
 Either side may arrive first. Both sides wait in a buffer bounded by a time-to-live and by a hard cap on how
 many are held. Time is event time, and the watermark is the *smaller* of the two sides' largest timestamps
@@ -25,6 +28,8 @@ from enum import StrEnum
 
 from schemas import LabeledExample, LabelEvent, PredictionEvent
 from schemas.fast import trusted
+
+JoinKey = tuple[str, str]  # (model_id, prediction_id)
 
 
 class LabelOutcome(StrEnum):
@@ -72,6 +77,7 @@ class LabelJoiner:
         label_ttl_s: float = 600.0,
         max_pending: int = 1_000_000,
         remember_joined: int = 100_000,
+        pair_commits: bool = True,
     ) -> None:
         ttls_ok = all(math.isfinite(ttl) and ttl > 0 for ttl in (prediction_ttl_s, label_ttl_s))
         if not ttls_ok or max_pending < 1 or remember_joined < 0:
@@ -80,20 +86,25 @@ class LabelJoiner:
         self.label_ttl_s = label_ttl_s
         self.max_pending = max_pending
         self.remember_joined = remember_joined
+        # Keep both sides of a join on the same side of the commits (see commit_offsets). Needed only when a
+        # restart does not learn which joins were made (the detector's snapshots carry unsettled_ids()).
+        self.pair_commits = pair_commits
         self.stats = JoinStats()
         self._latest_prediction = float("-inf")  # largest event time seen on each side, epoch seconds
         self._latest_label = float("-inf")
-        self._predictions: dict[str, _Waiting] = {}
-        self._labels: dict[str, _Waiting] = {}
+        self._predictions: dict[JoinKey, _Waiting] = {}
+        self._labels: dict[JoinKey, _Waiting] = {}
         # Arrival order of each side (= offset order within the partition); entries leave lazily.
-        self._prediction_order: deque[tuple[str, _Waiting]] = deque()
-        self._label_order: deque[tuple[str, _Waiting]] = deque()
+        self._prediction_order: deque[tuple[JoinKey, _Waiting]] = deque()
+        self._label_order: deque[tuple[JoinKey, _Waiting]] = deque()
         # Deadline order of each side (event times need not follow offsets); entries leave lazily too.
-        self._prediction_deadlines: list[tuple[float, int, str, _Waiting]] = []
-        self._label_deadlines: list[tuple[float, int, str, _Waiting]] = []
-        self._joined: OrderedDict[str, None] = OrderedDict()
-        # (prediction offset, label offset, prediction id) of the joins not yet behind both committed offsets.
-        self._unsettled: deque[tuple[int, int, str]] = deque()
+        self._prediction_deadlines: list[tuple[float, int, JoinKey, _Waiting]] = []
+        self._label_deadlines: list[tuple[float, int, JoinKey, _Waiting]] = []
+        self._joined: OrderedDict[JoinKey, None] = OrderedDict()
+        # Joins restored from a snapshot written before keys held the model: known by prediction id alone.
+        self._joined_ids: set[str] = set()
+        # (prediction offset, label offset, key) of the joins not yet behind both committed offsets.
+        self._unsettled: deque[tuple[int, int, JoinKey]] = deque()
 
     # -- input --------------------------------------------------------------------------------------------
 
@@ -101,8 +112,8 @@ class LabelJoiner:
         self, prediction: PredictionEvent, offset: int
     ) -> tuple[PredictionOutcome, LabeledExample | None]:
         self._latest_prediction = max(self._latest_prediction, prediction.timestamp.timestamp())
-        key = prediction.prediction_id
-        if key in self._predictions or key in self._joined:
+        key = (prediction.model_id, prediction.prediction_id)
+        if key in self._predictions or self._was_joined(key):
             self.stats.duplicate_predictions += 1
             return PredictionOutcome.DUPLICATE, None
         waiting_label = self._labels.pop(key, None)
@@ -118,8 +129,8 @@ class LabelJoiner:
 
     def add_label(self, label: LabelEvent, offset: int) -> tuple[LabelOutcome, LabeledExample | None]:
         self._latest_label = max(self._latest_label, label.timestamp.timestamp())
-        key = label.prediction_id
-        if key in self._joined or key in self._labels:
+        key = (label.model_id, label.prediction_id)
+        if self._was_joined(key) or key in self._labels:
             self.stats.duplicate_labels += 1
             return LabelOutcome.DUPLICATE, None
         waiting_prediction = self._predictions.pop(key, None)
@@ -163,15 +174,17 @@ class LabelJoiner:
     def commit_offsets(self, prediction_position: int, label_position: int) -> tuple[int, int]:
         """The offsets of the two topics that are safe to commit together, given how far each has been read.
 
-        No further than the oldest waiting record of each side, and no pair split: when a join's label lies
-        at or past the labels' commit, its prediction must be read again too (and the other way round). The
-        two limits feed each other, so they are tightened until neither moves. Call :meth:`settle` once they are
-        committed.
+        No further than the oldest waiting record of each side. With ``pair_commits``, no pair split either:
+        when a join's label lies at or past the labels' commit, its prediction must be read again too (and the
+        other way round); the two limits feed each other, so they are tightened until neither moves. Under a
+        steady stream with labels out of order that chain reaches back to the last commit, so a restart that
+        restores :meth:`unsettled_ids` (and knows those sides as duplicates) should not pair. Call :meth:`settle`
+        once the offsets are committed.
         """
         oldest_prediction, oldest_label = self.oldest_pending_offsets()
         predictions = prediction_position if oldest_prediction is None else min(prediction_position, oldest_prediction)
         labels = label_position if oldest_label is None else min(label_position, oldest_label)
-        moved = True
+        moved = self.pair_commits
         while moved:
             moved = False
             for prediction_offset, label_offset, _ in self._unsettled:
@@ -190,16 +203,25 @@ class LabelJoiner:
         """Joins with a side not behind its topic's committed offset: after a crash they are read again."""
         return len(self._unsettled)
 
-    def unsettled_ids(self) -> list[str]:
-        """The prediction ids of those joins: what a snapshot keeps so that a restart knows them as done."""
-        return [prediction_id for _, _, prediction_id in self._unsettled]
+    def unsettled_ids(self) -> list[JoinKey]:
+        """The keys of those joins: what a snapshot keeps so that a restart knows them as done."""
+        return [key for _, _, key in self._unsettled]
 
-    def restore_joined(self, prediction_ids: list[str]) -> None:
-        """Joins made before a restart: when their records are read again they are duplicates, not new joins."""
-        for prediction_id in prediction_ids:
-            self._joined[prediction_id] = None
-        while len(self._joined) > max(self.remember_joined, len(prediction_ids)):
+    def restore_joined(self, keys: list[JoinKey] | list[str]) -> None:
+        """Joins made before a restart: when their records are read again they are duplicates, not new joins.
+
+        Plain prediction ids (snapshots written before keys held the model) match that id for any model.
+        """
+        for key in keys:
+            if isinstance(key, str):
+                self._joined_ids.add(key)
+            else:
+                self._joined[(key[0], key[1])] = None
+        while len(self._joined) > max(self.remember_joined, len(keys)):
             self._joined.popitem(last=False)
+
+    def _was_joined(self, key: JoinKey) -> bool:
+        return key in self._joined or (bool(self._joined_ids) and key[1] in self._joined_ids)
 
     # -- internals ----------------------------------------------------------------------------------------
 
@@ -211,7 +233,7 @@ class LabelJoiner:
     def _join(self, prediction: PredictionEvent, label: LabelEvent) -> LabeledExample:
         self.stats.joined += 1
         if self.remember_joined:
-            self._joined[prediction.prediction_id] = None
+            self._joined[(prediction.model_id, prediction.prediction_id)] = None
             if len(self._joined) > self.remember_joined:
                 self._joined.popitem(last=False)
         # Both sides were validated when decoded: build without validating again (hot path).
@@ -232,10 +254,10 @@ class LabelJoiner:
 
     def _drain(
         self,
-        order: deque[tuple[str, _Waiting]],
-        deadlines: list[tuple[float, int, str, _Waiting]],
-        waiting: dict[str, _Waiting],
-    ) -> list[tuple[str, _Waiting]]:
+        order: deque[tuple[JoinKey, _Waiting]],
+        deadlines: list[tuple[float, int, JoinKey, _Waiting]],
+        waiting: dict[JoinKey, _Waiting],
+    ) -> list[tuple[JoinKey, _Waiting]]:
         out = []
         watermark = self.watermark
         while deadlines and deadlines[0][0] <= watermark:
@@ -257,10 +279,21 @@ class LabelJoiner:
         return out
 
 
-def _head_offset(order: deque[tuple[str, _Waiting]], waiting: dict[str, _Waiting]) -> int | None:
+def _head_offset(order: deque[tuple[JoinKey, _Waiting]], waiting: dict[JoinKey, _Waiting]) -> int | None:
     while order:
         key, entry = order[0]
         if waiting.get(key) is entry:
             return entry.offset
         order.popleft()
     return None
+
+
+def ahead_of_arrival(event_time_s: float, record_time_s: float | None, now_s: float, max_skew_s: float) -> float:
+    """Seconds by which an event time is ahead of the record's arrival beyond ``max_skew_s`` (0: not too far).
+
+    The arrival is the record's timestamp, or the clock when that is earlier (a producer's clock can be wrong
+    too) or missing. Event time is untrusted input: one record dated in the future would move a joiner's
+    watermark there.
+    """
+    arrival = now_s if record_time_s is None else min(record_time_s, now_s)
+    return max(0.0, event_time_s - arrival - max_skew_s)

@@ -182,7 +182,8 @@ class CollectingOutputs:
 def consumer_record(topic: str, partition: int, offset: int, event) -> Record:
     value = encode(event)
     key = event.model_id.encode()
-    return Record(topic, partition, offset, key, value, 0)
+    at = getattr(event, "timestamp", None) or event.label_timestamp
+    return Record(topic, partition, offset, key, value, int(at.timestamp() * 1000))  # CreateTime: the event time
 
 
 def joined_pair(model_id: str, i: int) -> tuple[PredictionEvent, LabelEvent]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,10 +18,12 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def prediction(pid: str, seconds: float = 0.0, *, version: int = 4, value: int | str = 1) -> PredictionEvent:
+def prediction(
+    pid: str, seconds: float = 0.0, *, version: int = 4, value: int | str = 1, model: str = "churn"
+) -> PredictionEvent:
     return PredictionEvent(
         prediction_id=pid,
-        model_id="churn",
+        model_id=model,
         model_version=version,
         features={"tenure": 12.0, "spend": 3.5},
         prediction=value,
@@ -28,8 +31,8 @@ def prediction(pid: str, seconds: float = 0.0, *, version: int = 4, value: int |
     )
 
 
-def label(pid: str, seconds: float = 0.0, *, value: int | str = 0) -> LabelEvent:
-    return LabelEvent(prediction_id=pid, model_id="churn", label=value, timestamp=at(seconds))
+def label(pid: str, seconds: float = 0.0, *, value: int | str = 0, model: str = "churn") -> LabelEvent:
+    return LabelEvent(prediction_id=pid, model_id=model, label=value, timestamp=at(seconds))
 
 
 def watermark_to(joiner: LabelJoiner, seconds: float, tag: str = "clock") -> None:
@@ -328,7 +331,7 @@ def test_commit_offsets_never_split_a_join_between_the_two_topics():
     assert joiner.oldest_pending_offsets() == (22, 3)
     assert joiner.commit_offsets(prediction_position=23, label_position=6) == (20, 3)
     joiner.settle(20, 3)
-    assert joiner.unsettled_ids() == ["a", "b"]
+    assert joiner.unsettled_ids() == [("churn", "a"), ("churn", "b")]
 
     joiner.add_prediction(prediction("w", 6.0), offset=23)  # the waiting label joins: nothing waits on labels
     joiner.add_label(label("c", 7.0), offset=6)  # and c joins
@@ -354,15 +357,88 @@ def test_commit_offsets_tighten_both_sides_until_stable():
     assert joiner.unsettled_joins == 0
 
 
+def test_without_pairing_each_topic_commits_up_to_its_own_oldest_waiting_record():
+    joiner = LabelJoiner(prediction_ttl_s=100.0, label_ttl_s=100.0, pair_commits=False)
+    joiner.add_label(label("w", 0.0), offset=3)  # waits
+    joiner.add_prediction(prediction("a", 1.0), offset=20)
+    joiner.add_label(label("a", 2.0), offset=4)  # (20, 4)
+    joiner.add_prediction(prediction("c", 5.0), offset=22)  # waits
+    assert joiner.commit_offsets(prediction_position=23, label_position=6) == (22, 3)  # paired: (20, 3)
+    joiner.settle(22, 3)
+    assert joiner.unsettled_ids() == [("churn", "a")]  # its label is read again after a crash: a restart must know it
+
+
+def test_a_steady_stream_with_labels_out_of_order_commits_as_it_goes_only_without_pairing():
+    """Labels 1 to 200 records late: paired commits chain back through overlapping joins to the first record."""
+    rng = random.Random(11)
+    joiners = {pair: LabelJoiner(prediction_ttl_s=1e6, label_ttl_s=1e6, pair_commits=pair) for pair in (True, False)}
+    commits: dict[bool, list[tuple[int, int]]] = {True: [], False: []}
+    due: list[tuple[int, str]] = []
+    labels_sent = 0
+    for n in range(3_000):
+        for joiner in joiners.values():
+            joiner.add_prediction(prediction(f"p{n}", float(n)), offset=n)
+        due.append((n + rng.randint(1, 200), f"p{n}"))
+        due.sort()
+        while due and due[0][0] <= n:
+            _, prediction_id = due.pop(0)
+            for joiner in joiners.values():
+                joiner.add_label(label(prediction_id, float(n)), offset=labels_sent)
+            labels_sent += 1
+        if n % 100 == 99:
+            for pair, joiner in joiners.items():
+                offsets = joiner.commit_offsets(n + 1, labels_sent)
+                joiner.settle(*offsets)
+                commits[pair].append(offsets)
+    assert commits[True][-1] == (0, 0)  # stuck at the start: every commit would re-read the whole stream
+    assert joiners[True].unsettled_joins > 2_500
+    for (predictions, labels), n in zip(commits[False], range(99, 3_000, 100), strict=True):
+        assert n + 1 - 201 <= predictions <= n + 1  # no further back than the longest label delay
+        assert labels >= predictions - 201
+    assert joiners[False].unsettled_joins < 400
+
+
 def test_restored_joins_are_duplicates_when_read_again():
     joiner = LabelJoiner(remember_joined=2)
-    joiner.restore_joined(["r1", "r2", "r3"])  # more than remember_joined: a restore keeps them all
+    joiner.restore_joined([("churn", "r1"), ("churn", "r2"), ("churn", "r3")])  # more than remember_joined: all kept
     assert joiner.add_prediction(prediction("r1"), offset=0) == (PredictionOutcome.DUPLICATE, None)
     assert joiner.add_label(label("r3"), offset=0) == (LabelOutcome.DUPLICATE, None)
+    assert joiner.add_label(label("r2", model="fraud"), offset=1)[0] is LabelOutcome.PENDING  # another model's
     outcome, example = joiner.add_prediction(prediction("new"), offset=1)
     assert outcome is PredictionOutcome.PENDING and example is None
-    assert joiner.add_label(label("new"), offset=1)[0] is LabelOutcome.JOINED
-    assert joiner.unsettled_ids() == ["new"] and joiner.stats.duplicate_predictions == 1
+    assert joiner.add_label(label("new"), offset=2)[0] is LabelOutcome.JOINED
+    assert joiner.unsettled_ids() == [("churn", "new")] and joiner.stats.duplicate_predictions == 1
+
+
+def test_joins_restored_from_a_snapshot_of_prediction_ids_alone_match_that_id_for_every_model():
+    joiner = LabelJoiner()
+    joiner.restore_joined(["r1"])  # written before join keys held the model
+    assert joiner.add_prediction(prediction("r1"), offset=0)[0] is PredictionOutcome.DUPLICATE
+    assert joiner.add_label(label("r1", model="fraud"), offset=0)[0] is LabelOutcome.DUPLICATE
+
+
+def test_two_models_scoring_the_same_order_each_join_their_own_label():
+    """A business id (order-42) as the prediction id of two models in one partition."""
+    joiner = LabelJoiner()
+    assert joiner.add_prediction(prediction("order-42", 1.0, value=1, model="fraud"), offset=0)[0] is (
+        PredictionOutcome.PENDING
+    )
+    assert joiner.add_prediction(prediction("order-42", 1.0, value=0, model="churn"), offset=1)[0] is (
+        PredictionOutcome.PENDING
+    )  # not a duplicate of fraud's
+    outcome, churn = joiner.add_label(label("order-42", 2.0, value=1, model="churn"), offset=0)
+    assert outcome is LabelOutcome.JOINED and churn is not None
+    assert (churn.model_id, churn.prediction, churn.label) == ("churn", 0, 1)
+    outcome, fraud = joiner.add_label(label("order-42", 3.0, value=0, model="fraud"), offset=1)
+    assert outcome is LabelOutcome.JOINED and fraud is not None
+    assert (fraud.model_id, fraud.prediction, fraud.label) == ("fraud", 1, 0)
+    # Each model's prediction and label are now duplicates of its own join only.
+    assert joiner.add_label(label("order-42", 4.0, model="churn"), offset=2)[0] is LabelOutcome.DUPLICATE
+    assert joiner.add_prediction(prediction("order-42", 4.0, model="fraud"), offset=2)[0] is (
+        PredictionOutcome.DUPLICATE
+    )
+    assert joiner.unsettled_ids() == [("churn", "order-42"), ("fraud", "order-42")]
+    assert joiner.stats.joined == 2
 
 
 # -- configuration ------------------------------------------------------------------------------------------
