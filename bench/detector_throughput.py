@@ -42,7 +42,9 @@ def produce(kafka: KafkaSettings, topics: TopicSettings, n: int) -> None:
     producer.close()
 
 
-def detector_seconds(kafka: KafkaSettings, topics: TopicSettings, n: int, snapshots: bool) -> float:
+def detector_seconds(
+    kafka: KafkaSettings, topics: TopicSettings, n: int, snapshots: bool, max_poll_records: int = 1_000
+) -> float:
     # A state topic of its own: a run restoring an earlier run's snapshots would take its joins for duplicates.
     topics = topics.model_copy(update={"detector_state": f"{topics.detector_state}-{uuid.uuid4().hex[:8]}"})
     admin = make_admin(kafka)
@@ -54,7 +56,9 @@ def detector_seconds(kafka: KafkaSettings, topics: TopicSettings, n: int, snapsh
         kafka=kafka,
         topics=topics,
         broker=BrokerSettings(),
-        detector=DetectorSettings(group_id=f"detector-{uuid.uuid4().hex[:8]}", state_snapshots=snapshots),
+        detector=DetectorSettings(
+            group_id=f"detector-{uuid.uuid4().hex[:8]}", state_snapshots=snapshots, max_poll_records=max_poll_records
+        ),
         registry=RegistrySettings(hmac_key="a benchmark key that signs the snapshots" if snapshots else None),
     )
     registry = CollectorRegistry()
@@ -75,9 +79,13 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=50_000)
     parser.add_argument("--clients", default="kafka-python,confluent-kafka")
     parser.add_argument("--bootstrap")
+    parser.add_argument("--max-poll-records", type=int, default=DetectorSettings().max_poll_records)
     args = parser.parse_args()
     records = 2 * args.examples
-    print(f"records: {records} ({args.examples} predictions + {args.examples} labels)")
+    print(
+        f"records: {records} ({args.examples} predictions + {args.examples} labels), "
+        f"detector batches of up to {args.max_poll_records} records"
+    )
     with benchmark_kafka(args.bootstrap, port=19392) as kafka:
         topics = fresh_topics(kafka)
         produce(kafka, topics, args.examples)
@@ -87,8 +95,9 @@ def main() -> None:
         for client in args.clients.split(","):
             settings = kafka.model_copy(update={"client": client})
             raw = importlib.import_module(ADAPTERS[client]).raw_consume_seconds(settings, streams, records)
-            detector = detector_seconds(settings, topics, args.examples, snapshots=False)
-            snapshots = detector_seconds(settings, topics, args.examples, snapshots=True)
+            batch = args.max_poll_records
+            detector = detector_seconds(settings, topics, args.examples, snapshots=False, max_poll_records=batch)
+            snapshots = detector_seconds(settings, topics, args.examples, snapshots=True, max_poll_records=batch)
             print(f"[{client}] raw consume: {records / raw:,.0f} records/s ({raw:.2f} s)")
             print(
                 f"[{client}] detector (join, ADWIN + PageHinkley, LabeledExamples written and flushed): "

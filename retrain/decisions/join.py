@@ -24,7 +24,9 @@ import heapq
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from schemas import LabeledExample, LabelEvent, PredictionEvent
 from schemas.fast import trusted
@@ -44,9 +46,26 @@ class PredictionOutcome(StrEnum):
     DUPLICATE = "duplicate"
 
 
+# A waiting prediction's fields, not the event object (a third of its memory): id, model, version, features,
+# prediction, timestamp.
+_Fields = tuple[str, str, int, dict[str, float], Any, datetime]
+
+
+def _fields(prediction: PredictionEvent) -> _Fields:
+    p = prediction
+    return (p.prediction_id, p.model_id, p.model_version, p.features, p.prediction, p.timestamp)
+
+
+def _prediction(fields: _Fields) -> PredictionEvent:
+    names = ("prediction_id", "model_id", "model_version", "features", "prediction", "timestamp")
+    return trusted(
+        PredictionEvent, {"schema_version": PredictionEvent.SCHEMA_VERSION, **dict(zip(names, fields, strict=True))}
+    )
+
+
 @dataclass(slots=True)
 class _Waiting:
-    event: PredictionEvent | LabelEvent
+    event: _Fields | LabelEvent
     offset: int
     expires_at: float
 
@@ -120,8 +139,8 @@ class LabelJoiner:
         if waiting_label is not None:
             assert isinstance(waiting_label.event, LabelEvent)
             self._unsettled.append((offset, waiting_label.offset, key))
-            return PredictionOutcome.JOINED, self._join(prediction, waiting_label.event)
-        entry = _Waiting(prediction, offset, prediction.timestamp.timestamp() + self.prediction_ttl_s)
+            return PredictionOutcome.JOINED, self._join(_fields(prediction), waiting_label.event)
+        entry = _Waiting(_fields(prediction), offset, prediction.timestamp.timestamp() + self.prediction_ttl_s)
         self._predictions[key] = entry
         self._prediction_order.append((key, entry))
         heapq.heappush(self._prediction_deadlines, (entry.expires_at, offset, key, entry))
@@ -135,7 +154,7 @@ class LabelJoiner:
             return LabelOutcome.DUPLICATE, None
         waiting_prediction = self._predictions.pop(key, None)
         if waiting_prediction is not None:
-            assert isinstance(waiting_prediction.event, PredictionEvent)
+            assert isinstance(waiting_prediction.event, tuple)
             self._unsettled.append((waiting_prediction.offset, offset, key))
             return LabelOutcome.JOINED, self._join(waiting_prediction.event, label)
         entry = _Waiting(label, offset, label.timestamp.timestamp() + self.label_ttl_s)
@@ -148,8 +167,8 @@ class LabelJoiner:
         """Take out whatever has waited longer than its TTL (in event time) or is over the cap."""
         expired = Expired()
         for _key, entry in self._drain(self._prediction_order, self._prediction_deadlines, self._predictions):
-            assert isinstance(entry.event, PredictionEvent)
-            expired.predictions.append(entry.event)
+            assert isinstance(entry.event, tuple)
+            expired.predictions.append(_prediction(entry.event))
         for _key, entry in self._drain(self._label_order, self._label_deadlines, self._labels):
             assert isinstance(entry.event, LabelEvent)
             expired.labels.append((entry.event, entry.offset))
@@ -230,10 +249,11 @@ class LabelJoiner:
         """Event time both sides have reached (epoch seconds); -inf until both have been seen."""
         return min(self._latest_prediction, self._latest_label)
 
-    def _join(self, prediction: PredictionEvent, label: LabelEvent) -> LabeledExample:
+    def _join(self, prediction: _Fields, label: LabelEvent) -> LabeledExample:
         self.stats.joined += 1
+        prediction_id, model_id, model_version, features, predicted, predicted_at = prediction
         if self.remember_joined:
-            self._joined[(prediction.model_id, prediction.prediction_id)] = None
+            self._joined[(model_id, prediction_id)] = None
             if len(self._joined) > self.remember_joined:
                 self._joined.popitem(last=False)
         # Both sides were validated when decoded: build without validating again (hot path).
@@ -241,13 +261,13 @@ class LabelJoiner:
             LabeledExample,
             {
                 "schema_version": LabeledExample.SCHEMA_VERSION,
-                "prediction_id": prediction.prediction_id,
-                "model_id": prediction.model_id,
-                "model_version": prediction.model_version,
-                "features": prediction.features,
-                "prediction": prediction.prediction,
+                "prediction_id": prediction_id,
+                "model_id": model_id,
+                "model_version": model_version,
+                "features": features,
+                "prediction": predicted,
                 "label": label.label,
-                "prediction_timestamp": prediction.timestamp,
+                "prediction_timestamp": predicted_at,
                 "label_timestamp": label.timestamp,
             },
         )
