@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import sys
 
+import pytest
 from kafka.partitioner.default import DefaultPartitioner
 
 from retrain.kafka.kafka_python import KafkaPythonProducer
@@ -58,3 +60,18 @@ def test_records_without_a_key_or_to_an_unknown_topic_are_left_to_kafka_python()
     producer.send("unknown", b"k", b"v")
     producer.send("known", b"k", b"v", partition=2)
     assert raw.sent == [("known", None, None), ("unknown", b"k", None), ("known", b"k", 2)]
+
+
+def test_the_switch_interval_is_lengthened_for_kafka_pythons_io_threads_never_shortened() -> None:
+    from retrain.kafka import kafka_python
+
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        kafka_python._longer_switch_interval()
+        assert sys.getswitchinterval() == pytest.approx(kafka_python.SWITCH_INTERVAL_S, abs=1e-5)
+        sys.setswitchinterval(0.2)
+        kafka_python._longer_switch_interval()
+        assert sys.getswitchinterval() == pytest.approx(0.2, abs=1e-5)  # microsecond resolution
+    finally:
+        sys.setswitchinterval(before)
