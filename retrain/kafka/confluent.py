@@ -335,10 +335,13 @@ class ConfluentConsumer:
         if self._pending_seeks:
             self._retry_seeks()
         self._revoked_in_poll = set()
-        # What is already fetched, at once (consume() would wait out the timeout for a full batch); else wait.
+        # consume() waits out its timeout unless the whole batch is there: take what is fetched at once, else wait
+        # for one record only, then what came with it.
         messages = self.raw.consume(num_messages=max_records, timeout=0)
         if not messages:
-            messages = self.raw.consume(num_messages=max_records, timeout=timeout_s)
+            messages = self.raw.consume(num_messages=1, timeout=timeout_s)
+            if messages and max_records > 1:
+                messages += self.raw.consume(num_messages=max_records - 1, timeout=0)
         revoked, self._revoked_in_poll = self._revoked_in_poll, set()
         void = revoked | self._pending_seeks.keys()
         records: list[Record] = []

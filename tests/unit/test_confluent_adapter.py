@@ -232,7 +232,7 @@ class FakeRaw:
         self.on_assign, self.on_revoke = on_assign, on_revoke
 
     def consume(self, num_messages: int, timeout: float) -> list:
-        self.consumed_with.append(timeout)
+        self.consumed_with.append((num_messages, timeout))
         if timeout == 0 and not self.prefetched:
             return []  # nothing fetched yet: the adapter waits with its timeout
         callbacks, messages = self.script.pop(0)
@@ -352,10 +352,10 @@ def test_what_is_already_fetched_is_handed_out_without_waiting_and_an_empty_queu
     consumer = confluent.ConfluentConsumer(raw, "group", 1.0)
     raw.script = [([], [message(0, 0)]), ([], [message(0, 1)])]
     assert [r.offset for r in consumer.poll(0.2, 100)] == [0]
-    assert raw.consumed_with == [0, 0.2]  # nothing there at once: waited with the poll's timeout
+    assert raw.consumed_with == [(100, 0), (1, 0.2), (99, 0)]  # nothing there: waited for one, then took the rest
     raw.prefetched, raw.consumed_with = True, []
     assert [r.offset for r in consumer.poll(0.2, 100)] == [1]
-    assert raw.consumed_with == [0]  # there at once: no wait for a full batch
+    assert raw.consumed_with == [(100, 0)]  # there at once: no wait for a full batch
 
 
 def test_an_idle_partitions_position_is_looked_up_once_not_at_every_commit() -> None:
