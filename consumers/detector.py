@@ -231,7 +231,6 @@ class DetectorService:
                 prediction_ttl_s=self.settings.prediction_ttl_s,
                 label_ttl_s=self.settings.label_ttl_s,
                 max_pending=self.settings.max_pending,
-                pair_commits=self.changelog is None,  # snapshots carry the joins a restart must know as made
             )
             self._restore(partition, joiner)  # a KafkaFailure here leaves no joiner: the next read restores again
             self.joiners[partition] = joiner
