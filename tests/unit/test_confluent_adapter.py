@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from typing import ClassVar
+
 import pytest
 from pydantic import SecretStr
 
@@ -121,6 +125,7 @@ def test_consumer_config_commits_only_when_told_and_assigns_by_range(guarantee: 
     assert config["auto.offset.reset"] == "earliest"
     assert config["partition.assignment.strategy"] == "range"
     assert config["session.timeout.ms"] == 12_000
+    assert config["metadata.recovery.rebootstrap.trigger.ms"] == 12_000  # not librdkafka's 5 minutes
     assert config["max.poll.interval.ms"] == 300_000
     assert config["isolation.level"] == isolation
     assert config["enable.partition.eof"] is False
@@ -373,3 +378,265 @@ def test_an_idle_partitions_position_is_looked_up_once_not_at_every_commit() -> 
     consumer.poll(1.0, 100)  # a record handed out: from now on librdkafka knows the position
     consumer.seek(committed, 7)
     assert consumer.position(committed) == 7
+
+
+# -- the transactional producer after every broker was away, over a scripted librdkafka producer -----------------
+
+
+class FakeProducer:
+    """Just enough of confluent_kafka.Producer: records the calls; poll() hands queued error events to error_cb."""
+
+    made: ClassVar[list[FakeProducer]] = []
+    refuse_init: ClassVar[bool] = False  # init_transactions times out (the brokers still away)
+    fail: ClassVar[set[str]] = set()  # calls that raise a retriable error
+    hang: ClassVar[threading.Event | None] = None  # send_offsets_to_transaction waits for it, whatever its timeout
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+        self.calls: list[str] = []
+        self.events: list[KafkaError] = []  # error events librdkafka queued, served by the next poll
+        FakeProducer.made.append(self)
+
+    def poll(self, timeout: float) -> int:
+        events, self.events = self.events, []
+        for event in events:
+            self.config["error_cb"](event)
+        return 0
+
+    def __getattr__(self, name: str):
+        if name not in {
+            "init_transactions",
+            "begin_transaction",
+            "send_offsets_to_transaction",
+            "commit_transaction",
+            "abort_transaction",
+            "purge",
+            "flush",
+            "produce",
+        }:
+            raise AttributeError(name)
+
+        def call(*args, **kwargs):
+            if name == "init_transactions" and FakeProducer.refuse_init:
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "init_transactions timed out", retriable=True))
+            self.calls.append(name)
+            if name in FakeProducer.fail:
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"{name} timed out", retriable=True))
+            if name == "send_offsets_to_transaction" and FakeProducer.hang is not None:
+                FakeProducer.hang.wait()
+            return 0
+
+        return call
+
+
+ALL_BROKERS_DOWN = KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down")
+
+
+class Member:
+    def group_metadata(self) -> object:
+        return "group metadata"
+
+
+@pytest.fixture
+def fake_producers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FakeProducer]]:
+    FakeProducer.made, FakeProducer.fail, FakeProducer.hang = [], set(), None
+    monkeypatch.setattr(confluent.confluent_kafka, "Producer", FakeProducer)
+    yield FakeProducer.made
+    if FakeProducer.hang is not None:
+        FakeProducer.hang.set()  # the call left behind returns
+
+
+def transactional() -> confluent.ConfluentProducer:
+    producer = confluent.ConfluentProducer({"transactional.id": "t", "bootstrap.servers": "a:9092"}, 5.0)
+    producer.init_transactions()
+    return producer
+
+
+def a_transaction(producer: confluent.ConfluentProducer) -> None:
+    from retrain.kafka.types import TopicPartition
+
+    producer.begin_transaction()
+    producer.send_offsets_to_transaction({TopicPartition("t", 0): 3}, Member())
+    producer.commit_transaction()
+
+
+def test_after_every_broker_was_away_the_next_transaction_has_a_new_librdkafka_producer(fake_producers) -> None:
+    # librdkafka re-bootstraps then, and may keep the decommissioned broker as the group coordinator for
+    # send_offsets_to_transaction, which would wait forever (librdkafka #5511, #5456).
+    producer = transactional()
+    a_transaction(producer)
+    (first,) = fake_producers
+    first.events.append(ALL_BROKERS_DOWN)  # the broker restarted while the service was idle
+    a_transaction(producer)
+    _, second = fake_producers
+    assert first.calls == [
+        "init_transactions",
+        "begin_transaction",
+        "send_offsets_to_transaction",
+        "commit_transaction",
+        "purge",
+    ]
+    # Initialised (fencing the old one) before its first transaction; the same configuration.
+    assert second.calls == [
+        "init_transactions",
+        "begin_transaction",
+        "send_offsets_to_transaction",
+        "commit_transaction",
+    ]
+    assert second.config["transactional.id"] == "t" and producer.raw is second
+    a_transaction(producer)
+    assert len(fake_producers) == 2  # replaced once per outage
+
+
+def test_an_empty_transaction_begun_before_every_broker_was_away_moves_to_the_new_producer(fake_producers) -> None:
+    # An idle service keeps its begun transaction open; its offsets, after the outage, go through a new producer.
+    from retrain.kafka.types import TopicPartition
+
+    producer = transactional()
+    producer.begin_transaction()
+    (first,) = fake_producers
+    first.events.append(ALL_BROKERS_DOWN)
+    producer.send_offsets_to_transaction({TopicPartition("t", 0): 3}, Member())
+    producer.commit_transaction()
+    _, second = fake_producers
+    assert first.calls == ["init_transactions", "begin_transaction", "purge"]
+    assert second.calls == [
+        "init_transactions",
+        "begin_transaction",
+        "send_offsets_to_transaction",
+        "commit_transaction",
+    ]
+
+
+def test_the_first_record_of_a_transaction_after_every_broker_was_away_goes_to_the_new_producer(
+    fake_producers,
+) -> None:
+    producer = transactional()
+    producer.begin_transaction()
+    (first,) = fake_producers
+    first.events.append(ALL_BROKERS_DOWN)
+    producer.send("out", b"k", b"v")
+    producer.send("out", b"k", b"w")
+    _, second = fake_producers
+    assert "produce" not in first.calls
+    assert second.calls == ["init_transactions", "begin_transaction", "produce", "produce"]
+
+
+def test_the_offsets_of_a_transaction_with_records_from_before_every_broker_was_away_are_refused(
+    fake_producers,
+) -> None:
+    from retrain.kafka.types import TopicPartition
+
+    producer = transactional()
+    producer.begin_transaction()
+    producer.send("out", b"k", b"v")
+    (first,) = fake_producers
+    first.events.append(ALL_BROKERS_DOWN)
+    with pytest.raises(RetriableFailure) as refused:
+        producer.send_offsets_to_transaction({TopicPartition("t", 0): 3}, Member())
+    assert refused.value.name == "ProducerReplaced"
+    assert "send_offsets_to_transaction" not in first.calls
+    producer.abort_transaction()  # what the loop does with a failed batch: not asked of the old producer
+    producer.forget_unflushed()
+    _, second = fake_producers
+    assert first.calls[-2:] == ["produce", "purge"]
+    assert second.calls == ["init_transactions"]  # which aborts what the old one left open
+    a_transaction(producer)
+    assert len(fake_producers) == 2 and producer.raw.calls[-1] == "commit_transaction"
+
+
+def test_the_replaced_producers_fencing_does_not_make_its_replacement_fatal(fake_producers) -> None:
+    producer = transactional()
+    a_transaction(producer)
+    (first,) = fake_producers
+    first.events.append(ALL_BROKERS_DOWN)
+    producer.begin_transaction()
+    first.config["error_cb"](KafkaError(KafkaError._FENCED, "fenced by its replacement", fatal=True))
+    first.config["error_cb"](ALL_BROKERS_DOWN)
+    assert not producer.has_fatal_error()
+    producer.commit_transaction()
+    a_transaction(producer)
+    assert len(fake_producers) == 2
+
+
+def test_a_replacement_that_cannot_initialise_is_made_again_at_the_next_begin(fake_producers) -> None:
+    producer = transactional()
+    a_transaction(producer)
+    fake_producers[0].events.append(ALL_BROKERS_DOWN)
+    FakeProducer.refuse_init = True
+    try:
+        with pytest.raises(RetriableFailure):
+            producer.begin_transaction()
+    finally:
+        FakeProducer.refuse_init = False
+    a_transaction(producer)
+    assert len(fake_producers) == 3
+    assert producer.raw.calls == [
+        "init_transactions",
+        "begin_transaction",
+        "send_offsets_to_transaction",
+        "commit_transaction",
+    ]
+
+
+def test_a_producer_outside_transactions_keeps_its_librdkafka_producer(fake_producers) -> None:
+    producer = confluent.ConfluentProducer({"bootstrap.servers": "a:9092"}, 5.0)
+    fake_producers[0].config["error_cb"](ALL_BROKERS_DOWN)
+    producer.flush(1)
+    assert len(fake_producers) == 1
+
+
+def test_a_failed_call_has_the_producer_replaced_instead_of_asked_to_abort(fake_producers) -> None:
+    from retrain.kafka.types import TopicPartition
+
+    producer = transactional()
+    producer.begin_transaction()
+    producer.send("out", b"k", b"v")
+    FakeProducer.fail = {"send_offsets_to_transaction"}
+    with pytest.raises(RetriableFailure):
+        producer.send_offsets_to_transaction({TopicPartition("t", 0): 3}, Member())
+    FakeProducer.fail = set()
+    with pytest.raises(RetriableFailure):
+        producer.commit_transaction()  # a transaction with a failure in it is not committed
+    producer.abort_transaction()
+    first, second = fake_producers
+    assert "abort_transaction" not in first.calls and "commit_transaction" not in first.calls
+    assert second.calls == ["init_transactions"]
+
+
+def test_offsets_that_librdkafka_never_sends_are_not_waited_for_past_their_timeout(
+    fake_producers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from retrain.kafka.types import TopicPartition
+
+    monkeypatch.setattr(confluent, "OVERDUE_GRACE_S", 0.2)
+    producer = confluent.ConfluentProducer({"transactional.id": "t", "bootstrap.servers": "a:9092"}, 0.3)
+    producer.init_transactions()
+    producer.begin_transaction()
+    producer.send("out", b"k", b"v")
+    FakeProducer.hang = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(RetriableFailure) as overdue:
+        producer.send_offsets_to_transaction({TopicPartition("t", 0): 3}, Member())
+    assert 0.5 <= time.monotonic() - started < 2
+    assert overdue.value.name == "_TIMED_OUT" and "#5456" in str(overdue.value)
+    FakeProducer.hang = None  # the new producer's calls return
+    producer.abort_transaction()
+    producer.forget_unflushed()
+    a_transaction(producer)
+    first, second = fake_producers
+    assert first.calls[-2:] == ["send_offsets_to_transaction", "purge"]  # still waiting; its records dropped
+    assert second.calls[-1] == "commit_transaction"
+
+
+def test_a_flush_does_not_wait_on_a_producer_that_lost_every_broker_under_its_records(fake_producers) -> None:
+    producer = transactional()
+    producer.begin_transaction()
+    producer.send("out", b"k", b"v")
+    (first,) = fake_producers
+    first.events.append(ALL_BROKERS_DOWN)
+    with pytest.raises(RetriableFailure) as refused:
+        producer.flush()
+    assert refused.value.name == "ProducerReplaced" and "flush" not in first.calls
