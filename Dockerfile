@@ -18,10 +18,10 @@ COPY producers/ producers/
 RUN pip install --no-cache-dir . \
     && rm -rf build ./*.egg-info
 
-# A fixed, unprivileged uid. The model registry's directory exists in the image, owned by that user, so a
-# named volume mounted there (docker-compose.yml: `models`) starts out writable by it.
+# A fixed, unprivileged uid. The model registry's and the detector's state directories exist in the image, owned
+# by that user, so named volumes mounted there (docker-compose.yml: `models`, `detector-state`) start out writable.
 RUN useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin retrain \
-    && mkdir -p /var/lib/retrain/models \
+    && mkdir -p /var/lib/retrain/models /var/lib/retrain/state \
     && chown -R retrain:retrain /var/lib/retrain
 
 USER retrain

@@ -99,7 +99,12 @@ def run(kafka: KafkaSettings, records: Records, instances: int, workdir: Path, l
         registry=RegistrySettings(path=workdir / group, hmac_key=KEY),
     )
     env = settings_env(settings)
-    detectors = [ServiceProcess("detector", env, workdir / f"{group}-{i}.log") for i in range(instances)]
+    detectors = [  # a state directory each, as on separate machines
+        ServiceProcess(
+            "detector", {**env, "RETRAIN_STATE_DIR": str(workdir / f"{group}-{i}-state")}, workdir / f"{group}-{i}.log"
+        )
+        for i in range(instances)
+    ]
     watch = GroupWatch(kafka)
 
     def assigned() -> bool:

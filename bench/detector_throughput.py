@@ -2,8 +2,10 @@
 
 All read the same records (N predictions and N labels, SEA features, keyed by one model) from the same broker in
 one run. The raw consumer is the client library alone: it only polls and touches each value. The detector
-decodes, joins, runs two drift detectors, writes every LabeledExample and flushes before committing; then again
-with its state snapshots on (one signed snapshot of the partition per commit). Raw kafka-python is the steady
+decodes, joins, runs two drift detectors, writes every LabeledExample and flushes before committing: with the join
+in memory and no state snapshots; in memory with its state snapshots (one signed snapshot of the partition per
+commit); and with the default state store on disk (pending records, changelog, the models' signed watches: see
+docs/state-store.md), whose ratio to the in-memory detector with snapshots is printed. Raw kafka-python is the steady
 baseline the ratios are taken against (librdkafka's raw rate depends on how much it prefetched). Usage:
 
     .venv/bin/python -m bench.detector_throughput [--examples 50000] [--clients kafka-python,confluent-kafka]
@@ -15,8 +17,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shutil
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
@@ -67,10 +72,21 @@ def produce_seconds(kafka: KafkaSettings, topic: str, n: int) -> float:
 
 
 def detector_seconds(
-    kafka: KafkaSettings, topics: TopicSettings, n: int, snapshots: bool, max_poll_records: int = 1_000
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    n: int,
+    snapshots: bool,
+    max_poll_records: int = 1_000,
+    state_store: str = "memory",
 ) -> float:
-    # A state topic of its own: a run restoring an earlier run's snapshots would take its joins for duplicates.
-    topics = topics.model_copy(update={"detector_state": f"{topics.detector_state}-{uuid.uuid4().hex[:8]}"})
+    # State topics of its own: a run restoring an earlier run's state would take its joins for duplicates.
+    run = uuid.uuid4().hex[:8]
+    topics = topics.model_copy(
+        update={
+            "detector_state": f"{topics.detector_state}-{run}",
+            "detector_changelog": f"{topics.detector_changelog}-{run}",
+        }
+    )
     admin = make_admin(kafka)
     try:
         ensure_topics(admin, pipeline_topics(topics))
@@ -81,7 +97,11 @@ def detector_seconds(
         topics=topics,
         broker=BrokerSettings(),
         detector=DetectorSettings(
-            group_id=f"detector-{uuid.uuid4().hex[:8]}", state_snapshots=snapshots, max_poll_records=max_poll_records
+            group_id=f"detector-{run}",
+            state_snapshots=snapshots,
+            max_poll_records=max_poll_records,
+            state_store=state_store,
+            state_dir=Path(tempfile.mkdtemp(prefix="bench-state-")),
         ),
         registry=RegistrySettings(hmac_key="a benchmark key that signs the snapshots" if snapshots else None),
     )
@@ -95,6 +115,7 @@ def detector_seconds(
     elapsed = time.perf_counter() - (started or time.perf_counter())  # run_once flushed the outputs
     loop.stop()
     loop._finish()
+    shutil.rmtree(settings.detector.state_dir, ignore_errors=True)
     return elapsed
 
 
@@ -123,6 +144,9 @@ def main() -> None:
             batch = args.max_poll_records
             detector = detector_seconds(settings, topics, args.examples, snapshots=False, max_poll_records=batch)
             snapshots = detector_seconds(settings, topics, args.examples, snapshots=True, max_poll_records=batch)
+            stored = detector_seconds(
+                settings, topics, args.examples, snapshots=True, max_poll_records=batch, state_store="rocksdb"
+            )
             print(f"[{client}] raw consume: {records / raw:,.0f} records/s ({raw:.2f} s)")
             print(
                 f"[{client}] its producer alone, writing the {args.examples} LabeledExamples: "
@@ -139,6 +163,11 @@ def main() -> None:
             print(
                 f"[{client}] detector with state snapshots: {records / snapshots:,.0f} records/s "
                 f"({snapshots:.2f} s); ratio with/without snapshots: {detector / snapshots:.2f}"
+            )
+            print(
+                f"[{client}] detector with the state store on disk (the default): {records / stored:,.0f} records/s = "
+                f"{args.examples / stored:,.0f} labeled examples/s ({stored:.2f} s); ratio to its raw consume "
+                f"{raw / stored:.2f}; to the in-memory detector with snapshots {snapshots / stored:.2f}"
             )
 
 

@@ -43,6 +43,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "RETRAIN_TRAINER_GROUP_ID": settings.trainer.group_id,
         "RETRAIN_SCORER_GROUP_ID": settings.scorer.group_id,
         "RETRAIN_REGISTRY_PATH": str(settings.registry.path),
+        "RETRAIN_STATE_DIR": str(settings.detector.state_dir),
         "RETRAIN_LOG_LEVEL": "WARNING",
     }
     if settings.registry.hmac_key is not None:

@@ -5,10 +5,13 @@ co-partitioned predictions/labels topics, one :class:`ModelWatch` per model. Mod
 separate, group-less consumer from the beginning of ``model-updates``, so every instance knows every model's
 current version whichever partitions it owns.
 
-State that Kafka cannot replay cheaply (each model's detectors, metric, episode and cooldown, and which joins
-were already made) is snapshotted per partition to the compacted ``detector-state`` topic before each commit,
-and restored when the partition is first read after an assignment: a restart or a rebalance carries on where
-the committed offsets left it. See :mod:`retrain.decisions.checkpoint`.
+By default each partition's state (its pending joins, the joins it made lately, and each model's signed watch)
+lives in a store on local disk backed by a compacted changelog topic (:mod:`consumers.partition_state`,
+docs/state-store.md): commits follow what was read, and a restart or a rebalance carries on from the store. With
+``state_store="memory"`` the join waits in RAM, commits wait for its oldest pending record, and each partition's
+watches and unsettled joins are snapshotted to the compacted ``detector-state`` topic before each commit
+(:mod:`retrain.decisions.checkpoint`). Either way, state is restored when a partition is first read after an
+assignment.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from consumers.admission import AdmittedModels
 from consumers.decoding import decode_record
 from consumers.metrics import DetectorMetrics, observe_many
+from consumers.partition_state import PartitionStates
 from consumers.runtime import InvalidRecord, Outputs
 from consumers.state import StateChangelog
 from consumers.updates import ModelUpdates
@@ -32,8 +36,10 @@ from retrain.decisions.admission import ModelAdmission
 from retrain.decisions.checkpoint import Snapshot, SnapshotRefused, decode_snapshot, encode_snapshot, snapshot_key
 from retrain.decisions.join import LabelJoiner, LabelOutcome, PredictionOutcome, ahead_of_arrival
 from retrain.decisions.policy import ModelWatch
-from retrain.kafka import Consumer, Record, TopicPartition
+from retrain.kafka import Consumer, FatalFailure, Record, RetriableFailure, TopicPartition
 from retrain.settings import DetectorSettings, TopicSettings
+from retrain.state.join import StoredJoiner
+from retrain.state.store import PartitionStore, StoreLocked, StoreUnusable
 from schemas import (
     DeadLetter,
     LabeledExample,
@@ -60,21 +66,30 @@ class DetectorService:
         changelog: StateChangelog | None = None,
         state_key: bytes | None = None,
         admission: ModelAdmission | None = None,
+        states: PartitionStates | None = None,
     ) -> None:
         self.settings = settings
+        # The on-disk state (rocksdb): pending joins and the models' watches, per partition, with a changelog.
+        self.states = states
         self.topics = topics
         # Snapshots need both: where to write them, and the key that signs them.
         self.changelog = changelog if state_key is not None else None
         self.state_key = state_key
         self._models_in: dict[int, set[str]] = {}  # partition -> the models whose joins it carries
         self._dirty: set[int] = set()  # partitions with records handled since their last snapshot
+        self._changed_watches: set[str] = set()  # models whose watch changed since the stores last took them
         self._committed_at: dict[tuple[str, int], int] = {}
         self.updates = ModelUpdates(updates, topics.model_updates, self._on_update) if updates is not None else None
         self.metrics = DetectorMetrics(registry or CollectorRegistry())
+        if states is not None:
+            states.metrics = self.metrics
         # The models this instance takes on; restored watches and promoted versions are known (see _restore).
         self.admission = AdmittedModels(admission if admission is not None else ModelAdmission(), self.metrics)
         self.configs = {task: policy_config(settings, task) for task in ("classification", "regression")}
-        self.joiners: dict[int, LabelJoiner] = {}
+        self.joiners: dict[int, LabelJoiner | StoredJoiner] = {}
+        self._consumer: Consumer | None = None  # the loop's, to seek a restored partition past what its store holds
+        # (topic, partition) -> the offset its store covers up to, while records below it may still arrive
+        self._covered: dict[tuple[str, int], int] = {}
         self._read_to: dict[tuple[str, int], int] = {}  # (topic, partition) -> the offset after the last one read
         self.watches: dict[str, ModelWatch] = {}
         self.versions: dict[str, tuple[int, float | None]] = {}
@@ -91,14 +106,24 @@ class DetectorService:
         now = time.time()
         if record.timestamp >= 0:
             tally.ages.append(max(0.0, now - record.timestamp / 1000))
+        joiner = self._joiner(record.partition)
+        if self._covered:
+            covered = self._covered.get((record.topic, record.partition))
+            if covered is not None:
+                if record.offset < covered:
+                    return  # its effects are in the partition's store already
+                del self._covered[(record.topic, record.partition)]
         self._read_to[(record.topic, record.partition)] = record.offset + 1
         self._dirty.add(record.partition)
-        joiner = self._joiner(record.partition)
+        stored = self.states is not None
         if record.topic == self.topics.predictions:
             prediction = decode_record(record, PredictionEvent)
             self.admission.require(prediction.model_id)
             self._require_plausible_time(prediction.timestamp, record, now)
-            outcome, example = joiner.add_prediction(prediction, record.offset)
+            if stored:
+                outcome, example = joiner.add_prediction(prediction, record.offset, record.value)  # type: ignore[call-arg]
+            else:
+                outcome, example = joiner.add_prediction(prediction, record.offset)
             if outcome is PredictionOutcome.DUPLICATE:
                 self.metrics.joins.labels("duplicate_prediction").inc()
             if self.settings.feature_drift:
@@ -107,7 +132,10 @@ class DetectorService:
             label = decode_record(record, LabelEvent)
             self.admission.require(label.model_id)
             self._require_plausible_time(label.timestamp, record, now)
-            outcome, example = joiner.add_label(label, record.offset)
+            if stored:
+                outcome, example = joiner.add_label(label, record.offset, record.value)  # type: ignore[call-arg]
+            else:
+                outcome, example = joiner.add_label(label, record.offset)
             if outcome is LabelOutcome.DUPLICATE:
                 self.metrics.joins.labels("duplicate_label").inc()
         else:
@@ -135,7 +163,16 @@ class DetectorService:
             before = joiner.stats.evicted
             expired = joiner.expire()
             self.metrics.joins.labels("expired_prediction").inc(len(expired.predictions))
-            self.metrics.joins.labels("evicted").inc(joiner.stats.evicted - before)
+            evicted = joiner.stats.evicted - before
+            self.metrics.joins.labels("evicted").inc(evicted)
+            if evicted:
+                log.warning(
+                    "partition %d: %d waiting records evicted, the oldest first: the cap of %d per partition is "
+                    "reached (RETRAIN_DETECTOR_MAX_PENDING)",
+                    partition,
+                    evicted,
+                    joiner.max_pending,
+                )
             for label, offset in expired.labels:
                 self.metrics.joins.labels("unmatched_label").inc()
                 out.dead_letter(
@@ -156,11 +193,14 @@ class DetectorService:
                 )
         self.metrics.pending.labels("prediction").set(sum(j.pending_predictions for j in self.joiners.values()))
         self.metrics.pending.labels("label").set(sum(j.pending_labels for j in self.joiners.values()))
+        for partition, joiner in self.joiners.items():
+            self.metrics.pending_by_partition.labels("prediction", str(partition)).set(joiner.pending_predictions)
+            self.metrics.pending_by_partition.labels("label", str(partition)).set(joiner.pending_labels)
 
     def committable(self, partition: TopicPartition, position: int) -> int:
         joiner = self.joiners.get(partition.partition)
-        if joiner is None:
-            return position
+        if joiner is None or isinstance(joiner, StoredJoiner):
+            return position  # a store holds the pending records: commits need not wait for them
         # Both topics' limits come from one computation over the positions read so far (the same for both
         # calls of a commit), so that no join has one side committed and the other not.
         read = {
@@ -174,8 +214,13 @@ class DetectorService:
     def prepare_commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Before the offsets are committed: snapshot every partition read since its last snapshot.
 
-        The snapshots go out with the batch's outputs; the loop flushes both before it commits.
+        The snapshots go out with the batch's outputs; the loop flushes both before it commits. With the
+        on-disk store, each model's watch is a signed record of its partition's store, and every store with
+        changes sends them to its changelog.
         """
+        if self.states is not None:
+            self._stage_stores()
+            return
         if self.changelog is None or self.state_key is None or not self._dirty:
             self._dirty.clear()
             return
@@ -191,6 +236,37 @@ class DetectorService:
             self.metrics.state_snapshots.inc()
         self._dirty.clear()
 
+    def _stage_stores(self) -> None:
+        assert self.states is not None
+        for partition, store in self.states.stores.items():
+            dirty = partition in self._dirty
+            if dirty and self.state_key is not None:
+                for model_id in self._models_in.get(partition, set()) & self._changed_watches:
+                    watch = self.watches.get(model_id)
+                    if watch is not None:
+                        snapshot = Snapshot(partition, {model_id: watch}, [])
+                        store.put(
+                            _WATCH + model_id.encode(), encode_snapshot(snapshot, self.state_key, river.__version__)
+                        )
+                        self.metrics.state_snapshots.inc()
+            if dirty or store.staged:
+                offsets = dict(store.meta.get("offsets", {}))
+                for role, topic in (("predictions", self.topics.predictions), ("labels", self.topics.labels)):
+                    read = self._read_to.get((topic, partition))
+                    if read is not None:
+                        offsets[role] = read
+                self.states.stage(partition, offsets)
+        self._dirty.clear()
+        self._changed_watches.clear()
+
+    def outputs_written(self) -> None:
+        """The batch's outputs and changelog records are durable in Kafka: the stores write the batch locally."""
+        if self.states is not None:
+            try:
+                self.states.written()
+            except StoreUnusable as error:  # stop without committing past what the store holds
+                raise FatalFailure(str(error), "StoreUnusable") from error
+
     def committed(self, offsets: dict[TopicPartition, int]) -> None:
         """The offsets are committed: joins now behind both topics' commits will not be read again."""
         self._committed_at.update({(tp.topic, tp.partition): offset for tp, offset in offsets.items()})
@@ -198,7 +274,7 @@ class DetectorService:
             joiner = self.joiners.get(partition)
             predictions = self._committed_at.get((self.topics.predictions, partition))
             labels = self._committed_at.get((self.topics.labels, partition))
-            if joiner is not None and predictions is not None and labels is not None:
+            if isinstance(joiner, LabelJoiner) and predictions is not None and labels is not None:
                 joiner.settle(predictions, labels)
 
     def partitions_revoked(self, partitions: Iterable[TopicPartition]) -> None:
@@ -207,34 +283,86 @@ class DetectorService:
         for partition in partitions:
             self._read_to.pop((partition.topic, partition.partition), None)
             self._committed_at.pop((partition.topic, partition.partition), None)
+            self._covered.pop((partition.topic, partition.partition), None)
             if partition.topic == self.topics.predictions:
                 self.joiners.pop(partition.partition, None)
+                if self.states is not None:
+                    self.states.close(partition.partition)
                 self._dirty.discard(partition.partition)
                 for model_id in self._models_in.pop(partition.partition, set()):
                     self.watches.pop(model_id, None)  # its next owner restores it from the snapshot
 
     def partitions_assigned(self, consumer: Consumer, partitions: Iterable[TopicPartition]) -> None:
-        """Nothing to restore: uncommitted records (pending joins included) are read again from the commit."""
+        """Restored lazily, on a partition's first record (see _joiner). In memory, uncommitted records (pending
+        joins included) are read again from the commit; with the store, reading resumes where the store ends."""
+        self._consumer = consumer
 
     def close(self) -> None:
         if self.updates is not None:
             self.updates.close()
         if self.changelog is not None:
             self.changelog.close()
+        if self.states is not None:
+            self.states.close_all()
 
     # -- internals ----------------------------------------------------------------------------------------
 
-    def _joiner(self, partition: int) -> LabelJoiner:
+    def _joiner(self, partition: int) -> LabelJoiner | StoredJoiner:
         joiner = self.joiners.get(partition)
-        if joiner is None:
+        if joiner is None and self.states is not None:
+            joiner = self.joiners[partition] = self._open_store(partition)
+        elif joiner is None:
             joiner = LabelJoiner(
                 prediction_ttl_s=self.settings.prediction_ttl_s,
                 label_ttl_s=self.settings.label_ttl_s,
-                max_pending=self.settings.max_pending,
+                max_pending=self.settings.pending_cap,
             )
             self._restore(partition, joiner)  # a KafkaFailure here leaves no joiner: the next read restores again
             self.joiners[partition] = joiner
         return joiner
+
+    def _open_store(self, partition: int) -> StoredJoiner:
+        """The partition's store, caught up with its changelog; its models' watches adopted; reading moved on to
+        where the store ends (records below it are skipped)."""
+        assert self.states is not None
+        try:
+            store = self.states.open(partition)
+        except StoreLocked as error:  # its previous owner in this machine may be letting it go
+            raise RetriableFailure(str(error), "StoreLocked") from error
+        except StoreUnusable as error:
+            raise FatalFailure(str(error), "StoreUnusable") from error
+        self._adopt_watches(partition, store)
+        offsets = store.meta.get("offsets", {})
+        for role, topic in (("predictions", self.topics.predictions), ("labels", self.topics.labels)):
+            covered = offsets.get(role)
+            if covered is None:
+                continue
+            self._covered[(topic, partition)] = covered
+            if self._consumer is not None:
+                where = TopicPartition(topic, partition)
+                if covered > self._consumer.position(where):
+                    self._consumer.seek(where, covered)
+        return StoredJoiner(
+            store,
+            prediction_ttl_s=self.settings.prediction_ttl_s,
+            label_ttl_s=self.settings.label_ttl_s,
+            max_pending=self.settings.pending_cap,
+        )
+
+    def _adopt_watches(self, partition: int, store: PartitionStore) -> None:
+        if self.state_key is None:
+            return
+        watches: dict[str, ModelWatch] = {}
+        for key, value in store.scan(_WATCH):
+            try:
+                watches.update(decode_snapshot(value, self.state_key, river.__version__).watches)
+            except SnapshotRefused as refused:
+                log.error("detector state of %s refused: %s", key[len(_WATCH) :].decode(), refused)
+                self.metrics.state_restores.labels(refused.reason).inc()
+        if not watches:
+            self.metrics.state_restores.labels("empty").inc()
+            return
+        self._adopt(partition, Snapshot(partition, watches, []))
 
     def _restore(self, partition: int, joiner: LabelJoiner) -> None:
         """The partition is read for the first time since its assignment: carry on from its snapshot."""
@@ -250,6 +378,11 @@ class DetectorService:
             log.error("detector state of partition %d refused: %s", partition, refused)
             self.metrics.state_restores.labels(refused.reason).inc()
             return
+        self._adopt(partition, snapshot)
+        joiner.restore_joined(snapshot.joined)
+
+    def _adopt(self, partition: int, snapshot: Snapshot) -> None:
+        """Take on a restored snapshot's watches (those still valid under today's settings and allow-list)."""
         watches = {}
         for model_id, watch in snapshot.watches.items():
             task = "regression" if model_id in self.settings.regression_model_ids else "classification"
@@ -267,7 +400,6 @@ class DetectorService:
             watches[model_id] = watch
         self.watches.update(watches)
         self._models_in.setdefault(partition, set()).update(watches)
-        joiner.restore_joined(snapshot.joined)
         self.metrics.state_restores.labels("restored").inc()
         log.info(
             "partition %d: restored the state of %d models and %d joins", partition, len(watches), len(snapshot.joined)
@@ -290,6 +422,7 @@ class DetectorService:
         if models is None:
             models = self._models_in[record.partition] = set()
         models.add(example.model_id)
+        self._changed_watches.add(example.model_id)
         out.emit(example)
         watch = self.watch(example.model_id)
         self._tally.joined(watch)
@@ -306,6 +439,7 @@ class DetectorService:
 
     def _features(self, prediction: PredictionEvent, record: Record, out: Outputs) -> None:
         watch = self.watch(prediction.model_id)
+        self._changed_watches.add(prediction.model_id)
         event = watch.observe_prediction(prediction)
         for _feature, detection in watch.last_feature_detections:
             self.metrics.detections.inc(prediction.model_id, f"{detection.detector}[feature]")
@@ -339,6 +473,10 @@ class DetectorService:
         watch = self.watches.get(update.model_id)
         if watch is not None and update.version != watch.version:
             watch.model_updated(update.version, accuracy)
+            self._changed_watches.add(update.model_id)
+
+
+_WATCH = b"W"  # store key prefix of a model's signed watch snapshot
 
 
 class _BatchTally:
@@ -390,7 +528,7 @@ def run_detector(settings, *, registry: CollectorRegistry | None = None, serve: 
         settings.kafka, "detector", settings.detector.group_id, linger_ms=50, batch_bytes=1024 * 1024
     )
     publisher = EventPublisher(producer, settings.topics)
-    changelog, state_key = None, None
+    changelog, state_key, states = None, None, None
     if settings.detector.state_snapshots:
         if settings.registry.hmac_key is None:
             log.warning(
@@ -399,12 +537,21 @@ def run_detector(settings, *, registry: CollectorRegistry | None = None, serve: 
             )
         else:
             state_key = snapshot_key(settings.registry.hmac_key.get_secret_value().encode())
+        if state_key is not None and settings.detector.state_store == "memory":
             changelog = StateChangelog(
                 publisher,
                 make_consumer(settings.kafka, None),
                 settings.topics.detector_state,
                 max_record_bytes=settings.detector.snapshot_record_bytes,
             )
+    if settings.detector.state_store == "rocksdb":
+        states = PartitionStates(
+            settings.detector.state_dir / settings.detector.group_id,
+            publisher,
+            make_consumer(settings.kafka, None),
+            settings.topics.detector_changelog,
+            owner=settings.detector.group_id,
+        )
     service = DetectorService(
         settings.detector,
         settings.topics,
@@ -413,6 +560,7 @@ def run_detector(settings, *, registry: CollectorRegistry | None = None, serve: 
         changelog=changelog,
         state_key=state_key,
         admission=ModelAdmission(settings.models.allowed_ids, settings.models.max_per_service),
+        states=states,
     )
     consumer = make_consumer(
         settings.kafka, settings.detector.group_id, max_poll_records=settings.detector.max_poll_records

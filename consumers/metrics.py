@@ -202,6 +202,39 @@ class DetectorMetrics(ServiceMetrics):
             ["outcome"],
             registry=registry,
         )
+        # The on-disk state store (RETRAIN_DETECTOR_STATE_STORE=rocksdb), per partition.
+        self.pending_by_partition = Gauge(
+            "retrain_join_pending_partition",
+            "Records waiting in a partition's join state",
+            ["side", "partition"],
+            registry=registry,
+        )
+        self.store_bytes = Gauge(
+            "retrain_state_store_bytes",
+            "Size of a partition's local state store on disk",
+            ["partition"],
+            registry=registry,
+        )
+        self.store_restore_seconds = Gauge(
+            "retrain_state_restore_seconds",
+            "Duration of a partition's last state restore (local store opened, changelog caught up)",
+            ["partition"],
+            registry=registry,
+        )
+        self.store_restored_records = Counter(
+            "retrain_state_restore_records_total",
+            "Changelog records read to restore partition state",
+            registry=registry,
+        )
+        self.changelog_records = Counter(
+            "retrain_state_changelog_records_total", "Records written to the state changelog", registry=registry
+        )
+        self.store_rebuilds = Counter(
+            "retrain_state_store_rebuilds_total",
+            "Local state stores thrown away and rebuilt from the changelog (unreadable, format)",
+            ["reason"],
+            registry=registry,
+        )
         self.rolling_accuracy = ModelSeries(
             "gauge", "retrain_rolling_accuracy", "Accuracy over the last N labeled examples", None, registry
         )

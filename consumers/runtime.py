@@ -383,12 +383,17 @@ class ConsumeLoop:
             prepare(offsets)  # e.g. the detector's state snapshots
             self.publisher.flush()  # under exactly_once, outputs and snapshots at once: the transaction orders them
         self.outputs.sent = 0
+        written = getattr(self.service, "outputs_written", None)
         if self.transactional:
             if offsets:
                 self.publisher.producer.send_offsets_to_transaction(offsets, self.consumer)
             self.publisher.producer.commit_transaction()  # outputs, snapshots and offsets at once
             self._in_transaction = False
-        elif offsets:
+            if written is not None:
+                written()  # e.g. local state stores: only what Kafka committed
+        elif written is not None:
+            written()  # before the commit: a restart resumes from the store, never past it
+        if not self.transactional and offsets:
             try:
                 self.consumer.commit(offsets)
             except KafkaFailure as error:  # the broker away, a rebalance: the outputs are safe, the commit waits

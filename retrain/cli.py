@@ -223,11 +223,16 @@ def cmd_detector(args: argparse.Namespace, settings: Settings) -> int:
 
     loop = run_detector(settings)
     loop.install_signal_handlers()
-    snapshots = (
-        f"state snapshots in {settings.topics.detector_state}"
-        if loop.service.changelog is not None
-        else "state snapshots off"
-    )
+    if loop.service.states is not None:
+        watches = "with" if loop.service.state_key is not None else "without (no RETRAIN_REGISTRY_HMAC_KEY)"
+        snapshots = (
+            f"state stores in {loop.service.states.root}, changelog {settings.topics.detector_changelog}, "
+            f"{watches} the detectors' state"
+        )
+    elif loop.service.changelog is not None:
+        snapshots = f"join in memory; state snapshots in {settings.topics.detector_state}"
+    else:
+        snapshots = "join in memory; state snapshots off"
     print(
         f"detector: reading {settings.topics.predictions} and {settings.topics.labels} at "
         f"{settings.kafka.bootstrap_servers}; {snapshots}; metrics on http://{settings.metrics.host}:"

@@ -108,6 +108,7 @@ def demo_settings(settings: Settings, run_id: str, bootstrap: str | None, workdi
     for section in ("detector", "trainer", "scorer"):
         current = getattr(settings, section)
         update[section] = current.model_copy(update={"group_id": f"demo-{run_id}-{section}"})
+    update["detector"] = update["detector"].model_copy(update={"state_dir": workdir / "state"})
     return settings.model_copy(update=update)
 
 

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -125,6 +125,8 @@ class TopicSettings(BaseSettings):
     dead_letters: str = "dead-letters"
     # Compacted, co-partitioned with the streams: the detector's state snapshot of each partition.
     detector_state: str = "detector-state"
+    # Compacted, co-partitioned: the changelog of the detector's on-disk state stores (one per partition).
+    detector_changelog: str = "detector-changelog"
 
     stream_partitions: int = Field(default=6, ge=1, le=10_000)
     control_partitions: int = Field(default=1, ge=1, le=10_000)
@@ -151,6 +153,7 @@ class TopicSettings(BaseSettings):
             "model_updates": self.model_updates,
             "dead_letters": self.dead_letters,
             "detector_state": self.detector_state,
+            "detector_changelog": self.detector_changelog,
         }
 
 
@@ -234,13 +237,30 @@ class DetectorSettings(BaseSettings):
     feature_drift: bool = False
     feature_detector: str = '{"name": "ADWIN"}'
     feature_limit: int = Field(default=64, ge=1, le=1024)
-    prediction_ttl_s: float = Field(default=3_600.0, gt=0)
+    # Where the join's pending records (and, with snapshots, the detectors' state) live: rocksdb, a store per
+    # partition on local disk backed by the compacted detector-changelog topic; memory, RAM only (commits then
+    # wait for the oldest pending record, and a restart reads both topics again from there).
+    state_store: Literal["rocksdb", "memory"] = "rocksdb"
+    # The stores live under <state_dir>/<group_id>/<partition>; one directory per instance on a machine.
+    state_dir: Path = Field(
+        default=Path(".cache/state"),
+        validation_alias=AliasChoices("RETRAIN_STATE_DIR", "RETRAIN_DETECTOR_STATE_DIR", "state_dir"),
+    )
+    prediction_ttl_s: float = Field(default=7 * 86_400.0, gt=0)
     label_ttl_s: float = Field(default=600.0, gt=0)
     # An event time further ahead of its record's timestamp (or of the clock) is refused: it would move the join's
     # watermark and expire every pending prediction it passes.
     max_event_time_skew_s: float = Field(default=300.0, ge=0)
-    max_pending: int = Field(default=1_000_000, ge=1)
+    # Pending records per partition, both sides; past it the oldest are evicted and counted. Default: 50,000,000
+    # with the rocksdb store (disk), 1,000,000 in memory (RAM).
+    max_pending: int | None = Field(default=None, ge=1)
     max_poll_records: int = Field(default=1_000, ge=1)
+
+    @property
+    def pending_cap(self) -> int:
+        if self.max_pending is not None:
+            return self.max_pending
+        return 50_000_000 if self.state_store == "rocksdb" else 1_000_000
 
     @property
     def regression_model_ids(self) -> frozenset[str]:

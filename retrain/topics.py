@@ -56,6 +56,9 @@ def pipeline_topics(settings: TopicSettings) -> list[TopicSpec]:
         stream(settings.labeled_examples, **{"retention.ms": str(settings.labeled_examples_retention_ms)}),
         # One record per partition (key: the partition number); compaction keeps the latest.
         stream(settings.detector_state, **{"cleanup.policy": "compact"}),
+        # Keyed by the state store's keys, tombstones on delete: compaction keeps what a restore needs. Only closed
+        # segments are compacted: 64 MiB ones (Kafka's default is 1 GiB) let it act while a store is small.
+        stream(settings.detector_changelog, **{"cleanup.policy": "compact", "segment.bytes": str(64 * 1024 * 1024)}),
         control(settings.retrain_events, settings.control_partitions),
         control(settings.model_updates, settings.control_partitions),
         control(

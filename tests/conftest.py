@@ -17,3 +17,11 @@ def _no_ambient_retrain_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("RETRAIN_") and not name.startswith("RETRAIN_TEST_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _state_dir(
+    _no_ambient_retrain_settings: None, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Detectors keep their state stores in the test's temporary directory, not in the working tree."""
+    monkeypatch.setenv("RETRAIN_STATE_DIR", str(tmp_path_factory.mktemp("state")))

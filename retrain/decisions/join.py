@@ -51,12 +51,12 @@ class PredictionOutcome(StrEnum):
 _Fields = tuple[str, str, int, dict[str, float], Any, datetime]
 
 
-def _fields(prediction: PredictionEvent) -> _Fields:
+def prediction_fields(prediction: PredictionEvent) -> _Fields:
     p = prediction
     return (p.prediction_id, p.model_id, p.model_version, p.features, p.prediction, p.timestamp)
 
 
-def _prediction(fields: _Fields) -> PredictionEvent:
+def prediction_from(fields: _Fields) -> PredictionEvent:
     names = ("prediction_id", "model_id", "model_version", "features", "prediction", "timestamp")
     return trusted(
         PredictionEvent, {"schema_version": PredictionEvent.SCHEMA_VERSION, **dict(zip(names, fields, strict=True))}
@@ -139,8 +139,10 @@ class LabelJoiner:
         if waiting_label is not None:
             assert isinstance(waiting_label.event, LabelEvent)
             self._unsettled.append((offset, waiting_label.offset, key))
-            return PredictionOutcome.JOINED, self._join(_fields(prediction), waiting_label.event)
-        entry = _Waiting(_fields(prediction), offset, prediction.timestamp.timestamp() + self.prediction_ttl_s)
+            return PredictionOutcome.JOINED, self._join(prediction_fields(prediction), waiting_label.event)
+        entry = _Waiting(
+            prediction_fields(prediction), offset, prediction.timestamp.timestamp() + self.prediction_ttl_s
+        )
         self._predictions[key] = entry
         self._prediction_order.append((key, entry))
         heapq.heappush(self._prediction_deadlines, (entry.expires_at, offset, key, entry))
@@ -168,7 +170,7 @@ class LabelJoiner:
         expired = Expired()
         for _key, entry in self._drain(self._prediction_order, self._prediction_deadlines, self._predictions):
             assert isinstance(entry.event, tuple)
-            expired.predictions.append(_prediction(entry.event))
+            expired.predictions.append(prediction_from(entry.event))
         for _key, entry in self._drain(self._label_order, self._label_deadlines, self._labels):
             assert isinstance(entry.event, LabelEvent)
             expired.labels.append((entry.event, entry.offset))
@@ -251,26 +253,11 @@ class LabelJoiner:
 
     def _join(self, prediction: _Fields, label: LabelEvent) -> LabeledExample:
         self.stats.joined += 1
-        prediction_id, model_id, model_version, features, predicted, predicted_at = prediction
         if self.remember_joined:
-            self._joined[(model_id, prediction_id)] = None
+            self._joined[(prediction[1], prediction[0])] = None
             if len(self._joined) > self.remember_joined:
                 self._joined.popitem(last=False)
-        # Both sides were validated when decoded: build without validating again (hot path).
-        return trusted(
-            LabeledExample,
-            {
-                "schema_version": LabeledExample.SCHEMA_VERSION,
-                "prediction_id": prediction_id,
-                "model_id": model_id,
-                "model_version": model_version,
-                "features": features,
-                "prediction": predicted,
-                "label": label.label,
-                "prediction_timestamp": predicted_at,
-                "label_timestamp": label.timestamp,
-            },
-        )
+        return labeled_example(prediction, label)
 
     def _drain(
         self,
@@ -297,6 +284,26 @@ class LabelJoiner:
             deadlines[:] = [item for item in deadlines if waiting.get(item[2]) is item[3]]
             heapq.heapify(deadlines)
         return out
+
+
+def labeled_example(prediction: _Fields, label: LabelEvent) -> LabeledExample:
+    """The labeled example of a prediction's fields and its label."""
+    prediction_id, model_id, model_version, features, predicted, predicted_at = prediction
+    # Both sides were validated when decoded: build without validating again (hot path).
+    return trusted(
+        LabeledExample,
+        {
+            "schema_version": LabeledExample.SCHEMA_VERSION,
+            "prediction_id": prediction_id,
+            "model_id": model_id,
+            "model_version": model_version,
+            "features": features,
+            "prediction": predicted,
+            "label": label.label,
+            "prediction_timestamp": predicted_at,
+            "label_timestamp": label.timestamp,
+        },
+    )
 
 
 def _head_offset(order: deque[tuple[JoinKey, _Waiting]], waiting: dict[JoinKey, _Waiting]) -> int | None:

@@ -87,6 +87,7 @@ def topic_settings(unique: str) -> TopicSettings:
         model_updates=f"model-updates-{unique}",
         dead_letters=f"dead-letters-{unique}",
         detector_state=f"detector-state-{unique}",
+        detector_changelog=f"detector-changelog-{unique}",
         stream_partitions=3,
     )
 

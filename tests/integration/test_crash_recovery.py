@@ -1,16 +1,14 @@
 """kill -9 the detector five times during a 50,000-label stream: every label with a prediction joined, one episode.
 
-The detector runs as a process (``retrain detector``) and is killed with SIGKILL at five seeded random points
-while the stream is still being produced, then restarted. Its committed offsets never pass the oldest pending
-prediction or label (nor split a join between the two topics), so a restart reads again whatever was not safely
-joined: nothing is missing. Its state snapshots (detectors, episodes, and the joins already made) are restored,
-so the joins read again are not joined twice, except those made in the instant between writing a batch's
-outputs and its snapshot (counted and reported), and the drift of one model yields one episode.
+The detector runs as a process (``retrain detector``, its join in the default on-disk state store) and is killed
+with SIGKILL at five seeded random points while the stream is still being produced, then restarted. Each batch's
+state (pending joins, the joins made, each model's watch) reaches the changelog and the local store before its
+offsets are committed, so a restart carries on from the store: nothing is missing, no join is made twice under
+exactly_once, and the drift of one model yields one episode.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -156,6 +154,18 @@ class Detector:
         return self.process.returncode
 
 
+def without_client_receive_races(output: str) -> str:
+    """A service's output without kafka-python's own logged receive race (its transport closed while a read was
+    under way: logged with a traceback, the connection reopened), so that any other traceback fails the test."""
+    kept, skipping = [], False
+    for line in output.splitlines():
+        if re.match(r"\d{4}-\d\d-\d\d ", line):  # a log record starts
+            skipping = "kafka.net.transport" in line and "Error receiving network data" in line
+        if not skipping:
+            kept.append(line)
+    return "\n".join(kept)
+
+
 def written(consumer, partitions: list[TopicPartition]) -> int:
     return sum(consumer.end_offsets(partitions).values())
 
@@ -263,19 +273,9 @@ def test_kill_9_five_times_loses_no_join(
     if guarantee == "exactly_once":
         assert len(events) == 3
     letters = [decode_record(r, DeadLetter) for r in read_all(reading, created_topics.dead_letters, 1)]
-    if guarantee == "at_least_once":
-        assert letters == []  # no label lost its prediction across the restarts
-    else:
-        # Known issue: under exactly_once a restart sometimes reads again a few labels whose joins were committed
-        # without their predictions (14 of 50,000 in one of three runs). They are dead-lettered as unmatched,
-        # but each was joined: noise in dead-letters, not a lost join. Nothing else may be there.
-        print(f"exactly_once: {len(letters)} labels read again and dead-lettered although joined")
-        assert all(
-            letter.error_reason == "unmatched_label" and json.loads(letter.payload())["prediction_id"] in ids
-            for letter in letters
-        )
+    assert letters == []  # no label lost its prediction across the restarts
     for output in detector.outputs:
-        assert "Traceback" not in output, output
+        assert "Traceback" not in without_client_receive_races(output), output
     # The last committed offsets reach the end of both input topics: nothing is left to read again.
     consumer = make_consumer(kafka_settings, f"detector-{unique}")
     try:

@@ -32,6 +32,7 @@ def test_creates_every_topic_with_its_partitions_then_nothing_twice(admin: Kafka
         topic_settings.model_updates: 1,
         topic_settings.dead_letters: 1,
         topic_settings.detector_state: 3,
+        topic_settings.detector_changelog: 3,
     }
 
 
@@ -45,6 +46,10 @@ def test_labeled_examples_keep_their_configured_retention(admin: KafkaAdminClien
     assert retention["config_source"] == "DYNAMIC_TOPIC_CONFIG"
     state = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic_settings.detector_state)])
     assert state["topic"][topic_settings.detector_state]["cleanup.policy"]["value"] == "compact"
+    changelog = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic_settings.detector_changelog)])
+    configured = changelog["topic"][topic_settings.detector_changelog]
+    assert configured["cleanup.policy"]["value"] == "compact"
+    assert configured["segment.bytes"]["value"] == str(64 * 1024 * 1024)
 
 
 def test_existing_labels_topic_with_other_partition_count_is_reported(admin: KafkaAdminClient, topic_settings):

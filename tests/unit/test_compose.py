@@ -302,6 +302,14 @@ def test_trainer_keeps_its_models_in_a_named_volume() -> None:
     assert "models:/var/lib/retrain/models" in service("trainer").get("volumes", [])
 
 
+def test_detector_keeps_its_state_stores_in_a_named_volume_the_image_lets_it_write() -> None:
+    assert "detector-state" in (compose().get("volumes") or {}), "the top-level volumes must declare 'detector-state'"
+    assert "detector-state:/var/lib/retrain/state" in service("detector").get("volumes", [])
+    assert environment(service("detector"))["RETRAIN_DETECTOR_STATE_DIR"] == "/var/lib/retrain/state"
+    made = [arguments for keyword, arguments in dockerfile_instructions() if keyword == "RUN" and "mkdir" in arguments]
+    assert any("/var/lib/retrain/state" in run and "chown -R retrain:retrain /var/lib/retrain" in run for run in made)
+
+
 def test_scorer_reads_the_trainers_registry_with_the_same_key() -> None:
     trainer, scorer = environment(service("trainer")), environment(service("scorer"))
     assert "models:/var/lib/retrain/models:ro" in service("scorer").get("volumes", [])

@@ -6,6 +6,7 @@ import json
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -38,6 +39,7 @@ def test_defaults_point_at_a_local_broker_and_loopback_metrics():
         "model_updates": "model-updates",
         "dead_letters": "dead-letters",
         "detector_state": "detector-state",
+        "detector_changelog": "detector-changelog",
     }
     assert settings.broker.host == "127.0.0.1" and settings.broker.port == 9092
     assert settings.metrics.host == "127.0.0.1"
@@ -136,3 +138,21 @@ def test_settings_are_frozen():
     settings = load_settings()
     with pytest.raises(ValidationError):
         settings.kafka.bootstrap_servers = "elsewhere:9092"  # type: ignore[misc]
+
+
+def test_the_join_state_defaults_to_a_store_on_disk_with_week_long_predictions(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("RETRAIN_STATE_DIR", raising=False)  # the tests' own
+    settings = load_settings()
+    assert settings.detector.state_store == "rocksdb"
+    assert settings.detector.state_dir == Path(".cache/state")
+    assert settings.detector.prediction_ttl_s == 7 * 86_400
+    assert settings.detector.pending_cap == 50_000_000
+    monkeypatch.setenv("RETRAIN_STATE_DIR", "/srv/state")
+    monkeypatch.setenv("RETRAIN_DETECTOR_STATE_STORE", "memory")
+    settings = load_settings()
+    assert settings.detector.state_dir == Path("/srv/state") and settings.detector.pending_cap == 1_000_000
+    monkeypatch.setenv("RETRAIN_DETECTOR_MAX_PENDING", "25")
+    monkeypatch.delenv("RETRAIN_STATE_DIR")
+    monkeypatch.setenv("RETRAIN_DETECTOR_STATE_DIR", "/var/lib/retrain/state")  # the prefixed name works too
+    settings = load_settings()
+    assert settings.detector.pending_cap == 25 and settings.detector.state_dir == Path("/var/lib/retrain/state")
