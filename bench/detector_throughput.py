@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shutil
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from bench.kafka import benchmark_kafka, fresh_topics
+from bench.kafka import benchmark_kafka, broker_pid, fresh_topics
+from bench.services import cpu_seconds
 from consumers.detector import run_detector
 from retrain.kafka import make_admin, make_producer
 from retrain.settings import BrokerSettings, DetectorSettings, KafkaSettings, RegistrySettings, Settings, TopicSettings
@@ -78,7 +81,8 @@ def detector_seconds(
     snapshots: bool,
     max_poll_records: int = 1_000,
     state_store: str = "memory",
-) -> float:
+    broker: int | None = None,
+) -> Run:
     # State topics of its own: a run restoring an earlier run's state would take its joins for duplicates.
     run = uuid.uuid4().hex[:8]
     topics = topics.model_copy(
@@ -108,15 +112,36 @@ def detector_seconds(
     registry = CollectorRegistry()
     loop = run_detector(settings, registry=registry, serve=False)
     loop.subscribe()
-    started = None
+    started, cpu = None, (0.0, 0.0)
     while (registry.get_sample_value("retrain_joins_total", {"outcome": "joined"}) or 0) < n:
         if loop.run_once() and started is None:
             started = time.perf_counter()
+            cpu = (cpu_seconds(os.getpid()), cpu_seconds(broker) if broker else 0.0)
     elapsed = time.perf_counter() - (started or time.perf_counter())  # run_once flushed the outputs
+    run = Run(
+        elapsed,
+        cpu_seconds(os.getpid()) - cpu[0],
+        (cpu_seconds(broker) - cpu[1]) if broker else 0.0,
+        registry.get_sample_value("retrain_state_changelog_records_total") or 0.0,
+    )
     loop.stop()
     loop._finish()
     shutil.rmtree(settings.detector.state_dir, ignore_errors=True)
-    return elapsed
+    return run
+
+
+@dataclass
+class Run:
+    seconds: float
+    cpu_s: float  # this process, its client's and RocksDB's threads included
+    broker_cpu_s: float
+    changelog_records: float
+
+    def cpu(self, n: int) -> str:
+        return (
+            f"CPU per labeled example: detector {self.cpu_s / n * 1e6:.0f} us, "
+            f"broker {self.broker_cpu_s / n * 1e6:.0f} us"
+        )
 
 
 def main() -> None:
@@ -142,11 +167,20 @@ def main() -> None:
             raw = importlib.import_module(ADAPTERS[client]).raw_consume_seconds(settings, streams, records)
             written = produce_seconds(settings, topics.labeled_examples, args.examples)
             batch = args.max_poll_records
-            detector = detector_seconds(settings, topics, args.examples, snapshots=False, max_poll_records=batch)
-            snapshots = detector_seconds(settings, topics, args.examples, snapshots=True, max_poll_records=batch)
-            stored = detector_seconds(
-                settings, topics, args.examples, snapshots=True, max_poll_records=batch, state_store="rocksdb"
-            )
+            broker = broker_pid(19392) if args.bootstrap is None else None
+            runs = {
+                name: detector_seconds(
+                    settings,
+                    topics,
+                    args.examples,
+                    snapshots=name != "plain",
+                    max_poll_records=batch,
+                    state_store="rocksdb" if name == "stored" else "memory",
+                    broker=broker,
+                )
+                for name in ("plain", "snapshots", "stored")
+            }
+            detector, snapshots, stored = (runs[name].seconds for name in ("plain", "snapshots", "stored"))
             print(f"[{client}] raw consume: {records / raw:,.0f} records/s ({raw:.2f} s)")
             print(
                 f"[{client}] its producer alone, writing the {args.examples} LabeledExamples: "
@@ -158,16 +192,19 @@ def main() -> None:
                 f"[{client}] detector (join, ADWIN + PageHinkley, LabeledExamples written and flushed): "
                 f"{records / detector:,.0f} records/s = {args.examples / detector:,.0f} labeled examples/s "
                 f"({detector:.2f} s); ratio to its raw consume {raw / detector:.2f}; to raw kafka-python "
-                f"{baseline / detector:.2f}"
+                f"{baseline / detector:.2f}; {runs['plain'].cpu(args.examples)}"
             )
             print(
-                f"[{client}] detector with state snapshots: {records / snapshots:,.0f} records/s "
-                f"({snapshots:.2f} s); ratio with/without snapshots: {detector / snapshots:.2f}"
+                f"[{client}] detector with state snapshots: {records / snapshots:,.0f} records/s = "
+                f"{args.examples / snapshots:,.0f} labeled examples/s ({snapshots:.2f} s); ratio with/without "
+                f"snapshots: {detector / snapshots:.2f}; {runs['snapshots'].cpu(args.examples)}"
             )
             print(
                 f"[{client}] detector with the state store on disk (the default): {records / stored:,.0f} records/s = "
                 f"{args.examples / stored:,.0f} labeled examples/s ({stored:.2f} s); ratio to its raw consume "
-                f"{raw / stored:.2f}; to the in-memory detector with snapshots {snapshots / stored:.2f}"
+                f"{raw / stored:.2f}; to the in-memory detector with snapshots {snapshots / stored:.2f}; "
+                f"{runs['stored'].cpu(args.examples)}; changelog records per labeled example "
+                f"{runs['stored'].changelog_records / args.examples:.2f}"
             )
 
 

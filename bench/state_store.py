@@ -15,12 +15,7 @@ Each scenario runs in a fresh process, in a temporary directory under /tmp delet
 - add+join: µs per ``add_prediction`` and per joining ``add_label`` over ``--ops`` events, StoredJoiner (``write()``
   included) against LabelJoiner on the same events.
 
-Measured on the 2-core development machine, quiet, 2026-11-30 (docs/benchmarks.md): RAM 73 MiB at 1M pending, 77
-bytes per prediction (26 from 500k to 1M: the rest is the fixed block cache and memtables) against LabelJoiner's
-1,776; disk 237 bytes per prediction after compactions. Reopen 0.009-0.013 s and first join 0.3-0.4 ms at 200k,
-500k and 1M alike. Rebuild from the changelog (one record per prediction; the indexes are rebuilt from the
-entries): 2.1 s at 200k, 5.7 s at 500k, 15.9 s at 1M. Add 16.3 us (LabelJoiner 6.0), joining label 47.4 us (8.3).
-The default is 1M: with 2M the fill alone took 5.7 min on a loaded machine.
+Figures, and how they were measured: docs/benchmarks.md.
 """
 
 from __future__ import annotations

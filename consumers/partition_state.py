@@ -79,11 +79,12 @@ class PartitionStates:
         self.metrics.store_restore_seconds.labels(str(partition)).set(took)
         self.metrics.store_restored_records.inc(read)
         log.info(
-            "partition %d: state store opened in %.1f s (%d changelog records read from offset %d)",
+            "partition %d: state store opened in %.1f s (%d changelog records read; it holds the changelog up to "
+            "offset %d)",
             partition,
             took,
             read,
-            store.changelog_position - read if read else store.changelog_position,
+            store.changelog_position,
         )
         self.stores[partition] = store
         return store

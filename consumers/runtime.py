@@ -80,6 +80,11 @@ class Outputs:
 
 
 class Service(Protocol):
+    """What the loop drives. Optional hooks, called when a service has them: ``prepare_commit(offsets)`` before a
+    commit's flush (state that goes out with the batch); ``outputs_written()`` once the batch's outputs are durable
+    in Kafka (flushed, or its transaction committed) and before an at-least-once commit; ``committed(offsets)``
+    after a commit."""
+
     name: str
 
     def handle(self, record: Record, out: Outputs) -> None: ...

@@ -15,11 +15,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from retrain.kafka import FatalFailure
 from retrain.localkafka import BrokerError, BrokerToolingError, LocalBroker
 from retrain.registry import ArtifactVerificationError, RegistryError
 from retrain.settings import BrokerSettings, Settings, load_settings
 from retrain.topics import TopicLayoutError
 
+log = logging.getLogger("retrain")
 EXIT_OK, EXIT_ERROR, EXIT_NOT_RUNNING = 0, 1, 3
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -567,6 +569,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args, settings)
     except (BrokerError, BrokerToolingError, TopicLayoutError, RegistryError, ArtifactVerificationError) as error:
+        print(f"retrain: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except FatalFailure as error:  # a service stopped without committing past what it wrote (say why, last)
+        log.error("%s stopped", args.command, exc_info=True)
         print(f"retrain: {error}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

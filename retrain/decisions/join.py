@@ -86,6 +86,13 @@ class Expired:
     labels: list[tuple[LabelEvent, int]] = field(default_factory=list)  # with their offsets, for dead letters
 
 
+def check_limits(prediction_ttl_s: float, label_ttl_s: float, max_pending: int, remember_joined: int) -> None:
+    """The join's limits, refused when they make no sense (both joiners share them)."""
+    ttls_ok = all(math.isfinite(ttl) and ttl > 0 for ttl in (prediction_ttl_s, label_ttl_s))
+    if not ttls_ok or max_pending < 1 or remember_joined < 0:
+        raise ValueError("TTLs must be positive, max_pending at least 1, remember_joined not negative")
+
+
 class LabelJoiner:
     """Buffers both sides of the prediction/label join for one partition."""
 
@@ -98,9 +105,7 @@ class LabelJoiner:
         remember_joined: int = 100_000,
         pair_commits: bool = True,
     ) -> None:
-        ttls_ok = all(math.isfinite(ttl) and ttl > 0 for ttl in (prediction_ttl_s, label_ttl_s))
-        if not ttls_ok or max_pending < 1 or remember_joined < 0:
-            raise ValueError("TTLs must be positive, max_pending at least 1, remember_joined not negative")
+        check_limits(prediction_ttl_s, label_ttl_s, max_pending, remember_joined)
         self.prediction_ttl_s = prediction_ttl_s
         self.label_ttl_s = label_ttl_s
         self.max_pending = max_pending

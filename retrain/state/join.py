@@ -6,10 +6,17 @@ nothing per pending record in Python: a waiting record is its original bytes on 
 partner arrives or it expires. Commits need not wait for the oldest pending record, since the store (and its
 changelog) keeps it.
 
-Key layout (``side`` is ``P`` prediction, ``L`` label, ``J`` a join remembered for duplicates):
+Key layout (``side`` is ``P`` prediction or ``L`` label):
     side + model_id + NUL + prediction_id              -> offset, deadline, arrival (3 x int64) + record bytes
+    b"B" + record number (int64)                        -> the keys joined in one batch (2-byte length + key each)
+    derived, local only, rebuilt from the records above:
     b"D" + side + deadline (ms, biased int64) + key    -> b""   entries by event-time deadline
     b"A" + side + arrival sequence (int64) + key       -> b""   entries by arrival, for the cap
+    b"J" + model_id + NUL + prediction_id              -> b""   a join remembered, for duplicates
+
+A join costs the changelog one tombstone; the joins a batch remembers travel in one ``B`` record, forgotten
+(tombstoned) a whole record at a time, the oldest first. A key added and taken out within one batch never
+reaches the changelog.
 """
 
 from __future__ import annotations
@@ -24,13 +31,15 @@ from retrain.decisions.join import (
     JoinStats,
     LabelOutcome,
     PredictionOutcome,
+    check_limits,
     labeled_example,
     prediction_fields,
 )
 from retrain.state.store import PartitionStore
 from schemas import LabeledExample, LabelEvent, PredictionEvent, decode, encode
 
-PREDICTION, LABEL, JOINED = b"P", b"L", b"J"
+PREDICTION, LABEL, JOINED, JOIN_RECORD = b"P", b"L", b"J", b"B"
+_LENGTH = struct.Struct(">H")
 _HEADER = struct.Struct(">qqq")  # offset, deadline in ms, arrival sequence
 _BIAS = 1 << 63
 
@@ -57,9 +66,9 @@ class StoredJoiner:
         remember_joined: int = 1_000_000,
         sweep_limit: int = 10_000,
     ) -> None:
-        ttls_ok = all(math.isfinite(ttl) and ttl > 0 for ttl in (prediction_ttl_s, label_ttl_s))
-        if not ttls_ok or max_pending < 1 or remember_joined < 0 or sweep_limit < 1:
-            raise ValueError("TTLs must be positive, max_pending and sweep_limit at least 1, remember_joined >= 0")
+        check_limits(prediction_ttl_s, label_ttl_s, max_pending, remember_joined)
+        if sweep_limit < 1:
+            raise ValueError("sweep_limit must be at least 1")
         self.store = store
         self.prediction_ttl_s = prediction_ttl_s
         self.label_ttl_s = label_ttl_s
@@ -74,7 +83,9 @@ class StoredJoiner:
         # Where each index scan starts: everything before is gone. Deletes leave tombstones at the head of an index
         # until RocksDB compacts them away, and a scan from the very start would walk them on every batch.
         meta.setdefault("sweep_from", {"P": None, "L": None})  # deadline (ms) of the earliest entry that may remain
-        meta.setdefault("evict_from", {"P": 0, "L": 0, "J": 0})  # arrival number of the oldest entry that may remain
+        meta.setdefault("evict_from", {"P": 0, "L": 0})  # arrival number of the oldest entry that may remain
+        meta.setdefault("join_records", {"next": 0, "oldest": 0})  # numbers of the B records: the next, the oldest
+        self._join_record: bytes | None = None  # the B record this batch's joins go to
         self._added_below: dict[str, int | None] = {"P": None, "L": None}  # earliest deadline staged since expire()
 
     # -- input --------------------------------------------------------------------------------------------
@@ -140,17 +151,7 @@ class StoredJoiner:
                 else:
                     expired.labels.append((decode(value[_HEADER.size :], LabelEvent), _HEADER.unpack_from(value)[0]))
                 self._remove(side, key, value)
-        over_memory = min(count["J"] - self.remember_joined, self.sweep_limit)
-        if over_memory > 0:
-            forgotten = 0
-            for arrival, _, key in self._arrivals(JOINED):
-                value = self.store.get(JOINED + key)
-                if value is not None:
-                    self._remove(JOINED, key, value)
-                    forgotten += 1
-                self.store.meta["evict_from"]["J"] = int.from_bytes(arrival, "big") - _BIAS + 1
-                if forgotten >= over_memory:
-                    break
+        self._forget_joins()
         self.stats.expired_predictions += len(expired.predictions)
         self.stats.unmatched_labels += len(expired.labels)
         return expired
@@ -185,30 +186,55 @@ class StoredJoiner:
         arrival = meta["arrivals"]
         meta["arrivals"] = arrival + 1
         deadline = _ms(deadline_s)
-        if side != JOINED:
-            below = self._added_below[side.decode()]
-            self._added_below[side.decode()] = deadline if below is None else min(below, deadline)
+        name = side.decode()
+        below = self._added_below[name]
+        self._added_below[name] = deadline if below is None else min(below, deadline)
         store = self.store
-        store.put(side + key, _HEADER.pack(offset, deadline, arrival) + raw)
-        if side != JOINED:
-            store.put(b"D" + side + _ordered(deadline) + key, b"")
-        store.put(b"A" + side + _ordered(arrival) + key, b"")
-        meta["count"][side.decode()] += 1
+        store.put(side + key, _HEADER.pack(offset, deadline, arrival) + raw, absent=True)
+        store.put(b"D" + side + _ordered(deadline) + key, b"", local=True, absent=True)
+        store.put(b"A" + side + _ordered(arrival) + key, b"", local=True, absent=True)
+        meta["count"][name] += 1
 
     def _remove(self, side: bytes, key: bytes, value: bytes) -> None:
         _, deadline, arrival = _HEADER.unpack_from(value)
         store = self.store
         store.delete(side + key)
-        if side != JOINED:
-            store.delete(b"D" + side + _ordered(deadline) + key)
-        store.delete(b"A" + side + _ordered(arrival) + key)
+        store.delete(b"D" + side + _ordered(deadline) + key, local=True)
+        store.delete(b"A" + side + _ordered(arrival) + key, local=True)
         self.store.meta["count"][side.decode()] -= 1
 
     def _join(self, key: bytes, prediction: PredictionEvent, label: LabelEvent) -> LabeledExample:
         self.stats.joined += 1
         if self.remember_joined:
-            self._add(JOINED, key, -1, 0.0, b"")
+            store = self.store
+            store.put(JOINED + key, b"", local=True, absent=True)
+            record = self._join_record
+            if record is None or not store.is_staged(record):  # the batch's first join: a new record
+                numbers = store.meta["join_records"]
+                record = self._join_record = JOIN_RECORD + _ordered(numbers["next"])
+                numbers["next"] += 1
+            store.append(record, _LENGTH.pack(len(key)) + key)
+            store.meta["count"]["J"] += 1
         return labeled_example(prediction_fields(prediction), label)
+
+    def _forget_joins(self) -> None:
+        """Whole B records, the oldest first, while the joins remembered stay at least ``remember_joined``."""
+        store = self.store
+        count, numbers = store.meta["count"], store.meta["join_records"]
+        if count["J"] <= self.remember_joined:
+            return
+        forgotten = 0
+        start = JOIN_RECORD + _ordered(numbers["oldest"])
+        for record, value in store.scan(JOIN_RECORD, start=start):
+            keys = _joined_keys(value)
+            if count["J"] - len(keys) < self.remember_joined or forgotten >= self.sweep_limit:
+                return
+            store.delete(record)
+            for key in keys:
+                store.delete(JOINED + key, local=True)
+            count["J"] -= len(keys)
+            forgotten += len(keys)
+            numbers["oldest"] = int.from_bytes(record[1:9], "big") - _BIAS + 1
 
     def _sweep(self, side: bytes, watermark_ms: int) -> list[tuple[bytes, bytes]]:
         """Up to ``sweep_limit`` written entries of ``side`` whose deadline the watermark has reached."""
@@ -219,6 +245,9 @@ class StoredJoiner:
         # still staged are not seen yet, so the next sweep starts at them again.
         added, self._added_below[name] = self._added_below[name], None
         start = bounds[name] if added is None or bounds[name] is None else min(bounds[name], added)
+        if start is not None and start > watermark_ms:  # nothing is due (the usual case with days of TTL)
+            bounds[name] = start
+            return []
         out = []
         next_from = watermark_ms + 1  # all of them, unless the limit stops the walk earlier
         for index_key, _ in self.store.scan(
@@ -255,17 +284,27 @@ class StoredJoiner:
             yield arrival_key[2:10], side, arrival_key[10:]
 
 
-INDEX_PREFIXES = (b"D", b"A")
+INDEX_PREFIXES = (b"D", b"A", JOINED)
 
 
 def index_keys(key: bytes, value: bytes) -> list[bytes]:
-    """The index keys an entry brings with it (kept out of the changelog, rebuilt from the entry on restore)."""
+    """The derived keys a record brings with it (kept out of the changelog, rebuilt from the record on restore)."""
     side = key[:1]
-    if side not in (PREDICTION, LABEL, JOINED):
+    if side == JOIN_RECORD:
+        return [JOINED + joined for joined in _joined_keys(value)]
+    if side not in (PREDICTION, LABEL):
         return []
     _, deadline, arrival = _HEADER.unpack_from(value)
-    arrival_key = b"A" + side + _ordered(arrival) + key[1:]
-    return [arrival_key] if side == JOINED else [b"D" + side + _ordered(deadline) + key[1:], arrival_key]
+    return [b"D" + side + _ordered(deadline) + key[1:], b"A" + side + _ordered(arrival) + key[1:]]
+
+
+def _joined_keys(record: bytes) -> list[bytes]:
+    keys, at = [], 0
+    while at < len(record):
+        (length,) = _LENGTH.unpack_from(record, at)
+        keys.append(record[at + 2 : at + 2 + length])
+        at += 2 + length
+    return keys
 
 
 def _key(model_id: str, prediction_id: str) -> bytes:

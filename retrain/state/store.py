@@ -25,8 +25,14 @@ log = logging.getLogger(__name__)
 META_KEY = b"\x00meta"  # the state's metadata (JSON): counters, watermarks, input offsets; in the changelog
 _POSITION_KEY = b"\x00\x00changelog-position"  # local only: the changelog offset this copy holds up to
 _FORMAT_KEY = b"\x00\x00format"
-FORMAT = b"1"
-_DELETED = object()
+FORMAT = b"2"
+_UNSTAGED = object()
+
+
+def _after(prefix: bytes) -> bytes | None:
+    """The smallest key above every key that starts with ``prefix`` (None: there is none)."""
+    stripped = prefix.rstrip(b"\xff")
+    return stripped[:-1] + bytes([stripped[-1] + 1]) if stripped else None
 
 
 class StoreUnusable(RuntimeError):
@@ -79,7 +85,10 @@ class PartitionStore:
         self.local_prefixes = (b"\x00\x00", *local_prefixes)  # keys that never go to the changelog
         self.rebuilt_reason: str | None = None  # why the local files were thrown away on open, if they were
         self._db = self._open()
-        self._staged: dict[bytes, bytes | object] = {}
+        self._staged: dict[bytes, bytes | bytearray | None] = {}  # every change of the batch (None: a delete)
+        self._logged: dict[bytes, bytes | bytearray | None] = {}  # the changes that go to the changelog
+        self._growing: dict[bytes, bytearray] = {}  # records of this batch still being appended to
+        self._absent: set[bytes] = set()  # staged keys the written store does not hold: a delete just unstages them
         self.meta: dict[str, Any] = self._read_meta()
 
     # -- opening ------------------------------------------------------------------------------------------
@@ -127,10 +136,13 @@ class PartitionStore:
     # -- reads (staged changes first) ---------------------------------------------------------------------
 
     def get(self, key: bytes) -> bytes | None:
-        staged = self._staged.get(key)
-        if staged is not None:
-            return None if staged is _DELETED else staged  # type: ignore[return-value]
-        return self._db.get(key)
+        staged = self._staged.get(key, _UNSTAGED)
+        if staged is _UNSTAGED:
+            return self._db.get(key)
+        return bytes(staged) if staged.__class__ is bytearray else staged  # type: ignore[return-value,arg-type]
+
+    def is_staged(self, key: bytes) -> bool:
+        return key in self._staged
 
     def __contains__(self, key: bytes) -> bool:
         return self.get(key) is not None
@@ -141,35 +153,66 @@ class PartitionStore:
         """Stored (written, not staged) keys under ``prefix`` in key order, from ``start`` (included) up to
         ``below`` (excluded); keys deleted by staged changes are skipped. What was staged in this batch shows up
         once written."""
-        iterator = self._db.iter()
+        options = rocksdict.ReadOptions()
+        # The bound lets RocksDB stop at it rather than step over the deletes beyond it to the next live key.
+        upper = below if below is not None else _after(prefix)
+        if upper is not None:
+            options.set_iterate_upper_bound(upper)
+        iterator = self._db.iter(options)
         iterator.seek(prefix if start is None or start < prefix else start)
         while iterator.valid():
             key = iterator.key()
             if not key.startswith(prefix) or (below is not None and key >= below):
                 return
-            if self._staged.get(key) is not _DELETED:
+            if self._staged.get(key, _UNSTAGED) is not None:
                 yield key, iterator.value()
             iterator.next()
 
     # -- writes -------------------------------------------------------------------------------------------
 
-    def put(self, key: bytes, value: bytes) -> None:
-        self._staged[key] = value
+    def put(self, key: bytes, value: bytes, *, local: bool = False, absent: bool = False) -> None:
+        """Stage ``key`` = ``value``. ``local``: a derived key, kept out of the changelog. ``absent``: the caller
+        found no value for the key (``get()`` is None), so a delete in the same batch leaves no trace at all."""
+        staged = self._staged
+        if absent and key not in staged:
+            self._absent.add(key)
+        staged[key] = value
+        if not local:
+            self._logged[key] = value
 
-    def delete(self, key: bytes) -> None:
-        self._staged[key] = _DELETED
+    def delete(self, key: bytes, *, local: bool = False) -> None:
+        if key in self._absent:  # put in this batch over nothing: neither the store nor the changelog hears of it
+            self._absent.discard(key)
+            del self._staged[key]
+            self._logged.pop(key, None)
+            return
+        self._staged[key] = None
+        if not local:
+            self._logged[key] = None
+
+    def append(self, key: bytes, data: bytes) -> None:
+        """Add ``data`` to the end of a record this batch creates (a new key, staged and logged as it grows)."""
+        growing = self._growing.get(key)
+        if growing is None:
+            if key not in self._staged:
+                self._absent.add(key)
+            growing = self._growing[key] = bytearray(self._staged.get(key) or b"")
+            self._staged[key] = self._logged[key] = growing
+        growing += data
 
     def changelog_records(self) -> list[tuple[bytes, bytes | None]]:
         """The staged batch as changelog records (``None``: a delete), derived keys left out, the metadata last."""
-        local = self.local_prefixes
-        return [(key, value) for key, value in self.changes() if not key.startswith(local)]
+        return self._as_records(self._logged)
 
     def changes(self) -> list[tuple[bytes, bytes | None]]:
         """The staged batch (``None``: a delete), the metadata record last."""
-        out: list[tuple[bytes, bytes | None]] = [
-            (key, None if value is _DELETED else value)  # type: ignore[misc]
-            for key, value in self._staged.items()
-        ]
+        return self._as_records(self._staged)
+
+    def _as_records(self, staged: dict[bytes, bytes | bytearray | None]) -> list[tuple[bytes, bytes | None]]:
+        for key, growing in self._growing.items():  # finished: an append after this starts from the bytes
+            self._staged[key] = self._logged[key] = bytes(growing)
+        self._growing.clear()
+        out: list[tuple[bytes, bytes | None]] = list(staged.items())  # type: ignore[arg-type]
         out.append((META_KEY, json.dumps(self.meta, separators=(",", ":")).encode()))
         return out
 
@@ -189,11 +232,17 @@ class PartitionStore:
         if changelog_position is not None:
             batch.put(_POSITION_KEY, str(changelog_position).encode())
         self._write(batch)
+        self._unstage()
+
+    def _unstage(self) -> None:
         self._staged.clear()
+        self._logged.clear()
+        self._absent.clear()
+        self._growing.clear()
 
     def rollback(self) -> None:
         """Forget the staged batch: state is as last written."""
-        self._staged.clear()
+        self._unstage()
         self.meta = self._read_meta()
 
     @property
@@ -232,7 +281,7 @@ class PartitionStore:
             count += 1
         batch.put(_POSITION_KEY, str(changelog_position).encode())
         self._write(batch)
-        self._staged.clear()
+        self._unstage()
         self.meta = self._read_meta()
         return count
 
@@ -241,7 +290,7 @@ class PartitionStore:
         self._db.close()
         shutil.rmtree(self.path, ignore_errors=True)
         self._db = self._open()
-        self._staged.clear()
+        self._unstage()
         self.meta = {}
 
     def _write(self, batch: rocksdict.WriteBatch) -> None:
@@ -257,8 +306,11 @@ class PartitionStore:
         return self._db.property_int_value("rocksdb.live-sst-files-size") or 0
 
     def close(self) -> None:
-        self._staged.clear()
-        self._db.close()
+        self._unstage()
+        try:
+            self._db.close()
+        except Exception as error:  # a store that failed a write refuses to close cleanly: what was written stays
+            log.warning("state store %s closed with an error: %s", self.path, error)
 
     def destroy(self) -> None:
         """Close and delete the local files (a partition that moved away for good, or a rebuild)."""

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 from kafka import TopicPartition
@@ -78,7 +79,8 @@ class Detector:
         # Opened for appending: reading it never moves where the process writes.
         self._log = tempfile.TemporaryFile(mode="a+b")  # noqa: SIM115 (lives as long as this object)
 
-    def start(self) -> None:
+    def start(self, preexec_fn: Callable[[], None] | None = None) -> None:
+        """``preexec_fn``: run in the child before the service starts (e.g. resource limits for this run only)."""
         self._log.seek(0)
         self._log.truncate()
         self.process = subprocess.Popen(
@@ -87,6 +89,7 @@ class Detector:
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,
         )
 
     def output(self) -> str:

@@ -113,17 +113,38 @@ def test_a_stored_prediction_comes_back_as_it_was_sent(store: PartitionStore):
     assert example.label == "stays"
 
 
-def test_joined_keys_are_remembered_up_to_their_bound(store: PartitionStore):
-    joiner = StoredJoiner(store, remember_joined=2)
-    for i in range(4):
-        joiner.add_prediction(prediction(f"r{i}", float(i)), offset=i)
-        joiner.add_label(label(f"r{i}", float(i)), offset=i)
+def test_joined_keys_are_remembered_up_to_their_bound_a_batch_at_a_time(store: PartitionStore):
+    """Each batch's joins travel as one record; the oldest records are forgotten while at least ``remember_joined``
+    joins stay remembered."""
+    joiner = StoredJoiner(store, remember_joined=3)
+    for batch in range(3):
+        pair = (2 * batch, 2 * batch + 1)
+        for i in pair:
+            joiner.add_prediction(prediction(f"r{i}", float(i)), offset=i)
+        store.write()
+        for i in pair:
+            joiner.add_label(label(f"r{i}", float(i)), offset=i)
+        records = store.changelog_records()
+        assert [key[:1] for key, _ in records] == [b"P", b"B", b"P", b"\x00"]  # the two tombstones, one B record
+        store.write()
+    joiner.expire()  # 6 remembered: forgets the oldest record (2 joins); forgetting the next would leave 2 < 3
+    records = store.changelog_records()
+    assert [(key[:1], value) for key, value in records[:-1]] == [(b"B", None)]
     store.write()
-    joiner.expire()  # forgets the two oldest joins
+    assert store.meta["count"]["J"] == 4
+    for i in (5, 4, 3, 2):
+        assert joiner.add_label(label(f"r{i}", 9.0), offset=10 + i)[0] is LabelOutcome.DUPLICATE
+    assert joiner.add_label(label("r1", 9.0), offset=9)[0] is LabelOutcome.PENDING
+
+
+def test_a_key_added_and_taken_out_in_one_batch_never_reaches_the_changelog(store: PartitionStore):
+    joiner = StoredJoiner(store)
+    joiner.add_prediction(prediction("quick"), offset=0)
+    joiner.add_label(label("quick"), offset=0)
+    assert [key[:1] for key, _ in store.changelog_records()] == [b"B", b"\x00"]
     store.write()
-    assert joiner.add_label(label("r3", 9.0), offset=9)[0] is LabelOutcome.DUPLICATE
-    assert joiner.add_label(label("r2", 9.0), offset=10)[0] is LabelOutcome.DUPLICATE
-    assert joiner.add_label(label("r1", 9.0), offset=11)[0] is LabelOutcome.PENDING
+    assert joiner.pending_predictions == 0 and store.get(b"Pchurn\x00quick") is None
+    assert joiner.add_prediction(prediction("quick"), offset=1)[0] is PredictionOutcome.DUPLICATE
 
 
 # -- the cap and bounded sweeps -----------------------------------------------------------------------------
@@ -332,3 +353,28 @@ def test_constructor_refuses_nonsense(store: PartitionStore, kwargs):
 def _chunks(items: list, size: int):
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def test_a_scan_stays_within_its_prefix_and_bounds(store: PartitionStore):
+    for key in (b"Da", b"Da\xff", b"Da\xff\xff", b"Db", b"Db\x00", b"E"):
+        store.put(key, key)
+    store.write()
+    store.delete(b"Db\x00")  # staged deletes are skipped
+    assert [k for k, _ in store.scan(b"Da")] == [b"Da", b"Da\xff", b"Da\xff\xff"]
+    assert [k for k, _ in store.scan(b"Da\xff")] == [b"Da\xff", b"Da\xff\xff"]
+    assert [k for k, _ in store.scan(b"D", start=b"Da\xff", below=b"Db\x01")] == [b"Da\xff", b"Da\xff\xff", b"Db"]
+    assert [k for k, _ in store.scan(b"\xff")] == []
+
+
+def test_appending_builds_one_record_and_a_delete_of_a_new_key_leaves_no_trace(store: PartitionStore):
+    store.append(b"Bx", b"ab")
+    store.append(b"Bx", b"cd")
+    assert store.get(b"Bx") == b"abcd" and store.changelog_records()[0] == (b"Bx", b"abcd")
+    store.append(b"Bx", b"ef")  # after the records were taken: it goes on from what they held
+    store.put(b"Pnew", b"v", absent=True)
+    store.delete(b"Pnew")
+    store.put(b"Dlocal", b"", local=True)
+    assert store.changelog_records()[:-1] == [(b"Bx", b"abcdef")]
+    assert [key for key, _ in store.changes()[:-1]] == [b"Bx", b"Dlocal"]
+    store.write()
+    assert store.get(b"Bx") == b"abcdef" and store.get(b"Pnew") is None and store.get(b"Dlocal") == b""
