@@ -163,12 +163,14 @@ def cmd_roundtrip(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.replay import parse_label_delay
     from producers.streams import stream_from_args
     from retrain import evaluate
     from retrain.plots import Timeline, plot_timelines
 
     try:
         source = stream_from_args(args)
+        delay = parse_label_delay(args.label_delay)
     except ValueError as error:
         print(f"retrain evaluate: {error}", file=sys.stderr)
         return 2
@@ -184,6 +186,8 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
             initial=args.initial,
             names=names,
             progress=lambda r: print(f"  {r.name}: accuracy {r.accuracy:.4f}, {r.retrains} retrains", file=sys.stderr),
+            label_delay=None if delay.kind == "fixed" and delay.a == 0 else delay,
+            delay_unit=args.label_delay_unit,
         )
     except ValueError as error:
         print(f"retrain evaluate: {error}", file=sys.stderr)
@@ -526,6 +530,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--scheduled-every", type=_positive_int, default=5_000, help="the scheduled strategy")
     evaluate.add_argument(
         "--initial", type=_positive_int, default=5_000, help="every strategy's first model: the first N examples"
+    )
+    evaluate.add_argument(
+        "--label-delay",
+        default="0",
+        help="when each label arrives: 0 (at once), fixed:D, uniform:LOW,HIGH or exp:MEAN, in --label-delay-unit",
+    )
+    evaluate.add_argument(
+        "--label-delay-unit",
+        choices=["examples", "seconds"],
+        default="examples",
+        help="examples served before the label is seen, or seconds of the stream's event time",
     )
     evaluate.add_argument("--strategies", default=None, help="comma-separated subset (default: all)")
     evaluate.add_argument("--json", type=Path, default=None, help="write the figures as JSON")

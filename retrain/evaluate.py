@@ -3,18 +3,22 @@
 No Kafka. Each strategy is a :class:`PolicyConfig` for :class:`ModelWatch` (the detector's brain) and the
 trainer's :func:`choose_window` / :func:`train_challenger` / promotion rule, glued the way the services glue
 them: predict with the model in service, join with the label, observe, and on a retrain event fit, validate
-and maybe swap. Labels arrive right after their prediction. Accuracy is prequential: each example is
-predicted before it is learned from.
+and maybe swap. Labels arrive right after their prediction, or after a delay drawn from a distribution
+(:class:`LabelArrivals`, in examples or in event time): decisions see a label only once it has arrived, a new
+version serves from the example after the one at which it was promoted, and accuracy is over every prediction
+served. Accuracy is prequential: each example is predicted before it is learned from.
 """
 
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from retrain.decisions.drift import DETECTORS, DetectorSpec, Task
 from retrain.decisions.policy import ModelWatch, PolicyConfig, example_error
@@ -28,6 +32,9 @@ from retrain.decisions.training import (
     train_challenger,
 )
 from schemas import LabeledExample, RetrainEvent, RetrainReason
+
+if TYPE_CHECKING:
+    from producers.replay import LabelDelay
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 SPACING = timedelta(milliseconds=10)  # event time between generated examples (keeps time cooldowns out of play)
@@ -131,6 +138,46 @@ def strategies(
     return chosen
 
 
+class LabelArrivals:
+    """When each example's label arrives: after ``delay`` more examples (``unit="examples"``, the delay's whole part)
+    or once the stream's event time has passed the example's time plus ``delay`` seconds (``unit="seconds"``; event
+    times in stream order). Seeded: every strategy sees the same delays."""
+
+    def __init__(
+        self,
+        examples: Sequence[StreamExample],
+        delay: LabelDelay,
+        unit: Literal["examples", "seconds"] = "examples",
+        seed: int = 0,
+    ) -> None:
+        self.delay = delay
+        self.unit = unit
+        self.seed = seed
+        self._stamps = [_stamp(example, i).timestamp() for i, example in enumerate(examples)]
+
+    def draws(self) -> Callable[[int], tuple[int, datetime]]:
+        """A fresh, seeded sequence: example index -> (the position after which its label is seen, label time)."""
+        rng = random.Random(f"label-delay:{self.seed}")
+        stamps = self._stamps
+
+        def arrival(index: int) -> tuple[int, datetime]:
+            drawn = self.delay.sample(rng)
+            if self.unit == "examples":
+                at = index + int(drawn)
+                seen = stamps[min(at, len(stamps) - 1)]
+            else:
+                seen = stamps[index] + drawn
+                at = max(index, bisect.bisect_right(stamps, seen, lo=index) - 1)
+                at = at if at < len(stamps) - 1 or seen <= stamps[-1] else len(stamps)  # after the stream's end
+            return at, datetime.fromtimestamp(seen, UTC)
+
+        return arrival
+
+
+def _stamp(example: StreamExample, index: int) -> datetime:
+    return example.timestamp or EPOCH + index * SPACING
+
+
 def simulate(
     examples: Sequence[StreamExample],
     strategy: Strategy,
@@ -142,11 +189,13 @@ def simulate(
     initial: int | None = None,
     model_id: str = "evaluated",
     on_example: Callable[[LabeledExample], None] | None = None,
+    labels: LabelArrivals | None = None,
 ) -> StrategyResult:
     """Run one strategy over the stream, as the scorer, detector and trainer would.
 
     ``initial``: every strategy's first model is fitted on the first ``initial`` examples (the cold start), and
-    accuracy counts from there on; by default, the policy's cold start.
+    accuracy counts from there on; by default, the policy's cold start. ``labels``: when labels arrive (right
+    after their prediction by default); labels due after the stream's end are never seen.
     """
     policy = strategy.policy if initial is None else replace(strategy.policy, cold_start_examples=initial)
     trainer = trainer if initial is None else replace(trainer, cold_start_min=initial)
@@ -158,50 +207,67 @@ def simulate(
     predicted_from = 0
     oracle_points = sorted(drift_points) if strategy.oracle else []
     pending: RetrainEvent | None = None
+    arrival = labels.draws() if labels is not None else None
+    waiting: list[tuple[int, int, Any, int, datetime]] = []  # (seen after, index, prediction, version, label time)
     for index, example in enumerate(examples):
         if index - predicted_from >= len(predictions):
             predicted_from = index
             predictions = _predict(champion, examples[index : index + PREDICT_BATCH], fallback_prediction)
         prediction = predictions[index - predicted_from]
         result.correct.append(example_error(prediction, example.target, task) == 0.0)
-        stamp = example.timestamp or EPOCH + index * SPACING
-        labeled = LabeledExample.model_construct(
-            schema_version=1,
-            prediction_id=f"{model_id}-{index}",
-            model_id=model_id,
-            model_version=result.promotions,  # the version in service: one per promotion
-            features=example.features,
-            prediction=prediction,
-            label=example.target,
-            prediction_timestamp=stamp,
-            label_timestamp=stamp,
-        )
-        buffer.add(labeled)
-        if on_example is not None:
-            on_example(labeled)  # what the detector would join, in its order
-        if oracle_points and oracle_points[0] == index:
-            oracle_points.pop(0)
-            result.detections.append(watch.open_episode(change_at=index).detected_at)
-        event = watch.observe(labeled)
-        if watch.opened is not None and watch.opened.reason is not RetrainReason.DATA_VOLUME:  # not the cold start
-            result.detections.append(watch.opened.detected_at)
-        elif event is not None and not policy.post_change_training and event.reason in _DEGRADATION:
-            result.detections.append(index)  # a naive trigger: its event is its detection
-        if event is not None:
-            pending = event  # the trainer coalesces: the newest event of a model stands for the others
-        if pending is None or not _ready(pending, champion, buffer, trainer):
-            continue
-        buffered = buffer.examples()
-        window = choose_window(buffered, pending, trainer.config)
-        result.events.append((index, pending.reason.value, len(window)))
-        wider = buffered[-trainer.config.default_window :]
-        pending, (fitted, accuracy) = None, _fit(window, wider, trainer, task, champion, result)
-        if fitted is not None:
-            champion = fitted
-            result.promotions += 1
-            result.swaps.append(index + 1)
-            watch.model_updated(result.promotions, accuracy)  # what the detector reads in the ModelUpdatedEvent
-            predictions, predicted_from = [], index + 1
+        stamp = _stamp(example, index)
+        if arrival is None:
+            arrived = [(index, prediction, result.promotions, stamp)]
+        else:
+            at, label_time = arrival(index)
+            heapq.heappush(waiting, (at, index, prediction, result.promotions, label_time))
+            arrived = []
+            while waiting and waiting[0][0] <= index:
+                _, labeled_index, labeled_prediction, version, label_time = heapq.heappop(waiting)
+                arrived.append((labeled_index, labeled_prediction, version, label_time))
+        for labeled_index, labeled_prediction, version, label_time in arrived:
+            labeled_example = examples[labeled_index]
+            labeled = LabeledExample.model_construct(
+                schema_version=1,
+                prediction_id=f"{model_id}-{labeled_index}",
+                model_id=model_id,
+                model_version=version,  # the version that served the prediction: one per promotion
+                features=labeled_example.features,
+                prediction=labeled_prediction,
+                label=labeled_example.target,
+                prediction_timestamp=_stamp(labeled_example, labeled_index),
+                label_timestamp=label_time,
+            )
+            buffer.add(labeled)
+            if on_example is not None:
+                on_example(labeled)  # what the detector would join, in its order
+            # Where a detection happened: the watch's own count, which is the stream's position when labels
+            # come at once; with delays, the example being served when the late label was seen.
+            delayed = arrival is not None
+            if oracle_points and oracle_points[0] == labeled_index:
+                oracle_points.pop(0)
+                opened = watch.open_episode(change_at=watch.position)  # the drift example is observed next
+                result.detections.append(index if delayed else opened.detected_at)
+            event = watch.observe(labeled)
+            if watch.opened is not None and watch.opened.reason is not RetrainReason.DATA_VOLUME:  # not the cold start
+                result.detections.append(index if delayed else watch.opened.detected_at)
+            elif event is not None and not policy.post_change_training and event.reason in _DEGRADATION:
+                result.detections.append(index)  # a naive trigger: its event is its detection
+            if event is not None:
+                pending = event  # the trainer coalesces: the newest event of a model stands for the others
+            if pending is None or not _ready(pending, champion, buffer, trainer):
+                continue
+            buffered = buffer.examples()
+            window = choose_window(buffered, pending, trainer.config)
+            result.events.append((index, pending.reason.value, len(window)))
+            wider = buffered[-trainer.config.default_window :]
+            pending, (fitted, accuracy) = None, _fit(window, wider, trainer, task, champion, result)
+            if fitted is not None:
+                champion = fitted
+                result.promotions += 1
+                result.swaps.append(index + 1)
+                watch.model_updated(result.promotions, accuracy)  # what the detector reads in the ModelUpdatedEvent
+                predictions, predicted_from = [], index + 1
     result.detection_delays, result.false_alarms, result.missed = score_detections(result.detections, drift_points)
     return result
 
@@ -276,10 +342,13 @@ def run(
     drift_points: Sequence[int] = (),
     initial: int | None = None,
     progress: Callable[[StrategyResult], None] | None = None,
+    labels: LabelArrivals | None = None,
 ) -> dict[str, StrategyResult]:
     results = {}
     for strategy in chosen:
-        result = simulate(examples, strategy, trainer, task=task, drift_points=drift_points, initial=initial)
+        result = simulate(
+            examples, strategy, trainer, task=task, drift_points=drift_points, initial=initial, labels=labels
+        )
         results[strategy.name] = result
         if progress is not None:
             progress(result)
@@ -306,8 +375,11 @@ def evaluate_stream(
     initial: int | None = None,
     names: Sequence[str] | None = None,
     progress: Callable[[StrategyResult], None] | None = None,
+    label_delay: LabelDelay | None = None,
+    delay_unit: Literal["examples", "seconds"] = "examples",
 ) -> dict[str, StrategyResult]:
-    """Every strategy on one stream, with the policy and trainer the services would build from these settings."""
+    """Every strategy on one stream, with the policy and trainer the services would build from these settings;
+    labels after ``label_delay`` (in ``delay_unit``), at once without one."""
     from threadpoolctl import threadpool_limits
 
     from retrain.configure import estimator_choice, policy_config, training_config
@@ -328,10 +400,18 @@ def evaluate_stream(
             raise ValueError(f"unknown strategies {sorted(unknown)}; choose from {[s.name for s in chosen]}")
         chosen = [s for s in chosen if s.name in names]
     examples = list(source)
+    labels = LabelArrivals(examples, label_delay, delay_unit) if label_delay is not None else None
     # One thread per fit: the figures do not depend on how busy the machine is, and nothing oversubscribes.
     with threadpool_limits(1):
         return run(
-            examples, chosen, trainer, task=task, drift_points=source.drift_points, initial=initial, progress=progress
+            examples,
+            chosen,
+            trainer,
+            task=task,
+            drift_points=source.drift_points,
+            initial=initial,
+            progress=progress,
+            labels=labels,
         )
 
 

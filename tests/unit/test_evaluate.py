@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from producers.replay import parse_label_delay
 from producers.streams import GeneratorSource
 from retrain import evaluate
 from retrain.decisions.policy import PolicyConfig
@@ -96,3 +97,69 @@ def test_a_naive_policy_reports_its_events_as_detections(results):
     threshold = results["threshold"]
     assert len(threshold.detections) == threshold.retrains
     assert replace(POLICY, post_change_training=False).post_change_training is False
+
+
+# -- labels that come late ----------------------------------------------------------------------------------
+
+
+def scheduled() -> evaluate.Strategy:
+    chosen = evaluate.strategies(POLICY, scheduled_every=1_000, detectors=[])
+    return next(s for s in chosen if s.name == "scheduled")
+
+
+def run_with(labels: evaluate.LabelArrivals | None, strategy: evaluate.Strategy, seen: list | None = None):
+    return evaluate.simulate(
+        list(SOURCE),
+        strategy,
+        TRAINER,
+        initial=1_000,
+        drift_points=SOURCE.drift_points,
+        labels=labels,
+        on_example=None if seen is None else seen.append,
+    )
+
+
+def test_labels_at_once_decide_exactly_as_without_a_delay(results):
+    at_once = evaluate.LabelArrivals(list(SOURCE), parse_label_delay("0"), "examples")
+    again = run_with(at_once, evaluate.Strategy("default", POLICY))
+    assert again.correct == results["default"].correct
+    assert (again.detections, again.swaps, again.retrains) == (
+        results["default"].detections,
+        results["default"].swaps,
+        results["default"].retrains,
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "unit", "seen_labels"),
+    [
+        ("fixed:250", "examples", 5_750),  # the last one seen as the last example is served
+        ("fixed:2.505", "seconds", 5_749),  # the last one's time (59.995 s) is after the last example's (59.99 s)
+    ],
+)
+def test_a_fixed_delay_moves_every_scheduled_swap_by_the_delay(spec: str, unit: str, seen_labels: int):
+    """Scheduled retraining counts the labels of the version in service. With labels 250 examples (2.505 s at 10 ms
+    apart) late, the first version serves from 1,250 instead of 1,000, and each next one 1,250 examples after the
+    last: its 1,000 labels start coming 250 examples after it started serving. Labels due after the stream's end
+    never arrive."""
+    plain = run_with(None, scheduled())
+    seen: list = []
+    late = run_with(evaluate.LabelArrivals(list(SOURCE), parse_label_delay(spec), unit), scheduled(), seen)  # type: ignore[arg-type]
+    assert plain.swaps == [1_000, 2_000, 3_000, 4_000, 5_000, 6_000][: len(plain.swaps)]
+    assert late.swaps == [1_250, 2_500, 3_750, 5_000]
+    assert len(seen) == seen_labels and len(late.correct) == 6_000  # every prediction served is scored
+    assert [e.prediction_id for e in seen[:3]] == ["evaluated-0", "evaluated-1", "evaluated-2"]
+    assert all(e.label_timestamp > e.prediction_timestamp for e in seen)
+    assert late.accuracy < plain.accuracy  # older versions serve longer after the switch
+
+
+def test_random_delays_repeat_and_reorder_the_labels():
+    labels = evaluate.LabelArrivals(list(SOURCE), parse_label_delay("exp:100"), "examples", seed=5)
+    seen: list = []
+    first = run_with(labels, evaluate.Strategy("default", POLICY), seen)
+    again = run_with(labels, evaluate.Strategy("default", POLICY))
+    assert first.correct == again.correct and first.swaps == again.swaps
+    order = [int(e.prediction_id.rsplit("-", 1)[1]) for e in seen]
+    assert order != sorted(order) and len(set(order)) == len(order)
+    versions = {e.model_version for e in seen}
+    assert versions == set(range(first.promotions + 1)) - ({first.promotions} if first.swaps[-1] > 6_000 else set())
