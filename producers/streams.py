@@ -42,11 +42,27 @@ def _concept(generator: str, concept: int, seed: int, noise: float) -> Any:
         return synth.Hyperplane(seed=seed * 1_000 + concept, noise_percentage=noise)
     if generator == "rbf":
         return synth.RandomRBFDrift(seed_model=concept, seed_sample=seed)
+    if generator == "friedman":  # regression; a concept is which of the ten features the function reads
+        return _FriedmanConcept(synth.Friedman(seed=seed), concept)
     raise ValueError(f"unknown generator {generator!r}; choose one of {', '.join(GENERATORS)}")
 
 
-GENERATORS = ("sea", "agrawal", "stagger", "hyperplane", "rbf")
-_CONCEPT_RANGES = {"sea": range(4), "agrawal": range(10), "stagger": range(3)}
+class _FriedmanConcept:
+    """Friedman #1 (a regression target from features 0-4; 5-9 are noise) with its features renamed: concept 1
+    swaps the relevant and the noise halves, concept 2 reverses their order (as River's FriedmanDrift does)."""
+
+    def __init__(self, source: Any, concept: int) -> None:
+        self.source = source
+        self.order = [list(range(10)), [5, 6, 7, 8, 9, 0, 1, 2, 3, 4], list(range(9, -1, -1))][concept]
+
+    def __iter__(self) -> Iterator[tuple[dict[int, float], float]]:
+        for features, target in self.source:
+            yield {self.order[name]: value for name, value in features.items()}, target
+
+
+GENERATORS = ("sea", "agrawal", "stagger", "hyperplane", "rbf", "friedman")
+REGRESSION_GENERATORS = ("friedman",)
+_CONCEPT_RANGES = {"sea": range(4), "agrawal": range(10), "stagger": range(3), "friedman": range(3)}
 
 
 @dataclass(frozen=True)

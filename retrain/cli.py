@@ -164,7 +164,7 @@ def cmd_roundtrip(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from producers.replay import parse_label_delay
-    from producers.streams import stream_from_args
+    from producers.streams import REGRESSION_GENERATORS, stream_from_args
     from retrain import evaluate
     from retrain.plots import Timeline, plot_timelines
 
@@ -185,9 +185,11 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
             scheduled_every=args.scheduled_every,
             initial=args.initial,
             names=names,
-            progress=lambda r: print(f"  {r.name}: accuracy {r.accuracy:.4f}, {r.retrains} retrains", file=sys.stderr),
+            progress=lambda r: print(f"  {r.name}: {r.metric} {r.score:.4f}, {r.retrains} retrains", file=sys.stderr),
             label_delay=None if delay.kind == "fixed" and delay.a == 0 else delay,
             delay_unit=args.label_delay_unit,
+            task=args.task
+            or ("regression" if args.csv is None and args.generator in REGRESSION_GENERATORS else "classification"),
         )
     except ValueError as error:
         print(f"retrain evaluate: {error}", file=sys.stderr)
@@ -200,7 +202,9 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(evaluate.report(results), indent=2) + "\n")
-    if args.png is not None:
+    if args.png is not None and next(iter(results.values())).task == "regression":
+        print("--png draws rolling accuracy: not for a regression stream", file=sys.stderr)
+    elif args.png is not None:
         shown = [r for name, r in results.items() if name in ("static", "scheduled", "default", "oracle")] or list(
             results.values()
         )
@@ -541,6 +545,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["examples", "seconds"],
         default="examples",
         help="examples served before the label is seen, or seconds of the stream's event time",
+    )
+    evaluate.add_argument(
+        "--task",
+        choices=["classification", "regression"],
+        default=None,
+        help="default: regression for the friedman generator, classification otherwise (scored by accuracy or MAE)",
     )
     evaluate.add_argument("--strategies", default=None, help="comma-separated subset (default: all)")
     evaluate.add_argument("--json", type=Path, default=None, help="write the figures as JSON")

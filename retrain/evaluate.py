@@ -15,6 +15,7 @@ import bisect
 import heapq
 import math
 import random
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -82,15 +83,31 @@ class StrategyResult:
     detection_delays: list[int] = field(default_factory=list)
     false_alarms: int = 0
     missed: int = 0
+    task: Task = "classification"
+    absolute_errors: array = field(default_factory=lambda: array("d"))  # regression: |prediction - target| each
 
     @property
     def accuracy(self) -> float:
         scored = self.correct[self.warmup :]
         return sum(scored) / len(scored) if scored else math.nan
 
+    @property
+    def mae(self) -> float:
+        scored = self.absolute_errors[self.warmup :]
+        return sum(scored) / len(scored) if scored else math.nan
+
+    @property
+    def metric(self) -> str:
+        return "accuracy" if self.task == "classification" else "mae"
+
+    @property
+    def score(self) -> float:
+        """Accuracy for a classifier, mean absolute error for a regressor."""
+        return self.accuracy if self.task == "classification" else self.mae
+
     def summary(self) -> dict[str, Any]:
         return {
-            "accuracy": round(self.accuracy, 6),
+            self.metric: round(self.score, 6),
             "retrains": self.retrains,
             "promotions": self.promotions,
             "detection_delays": self.detection_delays,
@@ -201,7 +218,7 @@ def simulate(
     trainer = trainer if initial is None else replace(trainer, cold_start_min=initial)
     watch = ModelWatch(model_id, policy)
     buffer = ExampleBuffer(trainer.buffer_max_examples, trainer.buffer_max_age_s)
-    result = StrategyResult(strategy.name, bytearray(), policy.cold_start_examples)
+    result = StrategyResult(strategy.name, bytearray(), policy.cold_start_examples, task=task)
     champion: FittedModel | None = None
     predictions: list[Any] = []
     predicted_from = 0
@@ -214,7 +231,11 @@ def simulate(
             predicted_from = index
             predictions = _predict(champion, examples[index : index + PREDICT_BATCH], fallback_prediction)
         prediction = predictions[index - predicted_from]
-        result.correct.append(example_error(prediction, example.target, task) == 0.0)
+        error = example_error(prediction, example.target, task)
+        if task == "classification":
+            result.correct.append(error == 0.0)
+        else:
+            result.absolute_errors.append(error)
         stamp = _stamp(example, index)
         if arrival is None:
             arrived = [(index, prediction, result.promotions, stamp)]
@@ -326,11 +347,16 @@ def score_detections(detections: Sequence[int], drift_points: Sequence[int]) -> 
 
 
 def gain(results: dict[str, StrategyResult], name: str = "default") -> float | None:
-    """How much of the oracle's gain over static a strategy captures: (it - static) / (oracle - static)."""
+    """How much of the oracle's gain over static a strategy captures: (it - static) / (oracle - static), in
+    accuracy or in mean absolute error (where the gain is a fall)."""
     if "oracle" not in results or "static" not in results:
         return None
-    possible = results["oracle"].accuracy - results["static"].accuracy
-    return (results[name].accuracy - results["static"].accuracy) / possible if possible > 0 else None
+    static = results["static"].score
+    possible = results["oracle"].score - static
+    if results["static"].task == "regression":
+        possible = -possible
+        return (static - results[name].score) / possible if possible > 0 else None
+    return (results[name].score - static) / possible if possible > 0 else None
 
 
 def run(
@@ -356,11 +382,12 @@ def run(
 
 
 def table(results: dict[str, StrategyResult]) -> str:
-    lines = [f"{'strategy':<12} {'accuracy':>9} {'retrains':>9} {'detections':>11} {'delays':<24} {'false':>6}"]
+    metric = next(iter(results.values())).metric if results else "accuracy"
+    lines = [f"{'strategy':<12} {metric:>9} {'retrains':>9} {'detections':>11} {'delays':<24} {'false':>6}"]
     for result in results.values():
         delays = ",".join(str(d) for d in result.detection_delays) or "-"
         lines.append(
-            f"{result.name:<12} {result.accuracy:>9.4f} {result.retrains:>9} {len(result.detections):>11} "
+            f"{result.name:<12} {result.score:>9.4f} {result.retrains:>9} {len(result.detections):>11} "
             f"{delays:<24} {result.false_alarms:>6}"
         )
     return "\n".join(lines)
@@ -377,6 +404,7 @@ def evaluate_stream(
     progress: Callable[[StrategyResult], None] | None = None,
     label_delay: LabelDelay | None = None,
     delay_unit: Literal["examples", "seconds"] = "examples",
+    task: Task = "classification",
 ) -> dict[str, StrategyResult]:
     """Every strategy on one stream, with the policy and trainer the services would build from these settings;
     labels after ``label_delay`` (in ``delay_unit``), at once without one."""
@@ -384,7 +412,6 @@ def evaluate_stream(
 
     from retrain.configure import estimator_choice, policy_config, training_config
 
-    task: Task = "classification"
     default = policy_config(detector_settings, task)
     trainer = TrainerSetup(
         training_config(trainer_settings),

@@ -163,3 +163,45 @@ def test_random_delays_repeat_and_reorder_the_labels():
     assert order != sorted(order) and len(set(order)) == len(order)
     versions = {e.model_version for e in seen}
     assert versions == set(range(first.promotions + 1)) - ({first.promotions} if first.swaps[-1] > 6_000 else set())
+
+
+# -- regression -----------------------------------------------------------------------------------------------
+
+
+REGRESSION = GeneratorSource("friedman", (0, 1), (3_000,), 6_000, seed=3)
+REGRESSOR = evaluate.TrainerSetup(
+    TrainingConfig(max_window=1_000, default_window=1_000),
+    estimator_factory("sklearn.tree.DecisionTreeRegressor", {"random_state": 0, "max_depth": 8}),
+)
+
+
+@pytest.fixture(scope="module")
+def regression_results():
+    chosen = evaluate.strategies(
+        replace(POLICY, task="regression"), scheduled_every=1_000, drift_points=REGRESSION.drift_points, detectors=[]
+    )
+    return evaluate.run(
+        list(REGRESSION), chosen, REGRESSOR, task="regression", drift_points=REGRESSION.drift_points, initial=1_000
+    )
+
+
+def test_a_regression_stream_is_scored_by_its_mean_absolute_error(regression_results):
+    static, default, oracle = (regression_results[n] for n in ("static", "default", "oracle"))
+    assert list(regression_results) == ["static", "scheduled", "threshold", "default", "oracle"]
+    assert all(r.task == "regression" and len(r.absolute_errors) == 6_000 and not r.correct for r in (static, default))
+    assert static.mae == pytest.approx(sum(static.absolute_errors[1_000:]) / 5_000)
+    assert default.detections and 3_000 <= default.detections[0] < 3_200 and default.false_alarms == 0
+    assert default.mae < static.mae and oracle.mae < static.mae
+    assert evaluate.gain(regression_results) == pytest.approx((static.mae - default.mae) / (static.mae - oracle.mae))
+    assert evaluate.gain(regression_results) > 0.9
+    assert set(evaluate.report(regression_results)["strategies"]["default"]) >= {"mae", "retrains"}
+    assert evaluate.table(regression_results).split()[1] == "mae"
+
+
+def test_a_friedman_concept_reads_other_features():
+    first = next(iter(GeneratorSource("friedman", (0,), (), 1, seed=9)))
+    swapped = next(iter(GeneratorSource("friedman", (1,), (), 1, seed=9)))
+    assert first.target == swapped.target  # the same draw: only the names moved
+    assert [swapped.features[str(i)] for i in (5, 6, 7, 8, 9, 0, 1, 2, 3, 4)] == [
+        first.features[str(i)] for i in range(10)
+    ]
