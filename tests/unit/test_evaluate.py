@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
@@ -149,7 +150,8 @@ def test_a_fixed_delay_moves_every_scheduled_swap_by_the_delay(spec: str, unit: 
     assert late.swaps == [1_250, 2_500, 3_750, 5_000]
     assert len(seen) == seen_labels and len(late.correct) == 6_000  # every prediction served is scored
     assert [e.prediction_id for e in seen[:3]] == ["evaluated-0", "evaluated-1", "evaluated-2"]
-    assert all(e.label_timestamp > e.prediction_timestamp for e in seen)
+    gap = timedelta(seconds=2.5 if unit == "examples" else 2.505)  # seen 250 examples of 10 ms later, or at +2.505 s
+    assert all(e.label_timestamp - e.prediction_timestamp == gap for e in seen)
     assert late.accuracy < plain.accuracy  # older versions serve longer after the switch
 
 
