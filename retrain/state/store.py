@@ -185,6 +185,7 @@ class PartitionStore:
             self._absent.discard(key)
             del self._staged[key]
             self._logged.pop(key, None)
+            self._growing.pop(key, None)
             return
         self._staged[key] = None
         if not local:

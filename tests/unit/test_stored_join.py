@@ -378,3 +378,6 @@ def test_appending_builds_one_record_and_a_delete_of_a_new_key_leaves_no_trace(s
     assert [key for key, _ in store.changes()[:-1]] == [b"Bx", b"Dlocal"]
     store.write()
     assert store.get(b"Bx") == b"abcdef" and store.get(b"Pnew") is None and store.get(b"Dlocal") == b""
+    store.append(b"By", b"gone")
+    store.delete(b"By")  # created and deleted in one batch: nothing of it is written
+    assert store.changelog_records()[:-1] == [] and store.get(b"By") is None
