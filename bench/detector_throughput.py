@@ -5,7 +5,9 @@ one run. The raw consumer is the client library alone: it only polls and touches
 decodes, joins, runs two drift detectors, writes every LabeledExample and flushes before committing: with the join
 in memory and no state snapshots; in memory with its state snapshots (one signed snapshot of the partition per
 commit); and with the default state store on disk (pending records, changelog, the models' signed watches: see
-docs/state-store.md), whose ratio to the in-memory detector with snapshots is printed. Raw kafka-python is the steady
+docs/state-store.md), whose ratio to the in-memory detector with snapshots is printed, with its changelog records per
+labeled example. Each detector run also prints its CPU per labeled example (from /proc: this process, its client's
+and RocksDB's threads included, and the broker's when this benchmark started it). Raw kafka-python is the steady
 baseline the ratios are taken against (librdkafka's raw rate depends on how much it prefetched). Usage:
 
     .venv/bin/python -m bench.detector_throughput [--examples 50000] [--clients kafka-python,confluent-kafka]
