@@ -270,7 +270,14 @@ def test_kill_9_five_times_loses_no_join(
     episodes = {(e.evidence.values["change_at"], e.evidence.values["detected_at"]) for e in events}
     assert len(episodes) == 1, episodes
     ((change_at, detected_at),) = episodes
-    assert abs(change_at - DRIFT_AT) <= 2 * LABEL_WINDOW and DRIFT_AT <= detected_at <= DRIFT_AT + 1_500
+    # A watch restored stale (or not at all) sees the drift at a smaller position: what each start restored says why.
+    restores = [
+        line
+        for output in detector.outputs
+        for line in output.splitlines()
+        if any(word in line for word in ("restored", "refused", "state store", "rebuilt"))
+    ]
+    assert abs(change_at - DRIFT_AT) <= 2 * LABEL_WINDOW and DRIFT_AT <= detected_at <= DRIFT_AT + 1_500, restores
     assert sorted({e.evidence.values["refit"] for e in events}) == [1.0, 2.0, 3.0]
     assert len(events) <= 3 + KILLS  # a fit's event is published again only if a kill fell right after it
     if guarantee == "exactly_once":
