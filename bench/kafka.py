@@ -34,10 +34,12 @@ def benchmark_kafka(bootstrap: str | None, port: int) -> Iterator[KafkaSettings]
         broker.stop()
 
 
-def fresh_topics(kafka: KafkaSettings) -> TopicSettings:
-    """Every pipeline topic under a new random suffix, created."""
+def fresh_topics(kafka: KafkaSettings, stream_partitions: int | None = None) -> TopicSettings:
+    """Every pipeline topic under a new random suffix, created (the streams with ``stream_partitions`` if given)."""
     suffix = uuid.uuid4().hex[:8]
-    topics = TopicSettings(**{role: f"{name}-{suffix}" for role, name in TopicSettings().names().items()})
+    names = {role: f"{name}-{suffix}" for role, name in TopicSettings().names().items()}
+    sizes = {} if stream_partitions is None else {"stream_partitions": stream_partitions}
+    topics = TopicSettings(**names, **sizes)
     admin = make_admin(kafka)
     try:
         ensure_topics(admin, pipeline_topics(topics))

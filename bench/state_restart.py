@@ -37,11 +37,10 @@ from pathlib import Path
 
 from kafka.errors import KafkaError
 
-from bench.kafka import GroupWatch, benchmark_kafka
+from bench.kafka import GroupWatch, benchmark_kafka, fresh_topics
 from bench.services import ServiceProcess, settings_env, wait_until
-from retrain.kafka import Consumer, TopicPartition, make_admin, make_consumer, make_producer, read_at
-from retrain.settings import DetectorSettings, KafkaSettings, RegistrySettings, Settings, TopicSettings
-from retrain.topics import ensure_topics, pipeline_topics
+from retrain.kafka import Consumer, TopicPartition, make_consumer, make_producer, read_at
+from retrain.settings import DetectorSettings, KafkaSettings, RegistrySettings, Settings
 
 PORT = 19692
 KEY = "a benchmark key that signs the detector's watches"
@@ -72,18 +71,6 @@ def label(i: int) -> tuple[bytes, bytes]:
         f'{{"schema_version":1,"prediction_id":"{pid}","model_id":"{model}","label":{(i // 7) % 2},'
         f'"timestamp":"{_stamp(START + i * SPACING + LABEL_DELAY)}"}}'
     ).encode()
-
-
-def create_topics(kafka: KafkaSettings, partitions: int) -> TopicSettings:
-    suffix = uuid.uuid4().hex[:8]
-    names = {role: f"{name}-{suffix}" for role, name in TopicSettings().names().items()}
-    topics = TopicSettings(**names, stream_partitions=partitions)
-    admin = make_admin(kafka)
-    try:
-        ensure_topics(admin, pipeline_topics(topics))
-    finally:
-        admin.close()
-    return topics
 
 
 def du_mib(path: Path) -> float:
@@ -127,7 +114,7 @@ class Rejoin:
 
 def run(kafka: KafkaSettings, n: int, partitions: int, workdir: Path) -> tuple[str, Rejoin]:
     """One count: fill, kill -9 and restart, move; the line to print and the restart's figures."""
-    topics = create_topics(kafka, partitions)
+    topics = fresh_topics(kafka, partitions)
     group = f"detector-{uuid.uuid4().hex[:8]}"
     settings = Settings(
         kafka=kafka,
