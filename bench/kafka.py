@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2  # the Java client's hash, which both adapters partition with
@@ -12,7 +14,7 @@ from kafka.partitioner.default import murmur2  # the Java client's hash, which b
 from retrain.kafka import TopicPartition, make_admin, make_consumer
 from retrain.kafka.kafka_python import raw_admin
 from retrain.localkafka import LocalBroker
-from retrain.settings import BrokerSettings, KafkaSettings, TopicSettings
+from retrain.settings import BrokerSettings, KafkaSettings, RegistrySettings, Settings, TopicSettings, TrainerSettings
 from retrain.topics import ensure_topics, pipeline_topics
 
 
@@ -46,6 +48,18 @@ def fresh_topics(kafka: KafkaSettings, stream_partitions: int | None = None) -> 
     finally:
         admin.close()
     return topics
+
+
+def trainer_settings(kafka: KafkaSettings, topics: TopicSettings, workdir: Path, **trainer: Any) -> Settings:
+    """Settings of a trainer over ``topics``: its own group and registry (under ``workdir``), ``trainer`` options."""
+    suffix = topics.predictions.rsplit("-", 1)[-1]
+    return Settings(
+        kafka=kafka,
+        topics=topics,
+        broker=BrokerSettings(),
+        trainer=TrainerSettings(group_id=f"trainer-{suffix}", **trainer),
+        registry=RegistrySettings(path=workdir / suffix, hmac_key="b" * 40),
+    )
 
 
 def broker_pid(port: int) -> int | None:

@@ -21,12 +21,12 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from sklearn.ensemble import RandomForestClassifier
 
-from bench.kafka import benchmark_kafka, fresh_topics
+from bench.kafka import benchmark_kafka, fresh_topics, trainer_settings
 from consumers.decoding import decode_record
 from consumers.trainer import run_trainer
 from retrain.decisions.training import FittedModel
 from retrain.kafka import TopicPartition, make_consumer, make_producer, send_and_wait
-from retrain.settings import BrokerSettings, KafkaSettings, RegistrySettings, Settings, TrainerSettings
+from retrain.settings import KafkaSettings
 from schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainReason, TrainingWindow, encode
 from tests.integration.streams import sea_model, sea_stream
 
@@ -60,20 +60,15 @@ def plain_fit_seconds(examples: list[LabeledExample]) -> float:
 
 def measure(kafka: KafkaSettings, n: int, workdir: Path) -> tuple[float, float]:
     topics = fresh_topics(kafka)
-    suffix = topics.predictions.rsplit("-", 1)[-1]
-    settings = Settings(
-        kafka=kafka,
-        topics=topics,
-        broker=BrokerSettings(),
-        trainer=TrainerSettings(
-            group_id=f"trainer-{suffix}",
-            estimator="sklearn.ensemble.RandomForestClassifier",
-            estimator_params=json.dumps(PARAMS),
-            max_window=n,
-            buffer_max_examples=n,
-            cold_start_min=1_000,
-        ),
-        registry=RegistrySettings(path=workdir / suffix, hmac_key="b" * 40),
+    settings = trainer_settings(
+        kafka,
+        topics,
+        workdir,
+        estimator="sklearn.ensemble.RandomForestClassifier",
+        estimator_params=json.dumps(PARAMS),
+        max_window=n,
+        buffer_max_examples=n,
+        cold_start_min=1_000,
     )
     examples = labeled(n)
     producer = make_producer(kafka, linger_ms=20, batch_bytes=1024 * 1024)

@@ -269,6 +269,9 @@ class TrainerMetrics(ServiceMetrics):
             buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
             registry=registry,
         )
+        self.fits_running = Gauge(
+            "retrain_trainer_fits_running", "Challengers being fitted in the fit workers", registry=registry
+        )
         self.window_size = Gauge(
             "retrain_training_window_examples",
             "Examples in the last training window",

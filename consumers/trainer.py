@@ -5,6 +5,10 @@ first record younger than the buffer's age bound and reads forward, so after a r
 model's buffer holds the same examples as before — the ones still within the bounds. Retrain events wait until
 the buffers have caught up with the end of their partitions, are coalesced per model, and are idempotent: an
 event whose version is already in the registry is answered again from the registry, not refitted.
+
+Fits run in worker processes (:class:`FitPool`), one per model at a time, while the loop keeps polling: an event
+is answered (its model-updated event published) in the batch that collects its fit, and its offset is committed
+only then, so a fit is never inside a Kafka transaction and a crash mid-fit repeats it once.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry
-from threadpoolctl import threadpool_limits
 
 from consumers.admission import AdmittedModels
 from consumers.decoding import decode_record
+from consumers.fit_pool import FitPool, JobResult
 from consumers.metrics import TrainerMetrics
 from consumers.runtime import Outputs
 from retrain.decisions.admission import ModelAdmission
@@ -27,7 +33,7 @@ from retrain.decisions.training import (
     ExampleBuffer,
     FittedModel,
     TrainingConfig,
-    TrainingFailure,
+    TrainingOutcome,
     choose_window,
     train_challenger,
     window_bounds,
@@ -38,6 +44,19 @@ from retrain.settings import TopicSettings
 from schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainReason, UpdateOutcome
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Fit:
+    """A challenger being fitted for ``event``, the newest retrain event of its model."""
+
+    event: RetrainEvent
+    source: tuple[int, int]  # (partition, offset) of the oldest retrain event it answers: the commit limit
+    champion: ModelVersionInfo | None
+    n_samples: int
+    first: datetime | None
+    last: datetime | None
+    orphan: bool = False  # its event's partition was revoked: the result is dropped unless the event comes back
 
 
 class TrainerService:
@@ -56,6 +75,8 @@ class TrainerService:
         regression_models: frozenset[str] = frozenset(),
         metrics_registry: CollectorRegistry | None = None,
         fit_threads: int | None = 1,
+        fit_workers: int = 1,
+        fit_timeout_s: float = 3600.0,
         admission: ModelAdmission | None = None,
     ) -> None:
         self.topics = topics
@@ -66,9 +87,8 @@ class TrainerService:
         self.buffer_max_age_s = buffer_max_age_s
         self.cold_start_min = cold_start_min
         self.regression_models = regression_models
-        # OpenMP threads of a fit spin against the consumer's own threads: one by default (measured in the demo:
-        # a 3,000-example fit took 6.8 s with the default pool next to busy consumers, 0.5 s alone).
-        self.fit_threads = fit_threads
+        # One OpenMP/BLAS thread per fit by default: a fit's threads spin against the consumer's own.
+        self.fits = FitPool(fit_workers, threads=fit_threads, timeout_s=fit_timeout_s)
         self.metrics = TrainerMetrics(metrics_registry or CollectorRegistry())
         # The models this instance takes on: every model in the registry is known (a restart keeps them all).
         self.admission = AdmittedModels(admission if admission is not None else ModelAdmission(), self.metrics)
@@ -78,6 +98,7 @@ class TrainerService:
         self.pending: dict[str, RetrainEvent] = {}
         # (partition, offset) of the oldest unanswered retrain event of each pending model: the commit limit.
         self._pending_from: dict[str, tuple[int, int]] = {}
+        self.fitting: dict[str, Fit] = {}  # by the event id the fit answers
         self.consumer: Consumer | None = None  # set by the loop's owner, for catch-up checks
         # Newly assigned labeled-examples partitions, paused until after_batch seeks them back.
         self._to_rewind: set[TopicPartition] = set()
@@ -110,32 +131,37 @@ class TrainerService:
         for model_id in self._buffered_changed:  # once per batch: the gauge is not worth a lookup per record
             self.metrics.buffered.labels(model_id).set(len(self.buffer(model_id)))
         self._buffered_changed.clear()
+        for result in self.fits.collect():
+            self._fitted(result, out)
         if self.consumer is not None:
             self._await_paused(self.consumer)
             if self._to_rewind:
                 self._rewind(self.consumer)
                 return  # the rewound partitions have to be read before any retrain
-        if not self.pending:
-            self._catch_up_to = None
+        fitting = {fit.event.model_id for fit in self.fitting.values() if not fit.orphan}
+        startable = [model_id for model_id in self.pending if model_id not in fitting]  # one fit per model
+        if not startable or not self.fits.free() or not self._caught_up():
             return
-        if not self._caught_up():
-            return
-        self._catch_up_to = None
-        for model_id in list(self.pending):
+        self._catch_up_to = None  # the next events wait for the ends as they are then
+        for model_id in startable:
             event = self.pending[model_id]
             if not self._ready(event):
                 continue
-            update = self.retrain(event)
-            out.emit(update)
+            if not self.fits.free():
+                break
+            source = self._pending_from.pop(model_id)
             del self.pending[model_id]
-            del self._pending_from[model_id]
+            update = self._guarded(event, self._start, event, source)
+            if update is not None:
+                out.emit(update)
+        self.metrics.fits_running.set(sum(not fit.orphan for fit in self.fitting.values()))
 
     def committable(self, partition: TopicPartition, position: int) -> int:
-        if partition.topic != self.topics.retrain_events or not self.pending:
+        if partition.topic != self.topics.retrain_events:
             return position
-        # A pending (not yet answered) retrain event must be read again after a crash.
-        waiting = [offset for p, offset in self._pending_from.values() if p == partition.partition]
-        return min([position, *waiting])
+        # An unanswered retrain event (pending, or being fitted) must be read again after a crash.
+        sources = [*self._pending_from.values(), *(fit.source for fit in self.fitting.values() if not fit.orphan)]
+        return min([position, *(offset for p, offset in sources if p == partition.partition)])
 
     def partitions_revoked(self, partitions: Iterable[TopicPartition]) -> None:
         partitions = list(partitions)
@@ -148,11 +174,15 @@ class TrainerService:
             if partition in events:  # not answered, so not committed: read again by this partition's next owner
                 del self._pending_from[model_id]
                 self.pending.pop(model_id, None)
+        for fit in self.fitting.values():
+            if fit.source[0] in events:  # its answer belongs to the next owner, unless the event comes back here
+                fit.orphan = True
 
     # -- rebalance hook: rebuild buffers from Kafka ---------------------------------------------------------
 
     def close(self) -> None:
-        """Nothing beyond the loop's clients: buffers are rebuilt from Kafka, versions live in the registry."""
+        """Stop the fit workers; buffers are rebuilt from Kafka, versions live in the registry."""
+        self.fits.close()
 
     def partitions_assigned(self, consumer: Consumer, assigned: Iterable[TopicPartition]) -> None:
         """Pause new labeled-examples partitions; ``after_batch`` seeks them back (after the batch) and resumes them."""
@@ -198,25 +228,18 @@ class TrainerService:
     def task(self, model_id: str) -> Task:
         return "regression" if model_id in self.regression_models else "classification"
 
-    def retrain(self, event: RetrainEvent) -> ModelUpdatedEvent:
-        """Answer one retrain event: a new version (promoted or not), or the reason there is none."""
+    def _guarded(
+        self, event: RetrainEvent, step: Callable[..., ModelUpdatedEvent | None], *args: object
+    ) -> ModelUpdatedEvent | None:
+        """``step(*args)``, a step of answering ``event``; a registry that refuses (a tampered champion, a failed
+        write) is a failed outcome, not a crash."""
         try:
-            return self._retrain(event)
+            return step(*args)
         except (RegistryError, ArtifactVerificationError) as error:
-            # A registry that refuses (a tampered champion, a write that failed) is an outcome, not a crash.
-            self.metrics.outcomes.labels(event.model_id, UpdateOutcome.FAILED.value).inc()
-            return self._record(
-                ModelUpdatedEvent(
-                    event_id=f"{event.event_id}-outcome",
-                    model_id=event.model_id,
-                    promoted=False,
-                    outcome=UpdateOutcome.FAILED,
-                    trigger_event_id=event.event_id,
-                    detail=f"registry: {type(error).__name__}: {error}"[:2048],
-                )
-            )
+            return self._failed(event, None, "registry", f"{type(error).__name__}: {error}")
 
-    def _retrain(self, event: RetrainEvent) -> ModelUpdatedEvent:
+    def _start(self, event: RetrainEvent, source: tuple[int, int]) -> ModelUpdatedEvent | None:
+        """Answer ``event`` from the registry if it was answered before; else start its fit (None)."""
         model_id = event.model_id
         done = self.registry.find_by_trigger(model_id, event.event_id)
         champion_info = self.registry.champion(model_id)
@@ -227,43 +250,49 @@ class TrainerService:
                 champion_info = self.registry.champion(model_id)
             promoted = champion_info is not None and champion_info.version == done.version
             return self._answer(event, done, champion_info, promoted=promoted, detail="answered from the registry")
+        orphan = self.fitting.get(event.event_id)
+        if orphan is not None:  # read again (a rewind) while its fit still runs: that fit answers it
+            orphan.orphan, orphan.source = False, source
+            return None
         examples = self.buffer(model_id).examples()
         window = choose_window(examples, event, self.config)
         log.info("%s: fitting on %d of %d buffered examples", model_id, len(window), len(examples))
         wider = examples[-self.config.default_window :]  # a second candidate, kept if the holdout prefers it
         self.metrics.window_size.labels(model_id).set(len(window))
+        task = self.task(model_id)
         champion = self._load(champion_info)
-        started = time.perf_counter()
-        try:
-            task = self.task(model_id)
-            with threadpool_limits(self.fit_threads):
-                outcome = train_challenger(window, self.factory_for(model_id, task), task, self.config, champion, wider)
-        except TrainingFailure as failure:
-            self.metrics.outcomes.labels(model_id, UpdateOutcome.FAILED.value).inc()
-            return self._record(
-                ModelUpdatedEvent(
-                    event_id=f"{event.event_id}-outcome",
-                    model_id=model_id,
-                    promoted=False,
-                    outcome=UpdateOutcome.FAILED,
-                    previous_version=champion_info.version if champion_info else None,
-                    n_samples=len(window),
-                    trigger_event_id=event.event_id,
-                    detail=f"{failure.reason}: {failure}",
-                )
-            )
-        finally:
-            self.metrics.fit_seconds.labels(model_id).observe(time.perf_counter() - started)
+        factory = self.factory_for(model_id, task)
+        self.fits.submit(event.event_id, train_challenger, window, factory, task, self.config, champion, wider)
         first, last = window_bounds(window)
+        self.fitting[event.event_id] = Fit(event, source, champion_info, len(window), first, last)
+        return None
+
+    def _fitted(self, result: JobResult, out: Outputs) -> None:
+        """A fit finished: register the challenger, promote it if it won, publish the answer."""
+        fit = self.fitting.pop(result.key, None)
+        if fit is None or fit.orphan:
+            log.info("fit for %s finished after its partition was revoked: dropped", result.key)
+            return
+        self.metrics.fit_seconds.labels(fit.event.model_id).observe(result.seconds)
+        self.metrics.fits_running.set(sum(not f.orphan for f in self.fitting.values()))
+        if result.failed:
+            update = self._failed(fit.event, fit, result.reason or "fit_error", result.message)
+        else:
+            update = self._guarded(fit.event, self._register, fit, result.value)
+        assert update is not None
+        out.emit(update)
+
+    def _register(self, fit: Fit, outcome: TrainingOutcome) -> ModelUpdatedEvent:
+        model_id, event = fit.event.model_id, fit.event
         info = self.registry.register(
             model_id,
             outcome.challenger,
-            n_samples=len(window),
+            n_samples=fit.n_samples,
             metrics={**outcome.metrics, "promote_decision": 1.0 if outcome.promote else 0.0},
             training_window={
-                "n_samples": len(window),
-                "first_label_timestamp": first.isoformat() if first else None,
-                "last_label_timestamp": last.isoformat() if last else None,
+                "n_samples": fit.n_samples,
+                "first_label_timestamp": fit.first.isoformat() if fit.first else None,
+                "last_label_timestamp": fit.last.isoformat() if fit.last else None,
             },
             trigger_event_id=event.event_id,
         )
@@ -277,7 +306,23 @@ class TrainerService:
                 f"{self.config.tolerance}"
             )
         )
-        return self._answer(event, info, champion_info, promoted=outcome.promote, detail=detail)
+        return self._answer(event, info, fit.champion, promoted=outcome.promote, detail=detail)
+
+    def _failed(self, event: RetrainEvent, fit: Fit | None, reason: str, message: str) -> ModelUpdatedEvent:
+        """No new version: the champion stays, and the event says why."""
+        self.metrics.outcomes.labels(event.model_id, UpdateOutcome.FAILED.value).inc()
+        return self._record(
+            ModelUpdatedEvent(
+                event_id=f"{event.event_id}-outcome",
+                model_id=event.model_id,
+                promoted=False,
+                outcome=UpdateOutcome.FAILED,
+                previous_version=fit.champion.version if fit is not None and fit.champion else None,
+                n_samples=fit.n_samples if fit is not None else None,
+                trigger_event_id=event.event_id,
+                detail=f"{reason}: {message}"[:2048],
+            )
+        )
 
     def _answer(
         self,
@@ -365,8 +410,11 @@ def run_trainer(settings, *, registry: CollectorRegistry | None = None, serve: b
         regression_models=trainer.regression_model_ids,
         metrics_registry=metrics_registry,
         fit_threads=trainer.fit_threads,
+        fit_workers=trainer.fit_workers,
+        fit_timeout_s=trainer.fit_timeout_s,
         admission=ModelAdmission(settings.models.allowed_ids, settings.models.max_per_service),
     )
+    service.fits.start()  # the workers import scikit-learn now, not at the first fit
     service.consumer = make_consumer(
         settings.kafka, trainer.group_id, max_poll_interval_ms=trainer.max_poll_interval_ms, max_poll_records=2_000
     )

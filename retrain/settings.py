@@ -292,6 +292,10 @@ class TrainerSettings(BaseSettings):
     cold_start_min: int = Field(default=1_000, ge=1)
     # Threads per fit (OpenMP/BLAS); unset = the libraries' default (all cores).
     fit_threads: int | None = Field(default=1, ge=1)
+    # Worker processes that fit challengers while the consume loop goes on; one fit per model at a time.
+    fit_workers: int = Field(default=1, ge=1)
+    # A fit still running after this is killed and answered as failed (the champion stays).
+    fit_timeout_s: float = Field(default=3600.0, gt=0)
     max_poll_interval_ms: int = Field(default=30 * 60 * 1000, ge=10_000)
 
     @property

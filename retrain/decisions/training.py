@@ -47,6 +47,9 @@ class TrainingFailure(Exception):
         super().__init__(message)
         self.reason = reason
 
+    def __reduce__(self) -> tuple:
+        return TrainingFailure, (self.reason, str(self))
+
 
 class ExampleBuffer:
     """The most recent labeled examples of one model, bounded by count and by age (label time)."""
@@ -139,20 +142,39 @@ def _plain(value: Any) -> Any:
 EstimatorFactory = Callable[[], Any]
 
 
-def estimator_factory(spec: str, params: dict[str, Any] | None = None) -> EstimatorFactory:
+@dataclass(frozen=True)
+class Estimator:
+    """A new estimator on each call: ``spec`` (``package.module.Class`` or ``package.module:function``) with
+    ``params``. Picklable, so a fit worker process builds the same estimator."""
+
+    spec: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def target(self) -> Callable[..., Any]:
+        module_name, sep, attribute = self.spec.partition(":")
+        if not sep:
+            module_name, _, attribute = self.spec.rpartition(".")
+        if not module_name or not attribute:
+            raise ValueError(
+                f"estimator {self.spec!r} must look like sklearn.ensemble.RandomForestClassifier or pkg.mod:make"
+            )
+        try:
+            target = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as error:
+            raise ValueError(f"cannot import estimator {self.spec!r}: {error}") from error
+        if not callable(target):
+            raise ValueError(f"estimator {self.spec!r} is not callable")
+        return target
+
+    def __call__(self) -> Any:
+        return self.target()(**dict(self.params))
+
+
+def estimator_factory(spec: str, params: dict[str, Any] | None = None) -> Estimator:
     """``package.module.Class`` (a scikit-learn estimator, built with ``params``) or ``package.module:function``."""
-    module_name, sep, attribute = spec.partition(":")
-    if not sep:
-        module_name, _, attribute = spec.rpartition(".")
-    if not module_name or not attribute:
-        raise ValueError(f"estimator {spec!r} must look like sklearn.ensemble.RandomForestClassifier or pkg.mod:make")
-    try:
-        target = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f"cannot import estimator {spec!r}: {error}") from error
-    if not callable(target):
-        raise ValueError(f"estimator {spec!r} is not callable")
-    return lambda: target(**(params or {}))
+    estimator = Estimator(spec, tuple(sorted((params or {}).items())))
+    estimator.target()  # a wrong spec fails here, at configuration, not at the first fit
+    return estimator
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 The retrain event is not committed until it is answered, so the restarted trainer reads it again; the registry
 is asked first whether that event already has a version (a crash between register and publish), so a
-redelivered event never makes a second one.
+redelivered event never makes a second one. The killed trainer's fit worker stops with it.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ class Trainer:
             **os.environ,
             "RETRAIN_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "RETRAIN_KAFKA_CLIENT": kafka.client,
+            "RETRAIN_KAFKA_PROCESSING_GUARANTEE": kafka.processing_guarantee,
             "RETRAIN_TRAINER_GROUP_ID": group,
             "RETRAIN_METRICS_TRAINER_PORT": str(self.port),
             **{f"RETRAIN_TOPIC_{role.upper()}": name for role, name in topics.names().items()},
@@ -78,10 +79,28 @@ class Trainer:
         return self.process.stdout.read().decode(errors="replace")
 
 
+def children(pid: int) -> set[int]:
+    """The processes ``pid`` started (its fit workers), from /proc."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(child) for child in (task / "children").read_text().split())
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_kill_9_during_a_fit_then_the_retrain_completes_once(
-    kafka_settings: KafkaSettings, created_topics: TopicSettings, unique: str, tmp_path: Path
+    kafka_settings: KafkaSettings, created_topics: TopicSettings, unique: str, tmp_path: Path, guarantee: str
 ):
     topics = created_topics
+    kafka_settings = kafka_settings.model_copy(update={"processing_guarantee": guarantee})
     event = RetrainEvent(
         model_id="tc",
         reason=RetrainReason.MANUAL,
@@ -110,8 +129,15 @@ def test_kill_9_during_a_fit_then_the_retrain_completes_once(
             time.sleep(0.1)
         time.sleep(1.0)
         assert registry.versions("tc") == []  # still fitting: nothing registered yet
+        workers = children(trainer.process.pid)  # the fit worker, and multiprocessing's resource tracker
+        fitting = [pid for pid in workers if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(fitting) == 1, workers  # RETRAIN_TRAINER_FIT_WORKERS: 1
         trainer.process.send_signal(signal.SIGKILL)
         assert trainer.process.wait(timeout=10) == -signal.SIGKILL
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in workers):  # an orphaned worker notices within a second
+            assert time.monotonic() < deadline, "the killed trainer's fit worker goes on fitting"
+            time.sleep(0.1)
         outputs.append(trainer.output())
         assert registry.versions("tc") == [] and read_all(kafka_settings, topics.model_updates, 1) == []
 

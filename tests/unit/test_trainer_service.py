@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -53,27 +54,55 @@ def examples(model_id: str, n: int, *, one_class: bool = False, seed: int = 0) -
     return out
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> TrainerService:
-    tree = estimator_factory("sklearn.tree.DecisionTreeClassifier", {"random_state": 0})
+TREE = estimator_factory("sklearn.tree.DecisionTreeClassifier", {"random_state": 0})
+
+
+def make_service(tmp_path: Path, estimators: dict | None = None, **options) -> TrainerService:
+    """A trainer whose estimator is a decision tree, or the one ``estimators`` names for a model."""
     return TrainerService(
         TOPICS,
         ModelRegistry(tmp_path, "s" * 40),
         TrainingConfig(min_window=100, max_window=5_000, default_window=1_000, min_holdout=20, min_train=50),
-        lambda model_id, task: tree,
+        lambda model_id, task: (estimators or {}).get(model_id, TREE),
         buffer_max_examples=10_000,
         buffer_max_age_s=10**9,
         cold_start_min=500,
+        **options,
     )
 
 
-def feed(service: TrainerService, *events) -> CollectingOutputs:
-    out = CollectingOutputs()
-    for offset, event in enumerate(events):
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[TrainerService]:
+    service = make_service(tmp_path)
+    yield service
+    service.close()
+
+
+def handle(
+    service: TrainerService, *events, offset: int = 0, out: CollectingOutputs | None = None
+) -> CollectingOutputs:
+    """Hand the events to the service as one batch (offsets from ``offset``), then end the batch."""
+    out = out if out is not None else CollectingOutputs()
+    for at, event in enumerate(events, start=offset):
         topic = TOPICS.labeled_examples if isinstance(event, LabeledExample) else TOPICS.retrain_events
-        service.handle(record(topic, event, offset), out)
+        service.handle(record(topic, event, at), out)
     service.after_batch(out)
     return out
+
+
+def settle(service: TrainerService, out: CollectingOutputs, timeout_s: float = 60.0) -> CollectingOutputs:
+    """End batches (as the loop does after each poll) until no fit runs and no event can start one."""
+    deadline = time.monotonic() + timeout_s
+    while service.fitting:
+        assert time.monotonic() < deadline, f"fits still running: {sorted(service.fitting)}"
+        time.sleep(0.02)
+        service.after_batch(out)
+    return out
+
+
+def feed(service: TrainerService, *events) -> CollectingOutputs:
+    """One batch, then every fit it started, answered."""
+    return settle(service, handle(service, *events))
 
 
 def test_one_class_is_a_failed_outcome_and_no_version(service: TrainerService):
@@ -196,3 +225,133 @@ def test_with_nothing_young_enough_a_rewind_starts_at_the_end_as_it_was_before_t
     service.partitions_assigned(consumer, [LE0])  # type: ignore[arg-type]
     service.after_batch(CollectingOutputs())
     assert consumer.calls == [("seek", LE0, 4_000), ("resume", LE0)]
+
+
+# -- fits in worker processes ---------------------------------------------------------------------------------------
+
+RE0 = TopicPartition(TOPICS.retrain_events, 0)
+
+
+def gated(tmp_path: Path, name: str = "gate") -> tuple[Path, object]:
+    """A tree whose fit waits until the returned path exists."""
+    gate = tmp_path / name
+    return gate, estimator_factory("tests.fit_jobs.GatedTree", {"gate": str(gate)})
+
+
+@pytest.fixture
+def gated_m(tmp_path: Path) -> Iterator[tuple[TrainerService, Path]]:
+    """A trainer whose fits of model "m" wait for the gate (the path) to exist."""
+    gate, tree = gated(tmp_path)
+    service = make_service(tmp_path, {"m": tree})
+    yield service, gate
+    service.close()
+
+
+def test_the_answer_comes_in_a_later_batch_and_the_event_is_committed_only_then(gated_m):
+    service, gate = gated_m
+    event = RetrainEvent(model_id="m", reason=RetrainReason.MANUAL)
+    out = handle(service, *examples("m", 1_200), event)  # the event is offset 1,200
+    assert out.events == [] and list(service.fitting) == [event.event_id]
+    for batch in range(5):  # batches go on while the fit waits
+        more = [e.model_copy(update={"prediction_id": f"b{batch}-{i}"}) for i, e in enumerate(examples("m", 2))]
+        handle(service, *more, offset=2_000, out=out)
+    assert out.events == [] and service.committable(RE0, 1_500) == 1_200
+    assert len(service.buffer("m")) == 1_210  # still buffering
+    gate.touch()
+    [update] = settle(service, out).events
+    assert (update.trigger_event_id, update.version, update.promoted) == (event.event_id, 1, True)
+    assert service.committable(RE0, 1_500) == 1_500
+
+
+def test_events_that_arrive_during_a_fit_make_one_more_fit_with_the_newest(gated_m):
+    service, gate = gated_m
+    first = RetrainEvent(model_id="m", reason=RetrainReason.MANUAL)
+    second = RetrainEvent(model_id="m", reason=RetrainReason.DRIFT)
+    third = RetrainEvent(model_id="m", reason=RetrainReason.PERFORMANCE)
+    out = handle(service, *examples("m", 1_200), first)
+    handle(service, second, third, offset=1_201, out=out)
+    assert list(service.fitting) == [first.event_id] and service.pending == {"m": third}
+    assert service.committable(RE0, 1_203) == 1_200
+    gate.touch()
+    updates = settle(service, out).events
+    assert [u.trigger_event_id for u in updates] == [first.event_id, third.event_id]
+    assert [u.version for u in updates] == [1, 2]
+    assert service.metrics.coalesced.labels("m")._value.get() == 1
+    assert service.committable(RE0, 1_203) == 1_203
+
+
+def test_a_fit_past_the_timeout_is_a_failed_outcome_and_the_champion_stays(tmp_path: Path):
+    _, tree = gated(tmp_path)
+    service = make_service(tmp_path, {"m": TREE}, fit_timeout_s=1.0)
+    try:
+        [first] = feed(service, *examples("m", 1_200), RetrainEvent(model_id="m", reason=RetrainReason.MANUAL)).events
+        assert first.version == 1
+        service.factory_for = lambda model_id, task: tree  # the next fit waits for a gate that never opens
+        late = RetrainEvent(model_id="m", reason=RetrainReason.DRIFT)
+        [update] = feed(service, late).events
+        assert (update.outcome, update.promoted, update.version) == (UpdateOutcome.FAILED, False, None)
+        assert update.detail == "fit_timeout: the fit ran longer than 1 s (RETRAIN_TRAINER_FIT_TIMEOUT_S)"
+        assert (update.trigger_event_id, update.previous_version) == (late.event_id, 1)
+        assert service.registry.champion("m").version == 1 and len(service.registry.versions("m")) == 1
+    finally:
+        service.close()
+
+
+def test_a_fit_worker_that_dies_is_a_failed_outcome_and_the_next_fit_runs(tmp_path: Path):
+    crash = estimator_factory("tests.fit_jobs.CrashingTree")
+    service = make_service(tmp_path, {"doomed": crash})
+    try:
+        doomed = RetrainEvent(model_id="doomed", reason=RetrainReason.MANUAL)
+        [update] = feed(service, *examples("doomed", 1_200), doomed).events
+        assert update.outcome is UpdateOutcome.FAILED
+        assert update.detail == "fit_worker_died: the fit worker died (exit code 9)"
+        assert service.registry.versions("doomed") == []
+        [fine] = feed(
+            service, *examples("fine", 1_200), RetrainEvent(model_id="fine", reason=RetrainReason.MANUAL)
+        ).events
+        assert (fine.version, fine.promoted) == (1, True)
+    finally:
+        service.close()
+
+
+def test_a_fit_whose_event_partition_is_revoked_is_dropped_unanswered(gated_m):
+    service, gate = gated_m
+    event = RetrainEvent(model_id="m", reason=RetrainReason.MANUAL)
+    out = handle(service, *examples("m", 1_200), event)
+    service.partitions_revoked([RE0])  # the next owner of the partition answers it
+    assert service.committable(RE0, 1_201) == 1_201
+    gate.touch()
+    assert settle(service, out).events == [] and service.registry.versions("m") == []
+
+
+def test_an_event_read_again_while_its_fit_runs_is_answered_by_that_fit(gated_m):
+    service, gate = gated_m
+    event = RetrainEvent(model_id="m", reason=RetrainReason.MANUAL)
+    out = handle(service, *examples("m", 1_200), event)
+    service.partitions_revoked([RE0])  # a rewind: the same partition, read again from its commit
+    handle(service, event, offset=1_200, out=out)
+    assert service.committable(RE0, 1_201) == 1_200
+    gate.touch()
+    [update] = settle(service, out).events
+    assert (update.trigger_event_id, update.version) == (event.event_id, 1)
+    assert len(service.registry.versions("m")) == 1
+
+
+def test_with_two_workers_a_model_is_answered_while_another_is_still_fitting(tmp_path: Path):
+    gate, tree = gated(tmp_path)
+    service = make_service(tmp_path, {"slow": tree}, fit_workers=2)
+    try:
+        slow = RetrainEvent(model_id="slow", reason=RetrainReason.MANUAL)
+        quick = RetrainEvent(model_id="quick", reason=RetrainReason.MANUAL)
+        out = handle(service, *examples("slow", 1_200), *examples("quick", 1_200), slow, quick)
+        deadline = time.monotonic() + 60
+        while not out.events:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+            service.after_batch(out)
+        assert [u.trigger_event_id for u in out.events] == [quick.event_id]
+        assert list(service.fitting) == [slow.event_id]
+        gate.touch()
+        assert [u.trigger_event_id for u in settle(service, out).events] == [quick.event_id, slow.event_id]
+    finally:
+        service.close()
