@@ -15,13 +15,13 @@ COPY consumers/ consumers/
 COPY producers/ producers/
 
 # Installed into site-packages; the in-tree build leftovers are removed so /src holds only the sources.
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir '.[mlflow]' \
     && rm -rf build ./*.egg-info
 
-# A fixed, unprivileged uid. The model registry's and the detector's state directories exist in the image, owned
-# by that user, so named volumes mounted there (docker-compose.yml: `models`, `detector-state`) start out writable.
+# A fixed, unprivileged uid. The registries' and the detector's state directories exist in the image, owned by that
+# user, so named volumes mounted there (docker-compose.yml: `mlflow-data`, `detector-state`) start out writable.
 RUN useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin retrain \
-    && mkdir -p /var/lib/retrain/models /var/lib/retrain/state \
+    && mkdir -p /var/lib/retrain/models /var/lib/retrain/state /var/lib/retrain/mlflow \
     && chown -R retrain:retrain /var/lib/retrain
 
 USER retrain

@@ -48,8 +48,10 @@ from schemas import (
     PredictionEvent,
     RetrainEvent,
     RetrainReason,
+    RetrainTrace,
     StreamPosition,
 )
+from schemas.types import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -453,7 +455,8 @@ class DetectorService:
             offset=record.offset,
             timestamp=datetime.fromtimestamp(max(record.timestamp, 0) / 1000, UTC),
         )
-        event = event.model_copy(update={"evidence": event.evidence.model_copy(update={"position": position})})
+        evidence = event.evidence.model_copy(update={"position": position})
+        event = event.model_copy(update={"evidence": evidence, "trace": RetrainTrace(detected=utc_now())})
         log.info("retrain %s: %s by %s", event.model_id, event.reason.value, event.detector)
         self.metrics.retrain_events.inc(event.model_id, event.reason.value)
         # The labeled examples the event speaks of are written first: the trainer, on reading the event, trains

@@ -259,9 +259,23 @@ class DetectorMetrics(ServiceMetrics):
         )
 
 
+# The stages of a retrain on its way through the loop (RetrainTrace): each service times the ones it sees end.
+LOOP_STAGES = {
+    "published": "the detection to its retrain event's record (detector batch, producer linger)",
+    "delivered": "the retrain event's record to the trainer reading it",
+    "queued": "read to fit started (catching up on labeled examples, an earlier fit of the model, no free worker)",
+    "fit": "fit started to its result collected by the trainer",
+    "registered": "the result to the answer (registered, promoted, model-updated event made)",
+    "swapped": "the answer to the scorer serving the new version (Kafka, the scorer's poll, loading)",
+    "first_served": "the swap to the first prediction made by the new version",
+    "total": "the detection to the first prediction made by the new version",
+}
+
+
 class TrainerMetrics(ServiceMetrics):
     def __init__(self, registry: CollectorRegistry) -> None:
         super().__init__("trainer", registry)
+        self.stages = loop_stages(registry)
         self.fit_seconds = Histogram(
             "retrain_fit_duration_seconds",
             "Time to fit and validate a challenger",
@@ -300,9 +314,21 @@ class TrainerMetrics(ServiceMetrics):
         )
 
 
+def loop_stages(registry: CollectorRegistry) -> Histogram:
+    return Histogram(
+        "retrain_loop_stage_seconds",
+        "Seconds a retrain spent in each stage from detection to the new version serving: "
+        + "; ".join(f"{name}: {what}" for name, what in LOOP_STAGES.items()),
+        ["stage"],
+        buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800),
+        registry=registry,
+    )
+
+
 class ScorerMetrics(ServiceMetrics):
     def __init__(self, registry: CollectorRegistry) -> None:
         super().__init__("scorer", registry)
+        self.stages = loop_stages(registry)
         self.predictions = Counter(
             "retrain_predictions_total",
             "Predictions published, per model (the fallback's included)",

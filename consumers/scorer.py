@@ -34,7 +34,7 @@ from consumers.updates import ModelUpdates
 from retrain.decisions.admission import ModelAdmission
 from retrain.decisions.scoring import ModelLoadError, Prediction, ServedModel, load_version, score_batch
 from retrain.kafka import Consumer, Record, TopicPartition
-from retrain.registry import ModelRegistry, RegistryError
+from retrain.registry import Registry, RegistryError, open_registry
 from retrain.settings import Settings, TopicSettings
 from schemas import ModelUpdatedEvent, PredictionEvent, ScoringRequest
 from schemas.fast import trusted
@@ -52,7 +52,7 @@ class ScorerService:
     def __init__(
         self,
         topics: TopicSettings,
-        registry: ModelRegistry,
+        registry: Registry,
         *,
         fallback: Prediction = 0,
         updates: Consumer | None = None,
@@ -76,6 +76,8 @@ class ScorerService:
         self._consumed = self.metrics.records_consumed.labels(self.name, topics.scoring_requests)
         self._latency = self.metrics.processing_latency.labels(self.name)
         self._predictions: dict[str, Any] = {}
+        # A traced swap awaiting its first prediction: model -> (version, when swapped, when detected or None).
+        self._first_due: dict[str, tuple[int, float, float | None]] = {}
         if self.updates is not None and not self.updates.catch_up():
             self.updates.close()
             self.updates = None
@@ -173,6 +175,11 @@ class ScorerService:
             self._load_failed(update.model_id, update.version, current, error)
             return False
         self._serve(loaded)
+        if update.trace is not None:  # a retrain's answer (not a promotion by hand): time its last stages
+            swapped = time.time()
+            self.metrics.stages.labels("swapped").observe(max(0.0, swapped - update.updated_at.timestamp()))
+            detected = update.trace.detected.timestamp() if update.trace.detected is not None else None
+            self._first_due[update.model_id] = (loaded.version, swapped, detected)
         self.metrics.swaps.labels(update.model_id).inc()
         self.metrics.model_version.labels(update.model_id).set(loaded.version)
         log.info(
@@ -254,6 +261,12 @@ class ScorerService:
             if record.timestamp >= 0:
                 ages.append(max(0.0, now - record.timestamp / 1000))
         observe_many(self._latency, ages)
+        due = self._first_due.get(model_id)
+        if due is not None and scored and due[0] == served.version:
+            del self._first_due[model_id]
+            self.metrics.stages.labels("first_served").observe(max(0.0, now - due[1]))
+            if due[2] is not None:
+                self.metrics.stages.labels("total").observe(max(0.0, now - due[2]))
         counter = self._predictions.get(model_id)
         if counter is None:
             counter = self._predictions[model_id] = self.metrics.predictions.labels(model_id)
@@ -277,7 +290,7 @@ def run_scorer(settings: Settings, *, registry: CollectorRegistry | None = None,
     updates = make_consumer(settings.kafka, None)
     service = ScorerService(
         settings.topics,
-        ModelRegistry.from_settings(settings.registry),
+        open_registry(settings.registry),
         fallback=settings.scorer.fallback,
         updates=updates,
         metrics_registry=registry,

@@ -39,9 +39,10 @@ from retrain.decisions.training import (
     window_bounds,
 )
 from retrain.kafka import Consumer, Record, TopicPartition
-from retrain.registry import ArtifactVerificationError, ModelRegistry, ModelVersionInfo, RegistryError
+from retrain.registry import ArtifactVerificationError, ModelVersionInfo, Registry, RegistryError, open_registry
 from retrain.settings import TopicSettings
-from schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainReason, UpdateOutcome
+from schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainReason, RetrainTrace, UpdateOutcome
+from schemas.types import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class TrainerService:
     def __init__(
         self,
         topics: TopicSettings,
-        registry: ModelRegistry,
+        registry: Registry,
         config: TrainingConfig,
         factory_for: Callable[[str, Task], EstimatorFactory],
         *,
@@ -120,6 +121,12 @@ class TrainerService:
         elif record.topic == self.topics.retrain_events:
             event = decode_record(record, RetrainEvent)
             self.admission.require(event.model_id)
+            event = self._stamp(event, received=utc_now())
+            if record.timestamp >= 0:  # the record's timestamp: when the event was published
+                published = record.timestamp / 1000
+                self._observe("delivered", published, event.trace.received)
+                if event.trace.detected is not None:
+                    self._observe("published", event.trace.detected, published)
             log.info("%s: retrain event %s (%s) received", event.model_id, event.event_id, event.reason.value)
             if event.model_id in self.pending:
                 self.metrics.coalesced.labels(event.model_id).inc()
@@ -262,6 +269,8 @@ class TrainerService:
         task = self.task(model_id)
         champion = self._load(champion_info)
         factory = self.factory_for(model_id, task)
+        event = self._stamp(event, fit_started=utc_now())
+        self._observe("queued", event.trace.received, event.trace.fit_started)
         self.fits.submit(event.event_id, train_challenger, window, factory, task, self.config, champion, wider)
         first, last = window_bounds(window)
         self.fitting[event.event_id] = Fit(event, source, champion_info, len(window), first, last)
@@ -274,6 +283,8 @@ class TrainerService:
             log.info("fit for %s finished after its partition was revoked: dropped", result.key)
             return
         self.metrics.fit_seconds.labels(fit.event.model_id).observe(result.seconds)
+        fit.event = self._stamp(fit.event, fit_finished=utc_now())
+        self._observe("fit", fit.event.trace.fit_started, fit.event.trace.fit_finished)
         self.metrics.fits_running.set(sum(not f.orphan for f in self.fitting.values()))
         if result.failed:
             update = self._failed(fit.event, fit, result.reason or "fit_error", result.message)
@@ -321,6 +332,7 @@ class TrainerService:
                 n_samples=fit.n_samples if fit is not None else None,
                 trigger_event_id=event.event_id,
                 detail=f"{reason}: {message}"[:2048],
+                trace=event.trace,
             )
         )
 
@@ -353,10 +365,25 @@ class TrainerService:
                 sha256=info.sha256,
                 trigger_event_id=event.event_id,
                 detail=detail,
+                trace=event.trace,
             )
         )
 
+    @staticmethod
+    def _stamp(event: RetrainEvent, **moments: datetime) -> RetrainEvent:
+        """``event`` with more of its trace: the moments the trainer saw it reach."""
+        trace = (event.trace or RetrainTrace()).model_copy(update=moments)
+        return event.model_copy(update={"trace": trace})
+
+    def _observe(self, stage: str, start: datetime | float | None, end: datetime | float | None) -> None:
+        if start is None or end is None:
+            return
+        seconds = _seconds(end) - _seconds(start)
+        self.metrics.stages.labels(stage).observe(max(0.0, seconds))  # clocks of two machines may disagree
+
     def _record(self, update: ModelUpdatedEvent) -> ModelUpdatedEvent:
+        if update.trace is not None:
+            self._observe("registered", update.trace.fit_finished, update.updated_at)
         log.info("%s: %s version %s (%s)", update.model_id, update.outcome.value, update.version, update.detail)
         return update
 
@@ -388,6 +415,10 @@ class TrainerService:
         return all(self.consumer.position(p) >= self._catch_up_to.get(p, 0) for p in partitions)
 
 
+def _seconds(moment: datetime | float) -> float:
+    return moment.timestamp() if isinstance(moment, datetime) else moment
+
+
 def run_trainer(settings, *, registry: CollectorRegistry | None = None, serve: bool = True):
     """Build the trainer's clients and loop from the settings; return the loop (call ``run()``)."""
     from consumers.metrics import serve_metrics
@@ -398,7 +429,7 @@ def run_trainer(settings, *, registry: CollectorRegistry | None = None, serve: b
 
     trainer = settings.trainer
     metrics_registry = registry or CollectorRegistry()
-    model_registry = ModelRegistry.from_settings(settings.registry)
+    model_registry = open_registry(settings.registry)
     service = TrainerService(
         settings.topics,
         model_registry,

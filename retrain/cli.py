@@ -260,7 +260,7 @@ def cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:
     loop.install_signal_handlers()
     print(
         f"trainer: reading {settings.topics.labeled_examples} and {settings.topics.retrain_events} at "
-        f"{settings.kafka.bootstrap_servers}; registry in {settings.registry.path}; metrics on "
+        f"{settings.kafka.bootstrap_servers}; registry in {settings.registry.location}; metrics on "
         f"http://{settings.metrics.host}:{settings.metrics.trainer_port}/metrics",
         flush=True,
     )
@@ -269,9 +269,9 @@ def cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
-    from retrain.registry import ModelRegistry
+    from retrain.registry import open_registry
 
-    registry = ModelRegistry.from_settings(settings.registry)
+    registry = open_registry(settings.registry)
     if args.models_command == "list":
         for model_id in registry.models():
             champion = registry.champion(model_id)
@@ -329,7 +329,7 @@ def cmd_scorer(args: argparse.Namespace, settings: Settings) -> int:
     loop.install_signal_handlers()
     print(
         f"scorer: reading {settings.topics.scoring_requests} at {settings.kafka.bootstrap_servers}; models from "
-        f"{settings.registry.path} (a model with no promoted version gets {settings.scorer.fallback_prediction}, "
+        f"{settings.registry.location} (a model with no promoted version gets {settings.scorer.fallback_prediction}, "
         f"version 0); metrics on http://{settings.metrics.host}:{settings.metrics.scorer_port}/metrics",
         flush=True,
     )
@@ -392,7 +392,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_trigger(args: argparse.Namespace, settings: Settings) -> int:
     from producers import EventPublisher
     from retrain.kafka import KafkaFailure, make_producer
-    from schemas import RetrainEvent, RetrainReason, TrainingWindow
+    from schemas import RetrainEvent, RetrainReason, RetrainTrace, TrainingWindow
+    from schemas.types import utc_now
 
     try:
         event = RetrainEvent(
@@ -400,6 +401,7 @@ def cmd_trigger(args: argparse.Namespace, settings: Settings) -> int:
             reason=RetrainReason(args.reason),
             detector=None,
             note=args.note,
+            trace=RetrainTrace(detected=utc_now()),
             suggested_window=TrainingWindow(last_n=args.window) if args.window is not None else None,
         )
     except ValidationError as error:

@@ -8,6 +8,7 @@ drifts, the detections and the model swaps. Ctrl-C stops everything cleanly.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import signal
@@ -22,8 +23,9 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from consumers.decoding import decode_record
+from consumers.metrics import LOOP_STAGES
 from producers import EventPublisher
-from producers.replay import ReplayConfig, Replayer, ReplayStats
+from producers.replay import LabelDelay, ReplayConfig, Replayer, ReplayStats, parse_label_delay
 from producers.streams import GeneratorSource, StreamSource
 from retrain.kafka import make_admin, make_consumer, make_producer, read_to_end
 from retrain.roundtrip import ensure_broker
@@ -50,6 +52,7 @@ class DemoResult:
     retrain_events: list[RetrainEvent] = field(default_factory=list)
     promotions: int = 0
     dead_letters: float = 0.0
+    stages: dict[str, tuple[float, float]] = field(default_factory=dict)  # retrain loop stage -> (seconds, count)
     stats: ReplayStats | None = None
     interrupted: bool = False
 
@@ -151,7 +154,7 @@ def run_demo(
             ensure_topics(admin, pipeline_topics(settings.topics))
         finally:
             admin.close()
-        say(f"demo {run_id}: topics demo-{run_id}-*, registry {settings.registry.path}")
+        say(f"demo {run_id}: topics demo-{run_id}-*, registry {settings.registry.location}")
         from consumers.detector import run_detector
         from consumers.scorer import run_scorer
         from consumers.trainer import run_trainer
@@ -201,6 +204,13 @@ def run_demo(
         producer.close()
         result.interrupted = stop.is_set()
         result.dead_letters = sum(s.value("retrain_dead_letters_total") for s in services)
+        result.stages = {
+            stage: (
+                sum(s.value("retrain_loop_stage_seconds_sum", stage=stage) for s in services),
+                sum(s.value("retrain_loop_stage_seconds_count", stage=stage) for s in services),
+            )
+            for stage in LOOP_STAGES
+        }
     finally:
         for service in services:
             service.stop()
@@ -208,12 +218,21 @@ def run_demo(
             signal.signal(sig, handler)
     try:
         _collect(settings, model_id, result)
-        _summarise(result, source, settings, say, png, compare, time.monotonic() - started_at)
+        offline_delay = _in_examples(label_delay, rate)
+        _summarise(result, source, settings, say, png, compare, time.monotonic() - started_at, offline_delay)
     finally:
         if broker is not None and not keep_broker:
             broker.stop()
             say("broker: stopped (use --keep-broker to leave it running)")
     return 130 if result.interrupted else 0
+
+
+def _in_examples(label_delay: str, rate: float | None) -> LabelDelay | None:
+    """The replay's label delay (seconds) in examples at ``rate``, for the offline run of the same stream."""
+    delay = parse_label_delay(label_delay)
+    if rate is None:
+        return None  # as fast as possible: no fixed number of examples per second
+    return dataclasses.replace(delay, a=delay.a * rate, b=delay.b * rate)
 
 
 def _collect(settings: Settings, model_id: str, result: DemoResult) -> None:
@@ -250,6 +269,7 @@ def _summarise(
     png: Path,
     compare: bool,
     elapsed: float,
+    label_delay: LabelDelay | None = None,
 ) -> None:
     from retrain import evaluate
     from retrain.plots import Timeline, plot_timelines
@@ -258,9 +278,14 @@ def _summarise(
     say(f"--- summary after {elapsed:.0f}s{' (interrupted)' if result.interrupted else ''} ---")
     say(f"labeled examples joined: {result.examples:,}; dead letters: {result.dead_letters:.0f}")
     say(f"accuracy after the cold start ({start:,}): {result.accuracy(start):.4f}")
-    say(f"true drifts at {list(source.drift_points)}; detected at {result.detections}")
+    say(
+        f"true drifts at {list(source.drift_points)}; detected at {result.detections}; new versions from {result.swaps}"
+    )
     reasons = [f"{e.reason.value}@{int(e.evidence.values.get('position', -1))}" for e in result.retrain_events]
     say(f"retrain events: {len(result.retrain_events)} ({', '.join(reasons)}); versions promoted: {result.promotions}")
+    timed = [(stage, total / count) for stage, (total, count) in result.stages.items() if count]
+    if timed:
+        say("retrain loop, mean seconds per stage: " + ", ".join(f"{stage} {mean:.2f}" for stage, mean in timed))
     timelines = [
         Timeline(
             "demo over Kafka",
@@ -273,18 +298,25 @@ def _summarise(
     ]
     if compare and not result.interrupted:
         offline = evaluate.evaluate_stream(
-            source, settings.detector, settings.trainer, scheduled_every=5_000, initial=None, names=["default"]
+            source,
+            settings.detector,
+            settings.trainer,
+            scheduled_every=5_000,
+            initial=None,
+            names=["default"],
+            label_delay=label_delay,
         )["default"]
+        offline_swaps = [s for s in offline.swaps if s < len(offline.correct)]
         say(
-            f"retrain evaluate (default, same stream, offline): accuracy {offline.accuracy:.4f}, "
-            f"detected at {offline.detections}"
+            f"retrain evaluate (default, same stream and label delay, offline): accuracy {offline.accuracy:.4f}, "
+            f"detected at {offline.detections}; new versions from {offline_swaps}"
         )
         timelines.append(
             Timeline(
                 "retrain evaluate (default)",
                 offline.correct,
                 offline.detections,
-                [s for s in offline.swaps if s < len(offline.correct)],
+                offline_swaps,
                 offline.retrains,
                 offline.accuracy,
             )

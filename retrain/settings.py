@@ -13,6 +13,7 @@ import math
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlparse
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -384,8 +385,39 @@ class RegistrySettings(BaseSettings):
     model_config = _config("RETRAIN_REGISTRY_")
 
     path: Path = Path(".cache/models")
+    # file:///abs/path (the file registry; default: `path`), or an MLflow tracking server: mlflow://host:port
+    # (plain HTTP) or http(s)://host:port. Credentials for MLflow go in MLFLOW_TRACKING_USERNAME/PASSWORD.
+    uri: str | None = None
     # HMAC-SHA256 key that signs every artifact; saving or loading a model needs it. Never printed or logged.
     hmac_key: SecretStr | None = None
+
+    @property
+    def location(self) -> str:
+        """Where the registry is, for messages (a URI never carries credentials: see the validator)."""
+        return self.uri or str(self.path)
+
+    def backend(self) -> tuple[Literal["file", "mlflow"], Any]:
+        """("file", its directory) or ("mlflow", its tracking URI)."""
+        if self.uri is None:
+            return "file", self.path
+        scheme, _, rest = self.uri.partition("://")
+        if scheme == "file":
+            return "file", Path(unquote(urlparse(self.uri).path))
+        if scheme == "mlflow":
+            return "mlflow", f"http://{rest}"
+        return "mlflow", self.uri
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, uri: str | None) -> str | None:
+        if uri is not None and uri.partition("://")[0] not in ("file", "mlflow", "http", "https"):
+            raise ValueError("RETRAIN_REGISTRY_URI must start with file://, mlflow://, http:// or https://")
+        if uri is not None and "@" in uri.partition("://")[2].partition("/")[0]:
+            raise ValueError(
+                "RETRAIN_REGISTRY_URI must not carry credentials: set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD instead"
+            )
+        return uri
 
     @model_validator(mode="after")
     def _key_is_long_enough(self) -> RegistrySettings:

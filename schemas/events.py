@@ -170,6 +170,21 @@ class TrainingWindow(BaseModel):
         return self
 
 
+class RetrainTrace(BaseModel):
+    """Wall-clock moments of one retrain on its way through the loop, each by the clock of the service that saw it.
+
+    The detector (or ``retrain trigger``) sets ``detected``; the trainer the rest, and its answer carries them all.
+    When each event was published is its Kafka record's timestamp; when the new version served first, the scorer's.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    detected: UtcTimestamp | None = Field(default=None, description="The retrain was asked for")
+    received: UtcTimestamp | None = Field(default=None, description="The trainer read the retrain event")
+    fit_started: UtcTimestamp | None = Field(default=None, description="Its fit went to a fit worker")
+    fit_finished: UtcTimestamp | None = Field(default=None, description="The trainer had the fit's result")
+
+
 class RetrainEvent(Event):
     """A request to retrain one model, from a detector, a rule, a schedule or a person."""
 
@@ -184,6 +199,7 @@ class RetrainEvent(Event):
     evidence: Evidence = Field(default_factory=Evidence)
     suggested_window: TrainingWindow | None = None
     note: Text | None = None
+    trace: RetrainTrace | None = None
 
 
 class UpdateOutcome(StrEnum):
@@ -211,6 +227,7 @@ class ModelUpdatedEvent(Event):
     trigger_event_id: EventId | None = None
     detail: Text | None = Field(default=None, description="Why a retrain was rejected or failed")
     updated_at: UtcTimestamp = Field(default_factory=utc_now)
+    trace: RetrainTrace | None = Field(default=None, description="The retrain event's way to this answer")
 
     @model_validator(mode="after")
     def _outcome_is_consistent(self) -> Self:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from retrain.decisions.training import FittedModel
-from retrain.registry import ArtifactVerificationError, ModelRegistry, RegistryError
+from retrain.registry import ArtifactVerificationError, Registry, RegistryError
 
 Prediction = bool | int | float | str
 
@@ -65,7 +65,7 @@ def _score(model: FittedModel, rows: list[dict[str, float]]) -> list[RowResult]:
     return _score(model, rows[:middle]) + _score(model, rows[middle:])
 
 
-def load_version(registry: ModelRegistry, model_id: str, version: int, sha256: str | None = None) -> ServedModel:
+def load_version(registry: Registry, model_id: str, version: int, sha256: str | None = None) -> ServedModel:
     """A verified version of ``model_id``; ``sha256``, when given (a model update's), must be the registry's too."""
     what = f"{model_id} version {version}"
     try:

@@ -46,7 +46,9 @@ METRICS_PORTS: dict[str, int] = {
     for name, field in MetricsSettings.model_fields.items()
     if name.endswith("_port")
 }
-EXPECTED_SERVICES = {KAFKA_SERVICE, "topics", "prometheus", *METRICS_PORTS}
+MLFLOW_SERVICE = "mlflow"
+EXPECTED_SERVICES = {KAFKA_SERVICE, "topics", "prometheus", MLFLOW_SERVICE, *METRICS_PORTS}
+REGISTRY_USERS = ("trainer", "scorer")
 # The services that talk to Kafka through the retrain package.
 KAFKA_CLIENT_SERVICES = ["topics", *METRICS_PORTS]
 
@@ -292,14 +294,35 @@ def test_start_up_order() -> None:
     for name in METRICS_PORTS:
         svc = service(name)
         assert svc["command"] == [name], f"{name} runs {svc['command']!r}"
-        assert svc["depends_on"] == {"topics": {"condition": "service_completed_successfully"}}, (
-            f"{name} must start after the topics exist: depends_on is {svc['depends_on']!r}"
-        )
+        expected = {"topics": {"condition": "service_completed_successfully"}}
+        if name in REGISTRY_USERS:  # and after the registry answers
+            expected[MLFLOW_SERVICE] = {"condition": "service_healthy"}
+        assert svc["depends_on"] == expected, f"{name} must start after {sorted(expected)}: {svc['depends_on']!r}"
 
 
-def test_trainer_keeps_its_models_in_a_named_volume() -> None:
-    assert "models" in (compose().get("volumes") or {}), "the top-level volumes must declare 'models'"
-    assert "models:/var/lib/retrain/models" in service("trainer").get("volumes", [])
+def mlflow_option(name: str) -> str:
+    command = service(MLFLOW_SERVICE)["command"]
+    return command[command.index(name) + 1]
+
+
+def test_mlflow_serves_the_registry_from_a_named_volume_on_loopback() -> None:
+    mlflow = service(MLFLOW_SERVICE)
+    assert mlflow["entrypoint"] == ["mlflow"] and mlflow["command"][0] == "server"
+    build = mlflow.get("build")
+    assert (build.get("context") if isinstance(build, dict) else build) == ".", "the image with the mlflow extra"
+    assert "mlflow-data" in (compose().get("volumes") or {}), "the top-level volumes must declare 'mlflow-data'"
+    assert "mlflow-data:/var/lib/retrain/mlflow" in mlflow.get("volumes", [])
+    assert mlflow_option("--backend-store-uri") == "sqlite:////var/lib/retrain/mlflow/mlflow.db"
+    assert mlflow_option("--artifacts-destination").startswith("/var/lib/retrain/mlflow/")
+    port = mlflow_option("--port")
+    assert (LOOPBACK, port, port) in published_ports(mlflow)
+    assert f"127.0.0.1:{port}/health" in " ".join(mlflow["healthcheck"]["test"])
+    made = [arguments for keyword, arguments in dockerfile_instructions() if keyword == "RUN" and "mkdir" in arguments]
+    assert any("/var/lib/retrain/mlflow" in run and "chown -R retrain:retrain /var/lib/retrain" in run for run in made)
+    installs = [
+        arguments for keyword, arguments in dockerfile_instructions() if keyword == "RUN" and "pip" in arguments
+    ]
+    assert any("'.[mlflow]'" in run for run in installs), "the image installs the mlflow extra"
 
 
 def test_detector_keeps_its_state_stores_in_a_named_volume_the_image_lets_it_write() -> None:
@@ -310,13 +333,18 @@ def test_detector_keeps_its_state_stores_in_a_named_volume_the_image_lets_it_wri
     assert any("/var/lib/retrain/state" in run and "chown -R retrain:retrain /var/lib/retrain" in run for run in made)
 
 
-def test_scorer_reads_the_trainers_registry_with_the_same_key() -> None:
+def test_scorer_reads_the_trainers_registry_in_mlflow_with_the_same_key() -> None:
     trainer, scorer = environment(service("trainer")), environment(service("scorer"))
-    assert "models:/var/lib/retrain/models:ro" in service("scorer").get("volumes", [])
-    for name in ("path", "hmac_key"):
+    for name in ("uri", "hmac_key"):
         variable = env_name(settings_module.RegistrySettings, name)
         assert variable in trainer, f"the trainer sets no {variable}"
         assert scorer.get(variable) == trainer[variable], f"scorer and trainer disagree on {variable}"
+    uri = trainer[env_name(settings_module.RegistrySettings, "uri")]
+    backend, tracking = settings_module.RegistrySettings(uri=uri).backend()
+    assert (backend, tracking) == ("mlflow", f"http://{MLFLOW_SERVICE}:{mlflow_option('--port')}")
+    assert f"{MLFLOW_SERVICE}:{mlflow_option('--port')}" in mlflow_option("--allowed-hosts").split(",")
+    for name in REGISTRY_USERS:  # nothing shared on disk: the registry is reached over the network
+        assert not any("retrain/models" in volume for volume in service(name).get("volumes", [])), name
 
 
 def test_dockerfile_runs_the_retrain_cli_as_a_non_root_user() -> None:

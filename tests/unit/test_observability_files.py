@@ -76,7 +76,7 @@ def test_every_metric_named_is_one_the_services_expose(path):
 def test_dashboard_has_the_panels_the_operators_need():
     dashboard = json.loads(DASHBOARD.read_text())
     titles = " | ".join(panel["title"] for panel in dashboard["panels"]).lower()
-    for needed in ("records consumed", "lag", "rolling accuracy", "drift detections", "fit duration"):
+    for needed in ("records consumed", "lag", "rolling accuracy", "drift detections", "fit duration", "per stage"):
         assert needed in titles, f"no panel about {needed}: {titles}"
     annotations = {a["name"] for a in dashboard["annotations"]["list"]}
     assert annotations == {"Retrain events", "Model updates"}

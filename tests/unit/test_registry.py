@@ -25,8 +25,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
 import retrain
-from retrain import registry as registry_module
 from retrain.registry import ArtifactVerificationError, ModelRegistry, ModelVersionInfo, RegistryError
+from retrain.registry import records as registry_module
 from retrain.settings import RegistrySettings, load_settings
 
 KEY = "test-registry-key-0123456789abcdef"  # 34 characters
@@ -418,3 +418,57 @@ def test_registry_settings(monkeypatch, tmp_path):
     with pytest.raises(ValidationError, match="at least 32 characters") as refused:
         RegistrySettings()
     assert short not in str(refused.value)
+
+
+# -- signed metadata and champion record ----------------------------------------------------------------------
+
+
+def test_a_genuine_version_put_in_another_ones_place_is_refused(registry, logistic, tree, no_unpickling):
+    register(registry, logistic, "event-1")
+    register(registry, tree, "event-2")
+    # Version 1's artifact and metadata copied over version 2, its number edited: digests and HMAC still match.
+    swapped = json.loads(metadata(registry, 1).read_text())
+    swapped["version"] = 2
+    artifact(registry, 2).write_bytes(artifact(registry, 1).read_bytes())
+    metadata(registry, 2).write_text(json.dumps(swapped))
+    assert registry.info(MODEL, 2).sha256 == registry.info(MODEL, 1).sha256
+    with pytest.raises(ArtifactVerificationError, match="churn version 2: its metadata does not match its signature"):
+        registry.load(MODEL, 2)
+    with pytest.raises(ArtifactVerificationError, match="does not match its signature"):
+        registry.promote(MODEL, 2)
+
+
+def test_edited_metrics_are_refused(registry, tree, no_unpickling):
+    register(registry, tree)
+    edited = json.loads(metadata(registry, 1).read_text())
+    edited["metrics"]["accuracy"] = 0.99
+    metadata(registry, 1).write_text(json.dumps(edited))
+    with pytest.raises(ArtifactVerificationError, match="does not match its signature"):
+        registry.load(MODEL, 1)
+
+
+def test_metadata_without_a_signature_is_listed_but_not_loaded(registry, tree, no_unpickling):
+    register(registry, tree)
+    old = json.loads(metadata(registry, 1).read_text())
+    del old["signature"]
+    metadata(registry, 1).write_text(json.dumps(old))
+    assert registry.info(MODEL, 1).signature == ""
+    with pytest.raises(ArtifactVerificationError, match=r"\(unsigned: written before metadata was signed\)"):
+        registry.load(MODEL, 1)
+
+
+def test_a_champion_record_moved_by_hand_is_refused(registry, logistic, tree):
+    register(registry, logistic, "event-1")
+    register(registry, tree, "event-2")
+    registry.promote(MODEL, 1)
+    registry.promote(MODEL, 2)
+    path = registry.path / MODEL / "champion.json"
+    record = json.loads(path.read_text())
+    record["version"], record["history"] = 1, record["history"][:1]  # back to version 1, without `rollback`
+    path.write_text(json.dumps(record))
+    with pytest.raises(RegistryError, match=r"champion\.json does not match its signature"):
+        registry.champion(MODEL)
+    keyless = ModelRegistry(registry.path, None)
+    assert keyless.champion(MODEL).version == 1  # reading without the key cannot check, and does not refuse
+    registry.promote(MODEL, 2)  # a promotion with the key writes a signed record again
+    assert registry.champion(MODEL).version == 2

@@ -17,7 +17,15 @@ from retrain.decisions.training import FittedModel
 from retrain.kafka import Record
 from retrain.registry import ModelRegistry, ModelVersionInfo
 from retrain.settings import TopicSettings
-from schemas import EventDecodeError, ModelUpdatedEvent, PredictionEvent, ScoringRequest, UpdateOutcome, encode
+from schemas import (
+    EventDecodeError,
+    ModelUpdatedEvent,
+    PredictionEvent,
+    RetrainTrace,
+    ScoringRequest,
+    UpdateOutcome,
+    encode,
+)
 
 KEY = "scorer-test-key-0123456789abcdef-xyz"
 TOPICS = TopicSettings()
@@ -356,3 +364,29 @@ def test_a_prediction_that_is_no_valid_target_is_dead_lettered_and_the_rest_are_
     assert metric(service, "retrain_predictions_total", model_id="m") == 3
     registry = service.metrics.registry
     assert registry.get_sample_value("retrain_processing_latency_seconds_count", {"service": "scorer"}) == 3
+
+
+def test_a_traced_swap_times_the_last_stages_once_at_its_first_prediction(service, registry):
+    register(registry, "m", threshold_model(above=1), promote=True)
+    score(service, requests("m", XS))
+    v2 = register(registry, "m", threshold_model(above=0), promote=True)
+    detected = datetime.now(UTC) - timedelta(seconds=30)
+    traced = update(v2).model_copy(update={"trace": RetrainTrace(detected=detected)})
+    assert service.model_updated(traced) is True
+    assert metric(service, "retrain_loop_stage_seconds_count", stage="swapped") == 1
+    assert metric(service, "retrain_loop_stage_seconds_count", stage="first_served") is None
+    score(service, requests("m", XS, start=5), first_offset=5)
+    score(service, requests("m", XS, start=10), first_offset=10)  # not the first prediction any more
+    assert metric(service, "retrain_loop_stage_seconds_count", stage="first_served") == 1
+    assert metric(service, "retrain_loop_stage_seconds_count", stage="total") == 1
+    assert 30 <= metric(service, "retrain_loop_stage_seconds_sum", stage="total") < 90
+
+
+def test_a_swap_by_hand_is_not_timed_as_a_retrain(service, registry):
+    register(registry, "m", threshold_model(above=1), promote=True)
+    score(service, requests("m", XS))
+    v2 = register(registry, "m", threshold_model(above=0), promote=True)
+    assert service.model_updated(update(v2)) is True  # `retrain models promote`: no trace
+    score(service, requests("m", XS, start=5), first_offset=5)
+    assert metric(service, "retrain_loop_stage_seconds_count", stage="swapped") is None
+    assert metric(service, "retrain_loop_stage_seconds_count", stage="total") is None

@@ -31,7 +31,7 @@ class CollectingOutputs:
 
 def record(topic: str, event, offset: int) -> Record:
     value = encode(event)
-    return Record(topic, 0, offset, event.model_id.encode(), value, 0)
+    return Record(topic, 0, offset, event.model_id.encode(), value, -1)  # -1: no timestamp, as Kafka says it
 
 
 def examples(model_id: str, n: int, *, one_class: bool = False, seed: int = 0) -> list[LabeledExample]:
@@ -270,7 +270,8 @@ def test_events_that_arrive_during_a_fit_make_one_more_fit_with_the_newest(gated
     third = RetrainEvent(model_id="m", reason=RetrainReason.PERFORMANCE)
     out = handle(service, *examples("m", 1_200), first)
     handle(service, second, third, offset=1_201, out=out)
-    assert list(service.fitting) == [first.event_id] and service.pending == {"m": third}
+    assert list(service.fitting) == [first.event_id]
+    assert {m: e.event_id for m, e in service.pending.items()} == {"m": third.event_id}
     assert service.committable(RE0, 1_203) == 1_200
     gate.touch()
     updates = settle(service, out).events
@@ -355,3 +356,28 @@ def test_with_two_workers_a_model_is_answered_while_another_is_still_fitting(tmp
         assert [u.trigger_event_id for u in settle(service, out).events] == [quick.event_id, slow.event_id]
     finally:
         service.close()
+
+
+def stage_count(service: TrainerService, stage: str) -> float:
+    return service.metrics.registry.get_sample_value("retrain_loop_stage_seconds_count", {"stage": stage}) or 0.0
+
+
+def test_the_answer_carries_the_retrain_events_trace_and_times_the_trainers_stages(service: TrainerService):
+    detected = START.replace(year=2030)  # a clock far ahead of the trainer's: the stage is not negative
+    event = RetrainEvent(model_id="m", reason=RetrainReason.MANUAL, trace={"detected": detected})
+    [update] = feed(service, *examples("m", 1_200), event).events
+    trace = update.trace
+    assert trace.detected == detected
+    assert trace.received <= trace.fit_started <= trace.fit_finished <= update.updated_at
+    stages = ("published", "delivered", "queued", "fit", "registered")
+    assert [stage_count(service, s) for s in stages] == [0, 0, 1, 1, 1]  # the record has no timestamp
+
+
+def test_a_record_timestamp_times_publication_and_delivery(service: TrainerService):
+    event = RetrainEvent(model_id="m", reason=RetrainReason.MANUAL, trace={"detected": datetime.now(UTC)})
+    out = CollectingOutputs()
+    stamped = Record(TOPICS.retrain_events, 0, 0, b"m", encode(event), int(time.time() * 1000))
+    service.handle(stamped, out)
+    assert stage_count(service, "published") == 1 and stage_count(service, "delivered") == 1
+    published = service.metrics.registry.get_sample_value("retrain_loop_stage_seconds_sum", {"stage": "published"})
+    assert 0 <= published < 60
