@@ -306,6 +306,7 @@ class TrainerService:
                 "last_label_timestamp": fit.last.isoformat() if fit.last else None,
             },
             trigger_event_id=event.event_id,
+            reason=event.reason.value,
         )
         if outcome.promote:
             info = self.registry.promote(model_id, info.version)

@@ -60,6 +60,7 @@ class Registry(Protocol):
         metrics: Mapping[str, float],
         training_window: Mapping[str, Any],
         trigger_event_id: str | None,
+        reason: str | None = None,
     ) -> ModelVersionInfo: ...
 
     def promote(self, model_id: str, version: int) -> ModelVersionInfo: ...

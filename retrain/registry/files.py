@@ -127,6 +127,7 @@ class ModelRegistry:
         metrics: Mapping[str, float],
         training_window: Mapping[str, Any],
         trigger_event_id: str | None,
+        reason: str | None = None,
     ) -> ModelVersionInfo:
         """Store a new version (the highest existing + 1), signed; not promoted.
 
@@ -141,6 +142,7 @@ class ModelRegistry:
             metrics=dict(metrics),
             training_window=dict(training_window),
             trigger_event_id=trigger_event_id,
+            reason=reason,
         )
         model_dir = self._model_dir(model_id)
         model_dir.mkdir(parents=True, exist_ok=True)

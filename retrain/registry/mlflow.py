@@ -127,6 +127,7 @@ class MlflowRegistry:
         metrics: Mapping[str, float],
         training_window: Mapping[str, Any],
         trigger_event_id: str | None,
+        reason: str | None = None,
     ) -> ModelVersionInfo:
         template, artifact = self.signer.new_version(
             model_id,
@@ -135,6 +136,7 @@ class MlflowRegistry:
             metrics=dict(metrics),
             training_window=dict(training_window),
             trigger_event_id=trigger_event_id,
+            reason=reason,
         )
         self._ensure_model(model_id)
         run = self._call(
@@ -153,6 +155,7 @@ class MlflowRegistry:
         source = f"{run.info.artifact_uri}/{ARTIFACT_PATH}"
         tags = {
             "retrain.trigger_event_id": trigger_event_id or "",
+            "retrain.reason": reason or "",
             "retrain.n_samples": str(n_samples),
             "retrain.sha256": template.sha256,
             **{f"retrain.library.{name}": value or "" for name, value in template.library_versions.items()},

@@ -74,6 +74,7 @@ class ModelVersionInfo:
     hmac: str
     artifact_uri: str
     promoted_at: datetime | None = None
+    reason: str | None = None  # the retrain event's reason (drift, performance, ...), if one asked for the version
     # HMAC-SHA256 of every field above but promoted_at (see :meth:`signed_payload`); "" when unsigned
     signature: str = ""
 
@@ -90,8 +91,9 @@ class ModelVersionInfo:
                 raise ValueError(f"{name} must be 64 lowercase hex digits")
         if not isinstance(self.signature, str) or not (self.signature == "" or _HEX_DIGEST.fullmatch(self.signature)):
             raise ValueError("signature must be empty or 64 lowercase hex digits")
-        if self.trigger_event_id is not None and not isinstance(self.trigger_event_id, str):
-            raise ValueError("trigger_event_id must be a string or None")
+        for name in ("trigger_event_id", "reason"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string or None")
         if not isinstance(self.artifact_uri, str):
             raise ValueError("artifact_uri must be a string")
         if not isinstance(self.library_versions, dict) or not all(
@@ -127,6 +129,7 @@ class ModelVersionInfo:
             raise ValueError("metadata must be a JSON object")
         expected = set(cls.__dataclass_fields__)
         data.setdefault("signature", "")  # written before metadata was signed: readable, refused at load
+        data.setdefault("reason", None)
         if set(data) != expected:
             raise ValueError(f"metadata fields differ: missing {expected - set(data)}, unknown {set(data) - expected}")
         data["created_at"] = _parse_time(data["created_at"], "created_at")
@@ -165,6 +168,7 @@ class Signer:
         metrics: dict[str, float],
         training_window: dict[str, Any],
         trigger_event_id: str | None,
+        reason: str | None = None,
     ) -> tuple[ModelVersionInfo, bytes]:
         """The metadata and artifact of a version about to be registered (version 1 and no artifact_uri until the
         backend knows them; :meth:`sign` once it does). RegistryError if anything is invalid."""
@@ -182,6 +186,7 @@ class Signer:
                 n_samples=n_samples,
                 metrics=dict(metrics),
                 trigger_event_id=trigger_event_id,
+                reason=reason,
                 library_versions=dict(library_versions_now()),
                 sha256=hashlib.sha256(artifact).hexdigest(),
                 hmac=self.digest(artifact, f"register {model_id}"),

@@ -60,6 +60,7 @@ def register(registry: MlflowRegistry, model_id: str, trigger: str, accuracy: fl
         metrics={"accuracy": accuracy},
         training_window=WINDOW,
         trigger_event_id=trigger,
+        reason="drift",
     )
 
 
@@ -82,6 +83,8 @@ def test_versions_champion_alias_and_rollback(server, unique: str):
     client = MlflowClient(uri)
     version = client.get_model_version(model, "2")
     assert version.tags["retrain.trigger_event_id"] == "event-2" and version.tags["retrain.sha256"] == second.sha256
+    assert version.tags["retrain.reason"] == "drift" and second.reason == "drift"
+    assert version.tags["retrain.library.sklearn"] == second.library_versions["sklearn"]
     assert client.get_run(version.run_id).data.metrics["accuracy"] == 0.875
     assert client.get_run(version.run_id).data.params["window.n_samples"] == "4"
 

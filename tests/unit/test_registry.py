@@ -472,3 +472,15 @@ def test_a_champion_record_moved_by_hand_is_refused(registry, logistic, tree):
     assert keyless.champion(MODEL).version == 1  # reading without the key cannot check, and does not refuse
     registry.promote(MODEL, 2)  # a promotion with the key writes a signed record again
     assert registry.champion(MODEL).version == 2
+
+
+def test_the_retrain_reason_is_recorded_and_signed(registry, tree, no_unpickling):
+    info = registry.register(
+        MODEL, tree, n_samples=160, metrics={}, training_window=WINDOW, trigger_event_id="e", reason="drift"
+    )
+    assert registry.info(MODEL, info.version).reason == "drift"
+    edited = json.loads(metadata(registry, 1).read_text())
+    edited["reason"] = "manual"
+    metadata(registry, 1).write_text(json.dumps(edited))
+    with pytest.raises(ArtifactVerificationError, match="does not match its signature"):
+        registry.load(MODEL, 1)

@@ -277,6 +277,7 @@ def test_events_that_arrive_during_a_fit_make_one_more_fit_with_the_newest(gated
     updates = settle(service, out).events
     assert [u.trigger_event_id for u in updates] == [first.event_id, third.event_id]
     assert [u.version for u in updates] == [1, 2]
+    assert [v.reason for v in service.registry.versions("m")] == ["manual", "performance"]
     assert service.metrics.coalesced.labels("m")._value.get() == 1
     assert service.committable(RE0, 1_203) == 1_203
 
