@@ -341,6 +341,13 @@ class ScorerMetrics(ServiceMetrics):
             ["model_id"],
             registry=registry,
         )
+        self.mistyped_features = Counter(
+            "retrain_scorer_mistyped_features_total",
+            "Feature values scored as missing because their type is not the one the version was trained on "
+            "(a string where it saw numbers, or a number where it saw categories)",
+            ["model_id", "feature"],
+            registry=registry,
+        )
         self.swaps = Counter(
             "retrain_model_swaps_total", "Hot swaps to another promoted version", ["model_id"], registry=registry
         )

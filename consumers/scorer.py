@@ -243,6 +243,8 @@ class ScorerService:
                 message = f"{model_id} version {served.version} predicted {result.prediction!r}: {error}"
                 out.dead_letter_record(record, InvalidRecord(reason, message[:2048]), reason)
                 continue
+            for feature in result.mistyped:
+                self.metrics.mistyped_features.labels(model_id, feature).inc()
             # The rest was validated with the request: built without validating it again (hot path).
             prediction = trusted(
                 PredictionEvent,

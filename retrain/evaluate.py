@@ -33,6 +33,7 @@ from retrain.decisions.training import (
     train_challenger,
 )
 from schemas import LabeledExample, RetrainEvent, RetrainReason
+from schemas.types import FeatureValue
 
 if TYPE_CHECKING:
     from producers.replay import LabelDelay
@@ -46,7 +47,7 @@ _DEGRADATION = (RetrainReason.DRIFT, RetrainReason.PERFORMANCE)
 class StreamExample:
     """What the evaluation needs of an example: features, target, and an optional event time."""
 
-    features: dict[str, float]
+    features: dict[str, FeatureValue]
     target: Any
     timestamp: datetime | None
 

@@ -17,6 +17,7 @@ import msgspec
 
 from schemas.events import Event, LabeledExample, LabelEvent, PredictionEvent, ScoringRequest
 from schemas.types import (
+    MAX_CATEGORY_LENGTH,
     MAX_CLASS_LABEL_LENGTH,
     MAX_FEATURES,
     MAX_ID_LENGTH,
@@ -41,7 +42,10 @@ _ModelId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH)]
 _MAX_FLOAT = 1.7976931348623157e308
 _Number = Annotated[float, msgspec.Meta(ge=-_MAX_FLOAT, le=_MAX_FLOAT)]  # NaN and infinities fail both bounds
-_Features = Annotated[dict[_Name, _Number], msgspec.Meta(min_length=1, max_length=MAX_FEATURES)]
+_Category = Annotated[str, msgspec.Meta(max_length=MAX_CATEGORY_LENGTH)]
+_Features = Annotated[
+    dict[_Name, bool | _Number | _Category | None], msgspec.Meta(min_length=1, max_length=MAX_FEATURES)
+]
 _Version = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 _Target = (
     bool
@@ -129,7 +133,7 @@ def _known_model(model_id: str) -> bool:
     return True
 
 
-def _known_names_of(features: dict[str, float]) -> bool:
+def _known_names_of(features: dict[str, object]) -> bool:
     names = tuple(features)
     if names in _known_names:
         return True

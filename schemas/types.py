@@ -1,8 +1,8 @@
 """Constrained field types shared by every event: finite numbers, UTC timestamps, bounded identifiers.
 
-Strictness is deliberate: a JSON string ``"1.5"`` is not a number, a naive timestamp is not a time,
-``NaN`` is not a feature value. What a producer in another language must send is exactly what the
-exported JSON Schema says.
+Strictness is deliberate: a JSON string ``"1.5"`` is a category, not a number; a naive timestamp is not a
+time; ``NaN`` is not a feature value (a missing value is ``null``). What a producer in another language must
+send is exactly what the exported JSON Schema says.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
 )
 
 MAX_FEATURES = 1024
@@ -27,6 +30,7 @@ MAX_ID_LENGTH = 128
 MAX_NAME_LENGTH = 128
 MAX_TEXT_LENGTH = 2048
 MAX_CLASS_LABEL_LENGTH = 256
+MAX_CATEGORY_LENGTH = 256
 MAX_METRICS = 64
 
 # A model id becomes a registry directory, a metric label and a Kafka key: keep it to a safe alphabet.
@@ -98,12 +102,30 @@ UtcTimestamp = Annotated[
 # pydantic puts the key pattern under patternProperties only, which lets any other key through a JSON Schema
 # validator; state the key constraints in propertyNames too.
 _NAME_KEYS = {"propertyNames": {"minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": NAME_PATTERN}}
+Category = Annotated[str, StringConstraints(max_length=MAX_CATEGORY_LENGTH)]
+
+
+def _one_feature_error(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # One message instead of one per member of the union.
+    try:
+        return handler(value)
+    except ValidationError:
+        shown = repr(value) if not isinstance(value, str) else f"a string of {len(value)} characters"
+        raise ValueError(
+            f"a feature value is a finite number, a boolean, a string of at most {MAX_CATEGORY_LENGTH} characters "
+            f"or null, not {shown[:60]}"
+        ) from None
+
+
+# A feature's value: a number, a boolean, a category, or null (missing).
+FeatureValue = Annotated[StrictBool | FiniteFloat | Category | None, WrapValidator(_one_feature_error)]
 Features = Annotated[
-    dict[Name, Number],
+    dict[Name, FeatureValue],
     Field(
         min_length=1,
         max_length=MAX_FEATURES,
-        description="Feature name -> finite number.",
+        description="Feature name -> finite number, boolean, category (a string of at most 256 characters) or "
+        "null (missing).",
         json_schema_extra=_NAME_KEYS,
     ),
 ]

@@ -30,6 +30,7 @@ from typing import Any
 
 from schemas import LabeledExample, LabelEvent, PredictionEvent
 from schemas.fast import trusted
+from schemas.types import FeatureValue
 
 JoinKey = tuple[str, str]  # (model_id, prediction_id)
 
@@ -48,7 +49,7 @@ class PredictionOutcome(StrEnum):
 
 # A waiting prediction's fields, not the event object (a third of its memory): id, model, version, features,
 # prediction, timestamp.
-_Fields = tuple[str, str, int, dict[str, float], Any, datetime]
+_Fields = tuple[str, str, int, dict[str, FeatureValue], Any, datetime]
 
 
 def prediction_fields(prediction: PredictionEvent) -> _Fields:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from retrain.decisions.features import Row
 from retrain.decisions.training import FittedModel
 from retrain.registry import ArtifactVerificationError, Registry, RegistryError
 
@@ -37,27 +38,32 @@ class ServedModel:
 
 @dataclass(frozen=True)
 class RowResult:
-    """The prediction for one row, or why the model could not score it."""
+    """The prediction for one row, or why the model could not score it; ``mistyped``: the features scored as
+    missing because their type is not the one the version was trained on (a string where it saw numbers)."""
 
     prediction: Any = None
     error: str | None = None
+    mistyped: tuple[str, ...] = ()
 
 
-def score_batch(served: ServedModel, rows: Sequence[dict[str, float]], fallback: Prediction) -> list[RowResult]:
+def score_batch(served: ServedModel, rows: Sequence[Row], fallback: Prediction) -> list[RowResult]:
     """One result per row, in order: the model's predictions (one ``predict`` call when nothing fails)."""
     if served.model is None:
         return [RowResult(fallback) for _ in rows]
     return _score(served.model, list(rows))
 
 
-def _score(model: FittedModel, rows: list[dict[str, float]]) -> list[RowResult]:
+def _score(model: FittedModel, rows: list[Row]) -> list[RowResult]:
     if not rows:
         return []
     try:
-        predictions = model.predict(rows)
+        predictions, mistyped = model.predict_encoded(rows)
         if len(predictions) != len(rows):
             raise ValueError(f"predict returned {len(predictions)} predictions for {len(rows)} rows")
-        return [RowResult(prediction) for prediction in predictions]
+        results = [RowResult(prediction) for prediction in predictions]
+        for index, name in mistyped:
+            results[index] = RowResult(results[index].prediction, mistyped=(*results[index].mistyped, name))
+        return results
     except Exception as error:  # the estimator's own errors, whatever their class
         if len(rows) == 1:
             return [RowResult(error=f"{type(error).__name__}: {error}")]

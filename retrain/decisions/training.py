@@ -16,7 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from retrain.decisions.drift import Task
+from retrain.decisions.features import MAX_CATEGORIES, FeatureEncoding, Row
 from retrain.decisions.policy import example_error
 from schemas import LabeledExample, RetrainEvent
 
@@ -114,17 +117,30 @@ def split_holdout(
 
 @dataclass
 class FittedModel:
-    """An estimator with the feature order it was trained on: what the registry stores and the scorer loads."""
+    """An estimator with the encoding of its features (order, types, category vocabularies) fixed at fit time:
+    what the registry stores and the scorer loads."""
 
     estimator: Any
     feature_names: list[str]
     task: Task
+    encoding: FeatureEncoding | None = None  # None: a version fitted before categories, all numbers
 
-    def matrix(self, rows: Sequence[dict[str, float]]) -> list[list[float]]:
-        return [[row.get(name, math.nan) for name in self.feature_names] for row in rows]
+    @property
+    def features(self) -> FeatureEncoding:
+        return self.encoding if self.encoding is not None else FeatureEncoding.numeric(self.feature_names)
 
-    def predict(self, rows: Sequence[dict[str, float]]) -> list[Any]:
-        return [_plain(value) for value in self.estimator.predict(self.matrix(rows))]
+    def matrix(self, rows: Sequence[Row]) -> np.ndarray:
+        return np.asarray(self.features.encode(rows).matrix, dtype=float)
+
+    def predict(self, rows: Sequence[Row]) -> list[Any]:
+        return self.predict_encoded(rows)[0]
+
+    def predict_encoded(self, rows: Sequence[Row]) -> tuple[list[Any], list[tuple[int, str]]]:
+        """The predictions, and the (row, feature) values scored as missing because their type was not the
+        one the version was trained on."""
+        encoded = self.features.encode(rows)
+        matrix = np.asarray(encoded.matrix, dtype=float)
+        return [_plain(value) for value in self.estimator.predict(matrix)], encoded.mistyped
 
     def score(self, examples: Sequence[LabeledExample]) -> float:
         """Accuracy for a classifier, minus the mean absolute error for a regressor: higher is better."""
@@ -243,13 +259,36 @@ def _fit_and_score(
     labels = [e.label for e in train]
     if task == "classification" and len({(type(label), label) for label in labels}) < 2:
         raise TrainingFailure("single_class", f"all {len(train)} training examples have the label {labels[0]!r}")
-    feature_names = sorted({name for e in train for name in e.features})
     try:
-        challenger = FittedModel(factory(), feature_names, task)
-        challenger.estimator.fit(challenger.matrix([e.features for e in train]), labels)
+        estimator = factory()
+        rows = [e.features for e in train]
+        encoding = FeatureEncoding.fit(rows, max_categories=_category_limit(estimator))
+        _declare_categories(estimator, encoding)
+        challenger = FittedModel(estimator, encoding.names, task, encoding)
+        challenger.estimator.fit(challenger.matrix(rows), labels)
         return challenger, challenger.score(holdout)
     except Exception as error:  # any estimator failure is an outcome, not a crash
         raise TrainingFailure("estimator_error", f"{type(error).__name__}: {error}") from error
+
+
+def _category_limit(estimator: Any) -> int:
+    """At most max_bins - 1 codes (the vocabulary and "other") for an estimator that bins its features."""
+    max_bins = _params(estimator).get("max_bins")
+    return min(MAX_CATEGORIES, max_bins - 2) if isinstance(max_bins, int) and max_bins > 2 else MAX_CATEGORIES
+
+
+def _declare_categories(estimator: Any, encoding: FeatureEncoding) -> None:
+    """Tell an estimator with native category support (HistGradientBoosting*) which columns are categories,
+    unless its configuration already says; any other estimator gets the category codes as numbers."""
+    if not any(encoding.categorical):
+        return
+    if _params(estimator).get("categorical_features", False) in (None, "from_dtype"):
+        estimator.set_params(categorical_features=np.array(encoding.categorical))
+
+
+def _params(estimator: Any) -> dict[str, Any]:
+    get_params = getattr(estimator, "get_params", None)
+    return get_params(deep=False) if callable(get_params) else {}
 
 
 def window_bounds(window: Sequence[LabeledExample]) -> tuple[datetime | None, datetime | None]:

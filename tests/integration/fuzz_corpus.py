@@ -120,7 +120,18 @@ _WRONG_TYPES: dict[str, list[Any]] = {
     "model_id": [5, None, [], {"id": "fuzz-a"}, False],
     "timestamp": [12_345, 1.5, None, True, [], {}, [2026, 11, 28]],
     "model_version": ["1", 1.5, 1.0, True, None, [1], {}],
-    "features": [[1, 2], "x0=1", None, 3, {"x0": "1.5"}, {"x0": True}, {"x0": None}, {"x0": [1]}, {"x0": {}}],
+    # Nine values: the seeded corpus (and the counts test_fuzz expects) depends on how many there are.
+    "features": [
+        [1, 2],
+        "x0=1",
+        None,
+        3,
+        {"x0": [1]},
+        {"x0": {}},
+        {"x0": ["UA"]},
+        {"x0": {"v": None}},
+        {"x0": "c" * 257},
+    ],
     "prediction": [None, [1], {"class": 1}],
     "label": [None, [1], {"class": 1}],
 }

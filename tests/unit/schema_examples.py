@@ -124,6 +124,10 @@ VALID_EXAMPLES: list[tuple[str, Event]] = [
     ("prediction-regression-float", prediction(prediction=-17.25)),
     ("prediction-integral-float", prediction(prediction=2.0)),
     ("prediction-version-0-unicode-feature", prediction(model_version=0, features={"prix_€": 1e-9})),
+    (
+        "prediction-categorical-bool-missing-features",
+        prediction(features={"carrier": "UA", "weekend": True, "distance": None, "hour": 7.0}),
+    ),
     ("label-bool", label(label=False)),
     ("label-int", label(label=0)),
     ("label-str", label(label="légitime")),

@@ -140,18 +140,28 @@ def case(case_id: str, event_type: type[Event], changes: dict[str, Any], field: 
     return pytest.param(event_type, changes, field, id=case_id)
 
 
-P, L, X, R, U, D = PredictionEvent, LabelEvent, LabeledExample, RetrainEvent, ModelUpdatedEvent, DeadLetter
+P, L, X, R, U, D, S = (
+    PredictionEvent,
+    LabelEvent,
+    LabeledExample,
+    RetrainEvent,
+    ModelUpdatedEvent,
+    DeadLetter,
+    ScoringRequest,
+)
 TOO_MANY = {f"f{i}": 1.0 for i in range(MAX_FEATURES + 1)}
 
 INVALID_FIELDS = [
-    # Numbers must be finite JSON numbers: no NaN / Infinity, no overflow to infinity, no strings, no bools.
+    # Numbers must be finite JSON numbers: no NaN / Infinity, no overflow to infinity. A feature is a number,
+    # a boolean, a category of at most 256 characters or null: never a list or an object.
     case("feature-nan", P, {"features.a": NAN}, "features.a"),
     case("feature-inf", P, {"features.a": INF}, "features.a"),
     case("feature-neg-inf", P, {"features.a": -INF}, "features.a"),
     case("feature-1e400", P, {"features.a": Raw("1e400")}, "features.a"),
-    case("feature-string-number", P, {"features.a": "1.5"}, "features.a"),
-    case("feature-bool", P, {"features.a": True}, "features.a"),
-    case("feature-null", P, {"features.a": None}, "features.a"),
+    case("feature-category-257-chars", P, {"features.a": "c" * 257}, "features.a"),
+    case("feature-list", P, {"features.a": [1.0]}, "features.a"),
+    case("feature-object", P, {"features.a": {"b": 1.0}}, "features.a"),
+    case("feature-list-scoring-request", S, {"features.a": ["UA"]}, "features.a"),
     case("prediction-nan", P, {"prediction": NAN}, "prediction"),
     case("prediction-inf", P, {"prediction": INF}, "prediction"),
     case("prediction-1e400", P, {"prediction": Raw("1e400")}, "prediction"),

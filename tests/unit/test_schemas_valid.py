@@ -22,6 +22,7 @@ from schemas.events import (
     PredictionEvent,
     RetrainEvent,
     RetrainReason,
+    ScoringRequest,
 )
 from schemas.types import MAX_FEATURES
 
@@ -127,6 +128,14 @@ def test_int_feature_values_are_accepted_and_stored_as_float() -> None:
     assert typed(prediction(features={"a": 7}).features) == typed({"a": 7.0})
 
 
+def test_feature_values_are_numbers_booleans_categories_or_missing() -> None:
+    features = {"n": 2, "flag": True, "off": False, "carrier": "UA", "empty": "", "gap": None, "numeric_text": "1.5"}
+    for event_type in (ScoringRequest, PredictionEvent, LabeledExample):
+        event = decode(wire_payload(event_type, {"features": features}), event_type)
+        assert typed(event.features) == typed({**features, "n": 2.0})
+        assert decode(encode(event), event_type) == event
+
+
 def test_int_metric_values_are_accepted_and_stored_as_float() -> None:
     event = decode(wire_payload(ModelUpdatedEvent, {"metrics": {"n_errors": 3}}), ModelUpdatedEvent)
     assert typed(event.metrics) == typed({"n_errors": 3.0})
@@ -141,6 +150,7 @@ def test_int_metric_values_are_accepted_and_stored_as_float() -> None:
         pytest.param({"features": {f"f{i}": float(i) for i in range(MAX_FEATURES)}}, id="max-features"),
         pytest.param({"features": {"n" * 128: 1.0}}, id="feature-name-128-chars"),
         pytest.param({"prediction": "c" * 256}, id="class-label-256-chars"),
+        pytest.param({"features": {"carrier": "é" * 256}}, id="category-256-chars"),
         pytest.param({"model_version": 0}, id="model_version-0"),
         pytest.param({"model_version": 2**31 - 1}, id="model_version-max"),
     ],

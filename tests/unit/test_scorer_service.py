@@ -13,12 +13,13 @@ from sklearn.tree import DecisionTreeClassifier
 
 from consumers.scorer import ScorerService
 from retrain.decisions.scoring import RowResult, ServedModel, score_batch
-from retrain.decisions.training import FittedModel
+from retrain.decisions.training import Estimator, FittedModel, TrainingConfig, train_challenger
 from retrain.kafka import Record
 from retrain.registry import ModelRegistry, ModelVersionInfo
 from retrain.settings import TopicSettings
 from schemas import (
     EventDecodeError,
+    LabeledExample,
     ModelUpdatedEvent,
     PredictionEvent,
     RetrainTrace,
@@ -289,8 +290,8 @@ def test_one_predict_call_per_model_per_batch(service, registry):
     for model_id in ("a", "b"):
         model = service.serving(model_id).model
         assert model is not None
-        predict = model.predict
-        model.predict = lambda rows, predict=predict: calls.append(len(rows)) or predict(rows)  # type: ignore[method-assign]
+        predict = model.estimator.predict
+        model.estimator.predict = lambda rows, predict=predict: calls.append(len(rows)) or predict(rows)
     mixed = [r for pair in zip(requests("a", XS), requests("b", XS), strict=True) for r in pair]
 
     out = score(service, mixed)
@@ -333,7 +334,7 @@ def test_score_batch_isolates_the_failing_rows_by_halving():
 
 
 class Predicts:
-    """A fitted model that answers the given values, one per row, in turn."""
+    """An estimator that answers the given values, one per row, in turn."""
 
     def __init__(self, values: list) -> None:
         self.values = values
@@ -344,7 +345,7 @@ class Predicts:
 
 def test_a_prediction_that_is_no_valid_target_is_dead_lettered_and_the_rest_are_valid_events(service):
     answers = [1.5, float("nan"), 2**70, "", True, "x" * 257, -3, float("inf")]
-    service.served["m"] = ServedModel("m", 4, Predicts(answers))  # type: ignore[arg-type]
+    service.served["m"] = ServedModel("m", 4, FittedModel(Predicts(answers), ["x"], "classification"))
     batch = requests("m", [0.0] * len(answers))
 
     out = score(service, batch)
@@ -390,3 +391,54 @@ def test_a_swap_by_hand_is_not_timed_as_a_retrain(service, registry):
     score(service, requests("m", XS, start=5), first_offset=5)
     assert metric(service, "retrain_loop_stage_seconds_count", stage="swapped") is None
     assert metric(service, "retrain_loop_stage_seconds_count", stage="total") is None
+
+
+def labeled_example(prediction_id: str, features: dict, label: int) -> LabeledExample:
+    return LabeledExample(
+        prediction_id=prediction_id,
+        model_id="m",
+        model_version=1,
+        features=features,
+        prediction=0,
+        label=label,
+        prediction_timestamp=START,
+        label_timestamp=START,
+    )
+
+
+def categorical_model() -> FittedModel:
+    """Trained on carrier (UA late, AA on time), hour (late after 18) and weekend; fitted by the trainer's code."""
+    rng = random.Random(3)
+    examples = []
+    for i in range(600):
+        carrier, hour = rng.choice(["UA", "AA", "DL"]), float(rng.randrange(24))
+        label = int(carrier == "UA" or hour > 18)
+        features = {"carrier": carrier, "hour": hour, "weekend": rng.random() < 0.3}
+        examples.append(labeled_example(f"c-{i}", features, label))
+    estimator = Estimator("sklearn.ensemble.HistGradientBoostingClassifier", (("random_state", 0),))
+    return train_challenger(examples, estimator, "classification", TrainingConfig()).challenger
+
+
+def test_categories_unseen_values_missing_and_mistyped_features_are_scored_not_dead_lettered(service, registry):
+    register(registry, "m", categorical_model(), promote=True)
+    rows = [
+        {"carrier": "UA", "hour": 9.0, "weekend": False},
+        {"carrier": "AA", "hour": 9.0, "weekend": True},
+        {"carrier": "ZZ", "hour": 9.0, "weekend": False},  # a carrier the version never saw
+        {"carrier": "AA", "hour": None},  # missing values, one absent
+        {"carrier": "AA", "hour": "late", "weekend": False, "gate": "B12"},  # a string where it saw numbers, extra
+        {"carrier": 7.0, "hour": 9.0, "weekend": False},  # a number where it saw categories
+    ]
+    batch = [
+        ScoringRequest(prediction_id=f"m-{i}", model_id="m", features=features, timestamp=START)
+        for i, features in enumerate(rows)
+    ]
+
+    out = score(service, batch)
+
+    assert out.dead == []
+    assert [e.prediction_id for e in out.events] == [f"m-{i}" for i in range(6)]
+    assert [e.prediction for e in out.events][:2] == [1, 0]
+    assert metric(service, "retrain_scorer_mistyped_features_total", model_id="m", feature="hour") == 1
+    assert metric(service, "retrain_scorer_mistyped_features_total", model_id="m", feature="carrier") == 1
+    assert metric(service, "retrain_predictions_total", model_id="m") == 6
