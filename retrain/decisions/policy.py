@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from retrain.decisions.drift import DEFAULT_DETECTORS, Detection, DetectorSpec, DriftMonitor, Task, change_point
-from retrain.decisions.feature_drift import FeatureDriftMonitor
+from retrain.decisions.feature_drift import CategoryDetection, FeatureDriftMonitor
 from retrain.decisions.ring import ErrorRing
 from schemas import (
     Evidence,
@@ -269,19 +269,27 @@ class ModelWatch:
         if not changed or self._cooling_down(prediction.timestamp.timestamp()):
             return None
         feature, detection = changed[0]
+        metric = f"feature_mean:{feature}"
+        values: dict[str, float] = {}
+        if isinstance(detection, CategoryDetection):
+            # Which category's share moved most ("<other>": categories outside the watched ones); no control chars.
+            category = "<other>" if detection.category is None else detection.category
+            metric = "".join(c if c.isprintable() else "?" for c in f"category_share:{feature}={category}")
+            values = {"p_value": detection.p_value}
         event = RetrainEvent(
             model_id=self.model_id,
             reason=RetrainReason.DRIFT,
-            detector=f"{detection.detector}[{feature}]",
+            detector=f"{detection.detector}[{feature}]"[:128],
             detected_at=prediction.timestamp,
             model_version=self.version,
             evidence=Evidence(
-                metric=f"feature_mean:{feature}"[:128],
+                metric=metric[:128],
                 before=detection.before,
                 after=detection.after,
                 window_width=detection.window_width,
                 examples_seen=self.examples,
                 detectors=[f"{d.detector}[{name}]"[:128] for name, d in changed][:32],
+                values=values,
             ),
             suggested_window=TrainingWindow(last_n=max(1, detection.window_width)),
         )
