@@ -35,6 +35,8 @@ from retrain.decisions.training import (
     TrainingConfig,
     TrainingOutcome,
     choose_window,
+    needs_evidence,
+    rejection,
     train_challenger,
     window_bounds,
 )
@@ -271,7 +273,10 @@ class TrainerService:
         factory = self.factory_for(model_id, task)
         event = self._stamp(event, fit_started=utc_now())
         self._observe("queued", event.trace.received, event.trace.fit_started)
-        self.fits.submit(event.event_id, train_challenger, window, factory, task, self.config, champion, wider)
+        evidence = needs_evidence(event)
+        self.fits.submit(
+            event.event_id, train_challenger, window, factory, task, self.config, champion, wider, evidence
+        )
         first, last = window_bounds(window)
         self.fitting[event.event_id] = Fit(event, source, champion_info, len(window), first, last)
         return None
@@ -310,14 +315,7 @@ class TrainerService:
         )
         if outcome.promote:
             info = self.registry.promote(model_id, info.version)
-        detail = (
-            None
-            if outcome.promote
-            else (
-                f"challenger {outcome.challenger_score:.4f} < champion {outcome.champion_score:.4f} - tolerance "
-                f"{self.config.tolerance}"
-            )
-        )
+        detail = None if outcome.promote else rejection(outcome, self.config)
         return self._answer(event, info, fit.champion, promoted=outcome.promote, detail=detail)
 
     def _failed(self, event: RetrainEvent, fit: Fit | None, reason: str, message: str) -> ModelUpdatedEvent:

@@ -47,6 +47,7 @@ def policy_config(settings: DetectorSettings, task: str) -> PolicyConfig:
         refit_growth=settings.refit_growth,
         refit_until=settings.refit_until,
         recovered_margin=settings.recovered_margin,
+        confident_rise_z=settings.confident_rise_z,
         change_history=settings.change_history,
         feature_detector=feature_spec,
         feature_limit=settings.feature_limit,
@@ -62,6 +63,7 @@ def training_config(settings: TrainerSettings) -> TrainingConfig:
         min_holdout=settings.min_holdout,
         min_train=settings.min_train,
         tolerance=settings.tolerance,
+        evidence_alpha=settings.promotion_alpha,
     )
 
 

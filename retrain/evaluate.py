@@ -30,6 +30,7 @@ from retrain.decisions.training import (
     TrainingConfig,
     TrainingFailure,
     choose_window,
+    needs_evidence,
     train_challenger,
 )
 from schemas import LabeledExample, RetrainEvent, RetrainReason
@@ -283,7 +284,8 @@ def simulate(
             window = choose_window(buffered, pending, trainer.config)
             result.events.append((index, pending.reason.value, len(window)))
             wider = buffered[-trainer.config.default_window :]
-            pending, (fitted, accuracy) = None, _fit(window, wider, trainer, task, champion, result)
+            evidence = needs_evidence(pending)
+            pending, (fitted, accuracy) = None, _fit(window, wider, trainer, task, champion, result, evidence)
             if fitted is not None:
                 champion = fitted
                 result.promotions += 1
@@ -308,12 +310,13 @@ def _fit(
     task: Task,
     champion: FittedModel | None,
     result: StrategyResult,
+    evidence: bool,
 ) -> tuple[FittedModel | None, float | None]:
     """The promoted challenger and its validation accuracy, or (None, None) when the champion stays."""
     if champion is not None:
         result.retrains += 1  # the first fit is the initial model, not a retrain
     try:
-        outcome = train_challenger(window, trainer.factory, task, trainer.config, champion, wider)
+        outcome = train_challenger(window, trainer.factory, task, trainer.config, champion, wider, evidence)
     except TrainingFailure:
         result.failures += 1
         return None, None

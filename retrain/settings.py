@@ -233,6 +233,9 @@ class DetectorSettings(BaseSettings):
     refit_growth: float = Field(default=2.5, gt=1)
     refit_until: int = Field(default=5_000, ge=1)
     recovered_margin: float | None = Field(default=0.02, ge=0)
+    # A change is confident when the error rose by this many standard errors at its change point; otherwise a retrain
+    # uses every example since the last confident change and must beat the champion beyond noise. None: always.
+    confident_rise_z: float | None = Field(default=3.0, gt=0)
     change_history: int = Field(default=10_000, ge=2)
     # Label-free data drift: a detector per feature of the prediction stream (opt-in).
     feature_drift: bool = False
@@ -288,6 +291,8 @@ class TrainerSettings(BaseSettings):
     min_holdout: int = Field(default=50, ge=1)
     min_train: int = Field(default=100, ge=1)
     tolerance: float = Field(default=0.0, ge=0)
+    # A challenger for a champion not known to be stale must win a one-sided paired test at this level.
+    promotion_alpha: float = Field(default=0.05, gt=0, lt=1)
     buffer_max_examples: int = Field(default=100_000, ge=1)
     buffer_max_age_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     cold_start_min: int = Field(default=1_000, ge=1)

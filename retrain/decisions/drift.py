@@ -11,6 +11,7 @@ The binary detectors need a 0/1 error (classification); regression's absolute er
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -186,3 +187,23 @@ def change_point(errors: Sequence[float]) -> int:
             if score > best:
                 best, best_k = score, k
     return best_k
+
+
+def rise_z(before: Sequence[float], after: Sequence[float]) -> float:
+    """How many standard errors the mean error ``after`` a change point is above the mean ``before`` it.
+
+    A two-sample z statistic with the pooled variance (for 0/1 errors, the two-proportion test); 0 when either side
+    is empty or every error is the same.
+    """
+    n_before, n_after = len(before), len(after)
+    if not n_before or not n_after:
+        return 0.0
+    total = float(sum(before)) + float(sum(after))
+    n = n_before + n_after
+    mean = total / n
+    variance = sum((e - mean) ** 2 for e in before) + sum((e - mean) ** 2 for e in after)
+    variance /= max(1, n - 1)
+    if variance <= 0:
+        return 0.0
+    difference = float(sum(after)) / n_after - float(sum(before)) / n_before
+    return difference / math.sqrt(variance * (1 / n_before + 1 / n_after))

@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from retrain.decisions.drift import DEFAULT_DETECTORS, Detection, DetectorSpec, DriftMonitor, Task, change_point
+from retrain.decisions.drift import (
+    DEFAULT_DETECTORS,
+    Detection,
+    DetectorSpec,
+    DriftMonitor,
+    Task,
+    change_point,
+    rise_z,
+)
 from retrain.decisions.feature_drift import CategoryDetection, FeatureDriftMonitor
 from retrain.decisions.ring import ErrorRing
 from schemas import (
@@ -32,6 +40,10 @@ from schemas import (
     TrainingWindow,
 )
 from schemas.types import Target
+
+# evidence.values key of a retrain event: 1 when the champion is known to be stale (a confident change, a cold
+# start, a trusted trigger), 0 when a challenger must beat it beyond noise. Events without it are trusted.
+STALE = "champion_stale"
 
 
 def example_error(prediction: Target, label: Target, task: Task) -> float:
@@ -77,6 +89,12 @@ class PolicyConfig:
     recovered_margin: float | None = 0.02
     # Errors kept (per model, since its version went into service) to locate the change point of an episode.
     change_history: int = 10_000
+    # A change is confident when the error after its change point exceeds the error before by this many standard
+    # errors (at the episode's first fit). Then the champion is known to be stale: fits use the examples since the
+    # change and a challenger needs only to tie. Otherwise (and for data-volume retrains) a fit uses every example
+    # since the last confident change, and the trainer promotes only a challenger better beyond its holdout's
+    # noise. None: every detected change is confident.
+    confident_rise_z: float | None = 3.0
 
     def __post_init__(self) -> None:
         if self.detectors and not 1 <= self.drift_quorum <= len(self.detectors):
@@ -124,6 +142,7 @@ class Episode:
     sizes: tuple[int, ...]
     fits: int = 0
     refined: bool = False  # change_at re-estimated with the errors that followed the detection
+    confident: bool = True  # judged at the first fit: the error rose beyond noise at change_at
 
     def due(self, position: int) -> int | None:
         """The post-change window of the next fit if it is due at ``position``, else None."""
@@ -156,6 +175,7 @@ class ModelWatch:
         self.last_detections: list[Detection] = []
         self.validation_accuracy: float | None = None  # the trainer's score of the version in service
         self.position = 0  # labeled examples of this model so far, every version: never reset
+        self.last_change_at = 0  # position of the last confident change (the stream's start until one is found)
         self.episode: Episode | None = None
         self.opened: Episode | None = None  # the episode the last observe opened, if any
         self.features = (
@@ -171,6 +191,7 @@ class ModelWatch:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickled (a snapshot): the error windows come as float arrays, packed again here."""
+        self.__dict__.setdefault("last_change_at", 0)
         self.__dict__.update(state)
         for name in ("_rolling", "_history"):
             if isinstance(self.__dict__[name], array):
@@ -433,6 +454,9 @@ class ModelWatch:
             post_change = episode.due(index)
             if post_change is None:
                 return None
+            episode.confident = self._confident(episode, index)
+            if episode.confident and episode.reason is not RetrainReason.DATA_VOLUME:
+                self.last_change_at = episode.change_at
         judging = (
             episode.fits > 0 and self.version > episode.version_at_open and self.config.recovered_margin is not None
         )
@@ -442,6 +466,12 @@ class ModelWatch:
             self.episode = None  # back to where it was before the change: no more fits for this episode
             return None
         episode.take(post_change)
+        window = min(post_change, self.config.refit_until)
+        if episode.reason is RetrainReason.DATA_VOLUME:
+            window = post_change  # the cold start: everything there is
+        elif not episode.confident:
+            episode.fits = len(episode.sizes)  # one fit, on more data: no change to refit after
+            window = index + 1 - self.last_change_at
         if episode.finished:
             self.episode = None
         return RetrainEvent(
@@ -462,10 +492,24 @@ class ModelWatch:
                     "detected_at": float(episode.detected_at),
                     "position": float(index),
                     "refit": float(episode.fits),
+                    STALE: 1.0 if episode.confident else 0.0,
                 },
             ),
-            suggested_window=TrainingWindow(last_n=min(post_change, self.config.refit_until)),
+            suggested_window=TrainingWindow(last_n=window),
         )
+
+    def _confident(self, episode: Episode, index: int) -> bool:
+        """The error after the episode's change point is above the error before it, beyond noise."""
+        threshold = self.config.confident_rise_z
+        if threshold is None or episode.reason is RetrainReason.DATA_VOLUME or episode.detector == "oracle":
+            return True
+        if self.version != episode.version_at_open:
+            return True  # another version's errors since: the detection stands
+        errors = self._recent_errors()
+        split = episode.change_at - (index + 1 - len(errors))
+        if not 0 < split < len(errors):
+            return True  # the history no longer holds both sides
+        return rise_z(errors[:split], errors[split:]) >= threshold
 
     def _drift_event(self, example: LabeledExample) -> RetrainEvent | None:
         """The naive rule (post_change_training off): ask at once, for the trainer's default window."""
@@ -549,12 +593,20 @@ class ModelWatch:
         needed = self.config.cold_start_examples if cold else self.config.volume_examples
         if needed is None or self.examples < needed:
             return None
+        # A cold start trains on all it has. Later, the naive rule takes the trainer's default window and trusts its
+        # trigger; the default policy takes every example since the last confident change and asks for evidence.
+        window = self.examples if cold else None
+        trusted = cold or not self.config.post_change_training
+        if not trusted:
+            window = self.position - self.last_change_at
         return self._event(
             example,
             RetrainReason.DATA_VOLUME,
             detector="cold_start" if cold else "data_volume",
-            evidence=Evidence(examples_seen=self.examples, values={"threshold": float(needed)}),
-            window=self.examples if cold else None,  # a cold start trains on all it has; later, the default window
+            evidence=Evidence(
+                examples_seen=self.examples, values={"threshold": float(needed), STALE: 1.0 if trusted else 0.0}
+            ),
+            window=window,
         )
 
     @property

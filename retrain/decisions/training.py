@@ -20,7 +20,7 @@ import numpy as np
 
 from retrain.decisions.drift import Task
 from retrain.decisions.features import MAX_CATEGORIES, FeatureEncoding, Row
-from retrain.decisions.policy import example_error
+from retrain.decisions.policy import STALE, example_error
 from schemas import LabeledExample, RetrainEvent
 
 
@@ -33,6 +33,9 @@ class TrainingConfig:
     min_holdout: int = 50
     min_train: int = 100
     tolerance: float = 0.0  # promote when challenger >= champion - tolerance (scores: higher is better)
+    # When the champion is not known to be stale, the challenger must be better on the holdout with a one-sided
+    # paired sign test (McNemar's, for 0/1 errors) p-value at most this.
+    evidence_alpha: float = 0.05
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_window <= self.max_window:
@@ -41,6 +44,8 @@ class TrainingConfig:
             raise ValueError("holdout_fraction must be between 0 and 1")
         if self.tolerance < 0 or not math.isfinite(self.tolerance):
             raise ValueError("tolerance must be a finite number >= 0")
+        if not 0 < self.evidence_alpha < 1:
+            raise ValueError("evidence_alpha must be between 0 and 1")
 
 
 class TrainingFailure(Exception):
@@ -142,12 +147,19 @@ class FittedModel:
         matrix = np.asarray(encoded.matrix, dtype=float)
         return [_plain(value) for value in self.estimator.predict(matrix)], encoded.mistyped
 
+    def errors(self, examples: Sequence[LabeledExample]) -> list[float]:
+        """Each example's error: 0/1 for a classifier, the absolute error for a regressor."""
+        predictions = self.predict([e.features for e in examples])
+        return [example_error(p, e.label, self.task) for p, e in zip(predictions, examples, strict=True)]
+
     def score(self, examples: Sequence[LabeledExample]) -> float:
         """Accuracy for a classifier, minus the mean absolute error for a regressor: higher is better."""
-        predictions = self.predict([e.features for e in examples])
-        errors = [example_error(p, e.label, self.task) for p, e in zip(predictions, examples, strict=True)]
-        mean_error = sum(errors) / len(errors)
-        return 1.0 - mean_error if self.task == "classification" else -mean_error
+        return score_of(self.errors(examples), self.task)
+
+
+def score_of(errors: Sequence[float], task: Task) -> float:
+    mean_error = sum(errors) / len(errors)
+    return 1.0 - mean_error if task == "classification" else -mean_error
 
 
 def _plain(value: Any) -> Any:
@@ -201,6 +213,7 @@ class TrainingOutcome:
     n_train: int
     n_holdout: int
     promote: bool
+    p_value: float | None = None  # the paired test's, when the promotion asked for evidence
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -208,11 +221,48 @@ class TrainingOutcome:
         metrics = {name: self.challenger_score, "n_train": float(self.n_train), "n_holdout": float(self.n_holdout)}
         if self.champion_score is not None:
             metrics[f"champion_{name}"] = self.champion_score
+        if self.p_value is not None:
+            metrics["promotion_p_value"] = self.p_value
         return metrics
 
 
 def should_promote(challenger_score: float, champion_score: float | None, tolerance: float) -> bool:
     return champion_score is None or challenger_score >= champion_score - tolerance
+
+
+def rejection(outcome: TrainingOutcome, config: TrainingConfig) -> str:
+    """Why a challenger was not promoted, for the model-updated event."""
+    scores = f"challenger {outcome.challenger_score:.4f}, champion {outcome.champion_score:.4f}"
+    if outcome.p_value is not None:
+        return (
+            f"{scores} on {outcome.n_holdout} holdout examples: not better beyond noise "
+            f"(one-sided paired test p={outcome.p_value:.3g} > {config.evidence_alpha})"
+        )
+    return f"{scores}: challenger below champion - tolerance {config.tolerance}"
+
+
+def needs_evidence(event: RetrainEvent | None) -> bool:
+    """Whether the event leaves the champion presumed good: then a challenger must beat it beyond noise."""
+    return event is not None and event.evidence.values.get(STALE) == 0.0
+
+
+def better_p_value(challenger_errors: Sequence[float], champion_errors: Sequence[float]) -> float:
+    """One-sided paired sign test on the same holdout examples (McNemar's exact test for 0/1 errors): the
+    probability of the challenger winning at least this many of the examples where the two differ, were neither
+    better. 1.0 when they never differ."""
+    wins = sum(1 for a, b in zip(challenger_errors, champion_errors, strict=True) if a < b)
+    losses = sum(1 for a, b in zip(challenger_errors, champion_errors, strict=True) if a > b)
+    differing = wins + losses
+    if differing == 0:
+        return 1.0
+    # P(X >= wins) for X ~ Binomial(differing, 1/2), summed in log space (differing can be thousands).
+    log_half = differing * math.log(0.5)
+    terms = [
+        math.lgamma(differing + 1) - math.lgamma(k + 1) - math.lgamma(differing - k + 1) + log_half
+        for k in range(wins, differing + 1)
+    ]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
 
 
 def train_challenger(
@@ -222,40 +272,50 @@ def train_challenger(
     config: TrainingConfig,
     champion: FittedModel | None = None,
     wider: Sequence[LabeledExample] | None = None,
+    evidence: bool = False,
 ) -> TrainingOutcome:
     """Fit a challenger on ``window`` minus its holdout; score it and the champion on that holdout.
+
+    ``evidence`` (see :func:`needs_evidence`): the champion is not known to be stale, so the challenger replaces it
+    only when it is better on the holdout beyond noise (``config.evidence_alpha``); otherwise a tie is enough.
 
     ``wider``: a longer window ending with the same examples (the latest ``default_window``). A second candidate
     is fitted on it (minus the same holdout) and kept if it scores better: after a change, the examples since
     the change are usually the right window, but when the "change" was a passing fluctuation more data wins,
-    and the holdout decides which.
+    and the holdout decides which. Likewise a window longer than ``default_window`` gets a second candidate on
+    its latest ``default_window`` training examples: all of it wins on a stable stream, the recent part on a
+    drifting one.
     """
     train, holdout = split_holdout(window, config)
     candidates = [train]
     if wider is not None and len(wider) > len(window):
         held = {e.prediction_id for e in holdout}
         candidates.append([e for e in wider if e.prediction_id not in held])
-    best: tuple[FittedModel, float, int] | None = None
+    elif len(train) > config.default_window:
+        candidates.append(train[-config.default_window :])  # a long window: its recent part, if the data drifted
+    best: tuple[FittedModel, list[float], int] | None = None
     for examples in candidates:
-        challenger, score = _fit_and_score(examples, holdout, factory, task)
-        if best is None or score > best[1]:
-            best = (challenger, score, len(examples))
+        challenger, errors = _fit_and_score(examples, holdout, factory, task)
+        if best is None or score_of(errors, task) > score_of(best[1], task):
+            best = (challenger, errors, len(examples))
     assert best is not None
-    challenger, challenger_score, n_train = best
-    champion_score = champion.score(holdout) if champion is not None else None
-    return TrainingOutcome(
-        challenger=challenger,
-        challenger_score=challenger_score,
-        champion_score=champion_score,
-        n_train=n_train,
-        n_holdout=len(holdout),
-        promote=should_promote(challenger_score, champion_score, config.tolerance),
-    )
+    challenger, challenger_errors, n_train = best
+    challenger_score = score_of(challenger_errors, task)
+    if champion is None:
+        return TrainingOutcome(challenger, challenger_score, None, n_train, len(holdout), promote=True)
+    champion_errors = champion.errors(holdout)
+    champion_score = score_of(champion_errors, task)
+    if not evidence:
+        promote = should_promote(challenger_score, champion_score, config.tolerance)
+        return TrainingOutcome(challenger, challenger_score, champion_score, n_train, len(holdout), promote)
+    p_value = better_p_value(challenger_errors, champion_errors)
+    promote = p_value <= config.evidence_alpha
+    return TrainingOutcome(challenger, challenger_score, champion_score, n_train, len(holdout), promote, p_value)
 
 
 def _fit_and_score(
     train: Sequence[LabeledExample], holdout: Sequence[LabeledExample], factory: EstimatorFactory, task: Task
-) -> tuple[FittedModel, float]:
+) -> tuple[FittedModel, list[float]]:
     labels = [e.label for e in train]
     if task == "classification" and len({(type(label), label) for label in labels}) < 2:
         raise TrainingFailure("single_class", f"all {len(train)} training examples have the label {labels[0]!r}")
@@ -266,7 +326,7 @@ def _fit_and_score(
         _declare_categories(estimator, encoding)
         challenger = FittedModel(estimator, encoding.names, task, encoding)
         challenger.estimator.fit(challenger.matrix(rows), labels)
-        return challenger, challenger.score(holdout)
+        return challenger, challenger.errors(holdout)
     except Exception as error:  # any estimator failure is an outcome, not a crash
         raise TrainingFailure("estimator_error", f"{type(error).__name__}: {error}") from error
 

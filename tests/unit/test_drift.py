@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import random
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from river import drift
 from river.drift import binary
 
-from retrain.decisions.drift import DETECTORS, Detection, DetectorSpec, DriftMonitor
+from retrain.decisions.drift import DETECTORS, Detection, DetectorSpec, DriftMonitor, rise_z
 
 # River's classes, named independently of the module under test.
 RIVER: dict[str, Any] = {
@@ -235,3 +236,19 @@ def test_reset_restarts_the_count_and_the_detectors():
     # Detectors that kept the high-error window of the first pass would see no rise the second time.
     assert second == first
     assert monitor.n == len(stream)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "z"),
+    [
+        # 0.10 -> 0.30: pooled mean 0.2, squared deviations 200 x 0.16 over 199 degrees of freedom
+        ([0] * 90 + [1] * 10, [0] * 70 + [1] * 30, 0.2 / math.sqrt(32 / 199 * (1 / 100 + 1 / 100))),
+        ([0] * 70 + [1] * 30, [0] * 90 + [1] * 10, -0.2 / math.sqrt(32 / 199 * (1 / 100 + 1 / 100))),
+        ([0, 1] * 50, [0, 1] * 50, 0.0),
+        ([0] * 10, [0] * 10, 0.0),  # no variance
+        ([], [1, 0], 0.0),
+        ([1.0, 2.0, 3.0], [4.0, 5.0, 6.0], 3.0 / math.sqrt(17.5 / 5 * (1 / 3 + 1 / 3))),  # regression errors
+    ],
+)
+def test_rise_z_is_the_pooled_two_sample_statistic(before, after, z):
+    assert rise_z(before, after) == pytest.approx(z, rel=1e-12)

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from retrain.decisions.drift import DetectorSpec
-from retrain.decisions.policy import ModelWatch, PolicyConfig, example_error
-from schemas import LabeledExample, RetrainEvent, RetrainReason, StreamPosition
+from retrain.decisions.policy import STALE, ModelWatch, PolicyConfig, example_error
+from schemas import LabeledExample, RetrainEvent, RetrainReason, StreamPosition, TrainingWindow
 
 T0 = datetime(2024, 6, 1, tzinfo=UTC)
 SEED = 1
@@ -165,6 +165,35 @@ def test_abrupt_rise_opens_one_episode_that_asks_for_fits_on_the_post_change_exa
     assert first.evidence.values["position"] == events[0][0]
     assert [e.evidence.values["refit"] for _, e in events] == [1.0, 2.0, 3.0]
     assert first.evidence.position == position
+
+
+def test_a_confident_change_marks_the_champion_stale_and_becomes_the_start_of_later_windows():
+    examples, _ = stream(SEED, ((0.1, 5_000), (0.5, 15_000)))
+    watch = ModelWatch("churn", config=PolicyConfig(relative_drop=None, **QUIET), version=1)
+
+    events = run(watch, examples)
+
+    assert [e.evidence.values[STALE] for _, e in events] == [1.0, 1.0, 1.0]
+    assert watch.last_change_at == events[0][1].evidence.values["change_at"]
+
+
+def test_a_rise_within_the_threshold_asks_once_for_everything_since_the_last_confident_change_and_for_evidence():
+    # 0.10 -> 0.13 at 8,000, detected late (12,159): at the first fit the rise is about 5 standard errors.
+    examples, _ = stream(SEED, ((0.1, 8_000), (0.13, 12_000)))
+    strict = PolicyConfig(relative_drop=None, confident_rise_z=8.0, **QUIET)
+    watch = ModelWatch("churn", config=strict, version=1)
+
+    events = run(watch, examples)
+
+    assert [(i, e.suggested_window.last_n, e.evidence.values[STALE]) for i, e in events] == [(13_597, 13_598, 0.0)]
+    assert watch.last_change_at == 0 and watch.episode is None  # one fit, no refits after it
+
+    for threshold in (3.0, None):  # the default threshold, and none: the same change is confident
+        config = PolicyConfig(relative_drop=None, confident_rise_z=threshold, **QUIET)
+        confident = ModelWatch("churn", config=config, version=1)
+        events = run(confident, examples)
+        assert [(i, e.suggested_window.last_n, e.evidence.values[STALE]) for i, e in events] == [(13_597, 5_000, 1.0)]
+        assert confident.last_change_at == 7_972 == events[0][1].evidence.values["change_at"]
 
 
 def test_quorum_of_one_fires_on_either_detector_alone():
@@ -433,6 +462,15 @@ def test_cold_start_fits_at_cold_start_examples_and_again_when_the_window_is_ful
     assert events[0][1].model_version == 0
 
 
+def test_a_cold_start_longer_than_the_refit_window_trains_on_all_of_it():
+    examples, _ = stream(SEED, ((0.1, 8_000),), version=0)
+    watch = ModelWatch("churn", config=PolicyConfig(cold_start_examples=7_000, refit_until=5_000, **QUIET))
+
+    events = run(watch, examples)
+
+    assert [(i, e.suggested_window.last_n, e.evidence.values[STALE]) for i, e in events] == [(6_999, 7_000, 1.0)]
+
+
 def test_cold_start_with_the_naive_rule_asks_once():
     examples, _ = stream(SEED, ((0.1, 6_000),), version=0)
     config = PolicyConfig(cold_start_examples=1_000, post_change_training=False, **QUIET)
@@ -442,7 +480,7 @@ def test_cold_start_with_the_naive_rule_asks_once():
     assert events[0][1].evidence.values["threshold"] == 1_000.0
 
 
-def test_versioned_model_asks_after_volume_examples_for_the_default_window():
+def test_versioned_model_asks_after_volume_examples_for_everything_since_the_last_confident_change():
     examples, _ = stream(SEED, ((0.1, 4_000),), version=1)
     config = PolicyConfig(cold_start_examples=1_000, volume_examples=3_000, **QUIET)
     watch = ModelWatch("churn", config=config, version=1)
@@ -452,7 +490,17 @@ def test_versioned_model_asks_after_volume_examples_for_the_default_window():
     assert [(i, e.reason, e.detector) for i, e in events] == [(2_999, RetrainReason.DATA_VOLUME, "data_volume")]
     event = events[0][1]
     assert event.evidence.examples_seen == 3_000
-    assert event.suggested_window is None
+    assert event.suggested_window == TrainingWindow(last_n=3_000)  # no confident change yet: the stream's start
+    assert event.evidence.values[STALE] == 0.0  # the champion is presumed good: a challenger needs evidence
+
+
+def test_the_naive_volume_rule_asks_for_the_default_window_and_trusts_its_trigger():
+    examples, _ = stream(SEED, ((0.1, 4_000),), version=1)
+    config = PolicyConfig(cold_start_examples=1_000, volume_examples=3_000, post_change_training=False, **QUIET)
+
+    events = run(ModelWatch("churn", config=config, version=1), examples)
+
+    assert [(i, e.suggested_window, e.evidence.values[STALE]) for i, e in events] == [(2_999, None, 1.0)]
 
 
 # -- configuration ------------------------------------------------------------------------------------------

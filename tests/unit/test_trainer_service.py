@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from consumers.trainer import TrainerService
+from retrain.decisions.policy import STALE
 from retrain.decisions.training import TrainingConfig, estimator_factory
 from retrain.kafka import Record, TopicPartition
 from retrain.registry import ModelRegistry
 from retrain.settings import TopicSettings
-from schemas import LabeledExample, RetrainEvent, RetrainReason, TrainingWindow, UpdateOutcome, encode
+from schemas import Evidence, LabeledExample, RetrainEvent, RetrainReason, TrainingWindow, UpdateOutcome, encode
 
 START = datetime(2026, 11, 28, tzinfo=UTC)
 TOPICS = TopicSettings()
@@ -153,6 +154,23 @@ def test_a_worse_challenger_is_rejected_and_the_champion_stays(service: TrainerS
     [update] = feed(service, *noisy, *clean_tail, event).events
     assert update.outcome is UpdateOutcome.REJECTED and not update.promoted and update.version == 2
     assert update.metrics["champion_accuracy"] > update.metrics["accuracy"]
+    assert service.registry.champion("steady").version == 1
+
+
+def test_a_challenger_for_a_champion_presumed_good_needs_evidence_and_the_answer_says_why(service: TrainerService):
+    feed(service, *examples("steady", 1_200, seed=1), RetrainEvent(model_id="steady", reason=RetrainReason.MANUAL))
+    same = [e.model_copy(update={"prediction_id": f"s{i}"}) for i, e in enumerate(examples("steady", 1_000, seed=2))]
+    event = RetrainEvent(
+        model_id="steady",
+        reason=RetrainReason.DATA_VOLUME,
+        detector="data_volume",
+        evidence=Evidence(values={STALE: 0.0}),
+        suggested_window=TrainingWindow(last_n=2_200),
+    )
+    [update] = feed(service, *same, event).events
+    assert update.outcome is UpdateOutcome.REJECTED and update.version == 2
+    assert update.metrics["promotion_p_value"] > 0.05
+    assert update.detail is not None and "not better beyond noise (one-sided paired test p=" in update.detail
     assert service.registry.champion("steady").version == 1
 
 

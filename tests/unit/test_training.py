@@ -7,17 +7,20 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from retrain.decisions.policy import STALE
 from retrain.decisions.training import (
     ExampleBuffer,
     TrainingConfig,
     TrainingFailure,
+    better_p_value,
     choose_window,
     estimator_factory,
+    needs_evidence,
     should_promote,
     split_holdout,
     train_challenger,
 )
-from schemas import LabeledExample, RetrainEvent, RetrainReason, TrainingWindow
+from schemas import Evidence, LabeledExample, RetrainEvent, RetrainReason, TrainingWindow
 
 START = datetime(2026, 11, 28, tzinfo=UTC)
 CONFIG = TrainingConfig(
@@ -111,6 +114,67 @@ def test_holdout_is_the_most_recent_slice():
 )
 def test_promotion_rule(challenger, champion, tolerance, promote):
     assert should_promote(challenger, champion, tolerance) is promote
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "p_value"),
+    [
+        ([0] * 10, [1] * 10, 2**-10),  # 10 wins of 10 differing: P(X >= 10) for Binomial(10, 1/2)
+        ([0, 1, 0, 0], [1, 0, 0, 0], 0.75),  # 1 win, 1 loss: P(X >= 1) for Binomial(2, 1/2)
+        ([0] * 60 + [1] * 40, [1] * 60 + [0] * 40, 0.028443966820490444),  # 60 of 100 (scipy's binomtest)
+        ([0.5, 0.5], [0.5, 0.5], 1.0),  # never differ: no evidence
+        ([1.0, 2.0, 3.0], [1.5, 2.5, 2.0], 0.5),  # regression: 2 wins of 3 on the absolute error
+    ],
+)
+def test_the_paired_test_is_the_exact_one_sided_sign_test(challenger, champion, p_value):
+    assert better_p_value(challenger, champion) == pytest.approx(p_value, rel=1e-9)
+
+
+def stale(value: float | None) -> RetrainEvent:
+    values = {} if value is None else {STALE: value}
+    return RetrainEvent(model_id="m", reason=RetrainReason.DATA_VOLUME, evidence=Evidence(values=values))
+
+
+def test_only_an_event_that_presumes_the_champion_good_asks_for_evidence():
+    assert [needs_evidence(e) for e in (stale(0.0), stale(1.0), stale(None), None)] == [True, False, False, False]
+
+
+def test_a_challenger_that_only_ties_replaces_a_stale_champion_but_not_one_presumed_good():
+    tree = estimator_factory("sklearn.tree.DecisionTreeClassifier", {"max_depth": 3, "random_state": 0})
+    champion = train_challenger(examples(800, seed=1), tree, "classification", CONFIG).challenger
+    same_concept = examples(800, seed=2, start=800)
+
+    trusted = train_challenger(same_concept, tree, "classification", CONFIG, champion=champion)
+    asked = train_challenger(same_concept, tree, "classification", CONFIG, champion=champion, evidence=True)
+
+    assert trusted.challenger_score >= trusted.champion_score  # a tie or a lucky holdout: promoted
+    assert trusted.promote and trusted.p_value is None
+    assert (asked.challenger_score, asked.champion_score) == (trusted.challenger_score, trusted.champion_score)
+    assert asked.p_value is not None and asked.p_value > CONFIG.evidence_alpha and not asked.promote
+    assert asked.metrics["promotion_p_value"] == asked.p_value
+
+
+def test_a_challenger_clearly_better_than_a_champion_presumed_good_is_promoted():
+    tree = estimator_factory("sklearn.tree.DecisionTreeClassifier", {"max_depth": 3, "random_state": 0})
+    old = train_challenger(examples(800, threshold=0.3, seed=1), tree, "classification", CONFIG).challenger
+    new_data = examples(800, threshold=0.7, seed=2, start=800)
+    outcome = train_challenger(new_data, tree, "classification", CONFIG, champion=old, evidence=True)
+    assert outcome.p_value is not None and outcome.p_value < 1e-9
+    assert outcome.promote
+
+
+def test_a_long_window_also_fits_its_recent_part_and_the_holdout_chooses():
+    tree = estimator_factory("sklearn.tree.DecisionTreeClassifier", {"max_depth": 3, "random_state": 0})
+    config = TrainingConfig(min_window=100, max_window=5_000, default_window=400, holdout_fraction=0.2, min_holdout=20)
+    stable = examples(1_500, threshold=0.5, seed=4)
+    drifted = examples(1_000, threshold=0.2, seed=5) + examples(1_000, threshold=0.8, seed=6, start=1_000)
+
+    on_stable = train_challenger(stable, tree, "classification", config)
+    on_drifted = train_challenger(drifted, tree, "classification", config)
+
+    assert on_stable.n_train == 1_200  # all of the training part: the same concept throughout
+    assert on_drifted.n_train == 400  # its latest 400: the concept of the holdout
+    assert on_drifted.challenger_score > 0.95
 
 
 def test_challenger_on_the_new_concept_beats_the_old_champion():
