@@ -28,11 +28,11 @@ from tests.integration.test_detector import read_all
 from tests.integration.test_detector_process import free_port
 from tests.integration.test_mlflow_registry import KEY, served, wait_for
 
-N, DRIFT_AT = 12_000, 6_000
+N, DRIFT_AT, AFTER_SWAP = 12_000, 6_000, 300
 
 
 def flights_stream(model_id: str) -> list[Scored]:
-    source = GeneratorSource("flights", (0, 1), (DRIFT_AT,), N, seed=11, noise=0.05)
+    source = GeneratorSource("flights", (0, 1), (DRIFT_AT,), N + AFTER_SWAP, seed=11, noise=0.05)
     out = []
     for i, example in enumerate(source):
         at = START + timedelta(seconds=i)
@@ -96,10 +96,11 @@ def test_a_categorical_stream_with_missing_values_is_served_retrained_and_swappe
             service.start()
         produce_requests(producer, topics, stream[:3_000])  # version 1 from these (cold start)
         wait_for(lambda: served(scorer_port, model_id) >= 1, "the scorer to serve version 1", services)
-        produce_requests(producer, topics, stream[3_000:])  # the concept changes at 6,000
+        produce_requests(producer, topics, stream[3_000:N])  # the concept changes at 6,000
         wait_for(lambda: served(scorer_port, model_id) >= 2, "the scorer to serve a retrained version", services)
+        produce_requests(producer, topics, stream[N:])  # scored by the retrained version
         wait_for(
-            lambda: len(read_all(kafka_settings, topics.predictions, topics.stream_partitions)) >= N,
+            lambda: len(read_all(kafka_settings, topics.predictions, topics.stream_partitions)) >= N + AFTER_SWAP,
             "every request to be scored",
             services,
         )
@@ -119,9 +120,11 @@ def test_a_categorical_stream_with_missing_values_is_served_retrained_and_swappe
 
     records = read_all(kafka_settings, topics.predictions, topics.stream_partitions)
     predictions = [decode_record(r, PredictionEvent) for r in records]
-    assert sorted(int(p.prediction_id.rsplit("-", 1)[1]) for p in predictions) == list(range(N))
+    assert sorted(int(p.prediction_id.rsplit("-", 1)[1]) for p in predictions) == list(range(N + AFTER_SWAP))
     unseen_by_v1 = [p for p in predictions if p.model_version == 1 and p.features["carrier"] in new_carriers]
     assert unseen_by_v1, "version 1 scored carriers it never saw"
-    assert any(p.model_version >= 2 for p in predictions)
+    last = [p for p in predictions if int(p.prediction_id.rsplit("-", 1)[1]) >= N]
+    assert all(p.model_version >= 2 for p in last)  # sent once the retrained version was served
+    assert any(p.features["carrier"] in new_carriers for p in last)
     assert any(p.features["distance"] is None and p.model_version >= 1 for p in predictions)
     assert read_all(kafka_settings, topics.dead_letters, topics.dead_letter_partitions) == []
