@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test demo lint format schemas system-deps broker-jars clean
+.PHONY: test test-fast demo lint format schemas docs system-deps broker-jars clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,11 @@ lint: $(STAMP)
 
 test: $(STAMP) system-deps broker-jars lint
 	$(BIN)/retrain schemas export --check
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=30
+
+# The edit-run loop: the unit tests without the slow ones (no broker, no worker processes).
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m 'not slow' tests/unit
 
 demo: $(STAMP) broker-jars
 	$(BIN)/retrain demo
@@ -42,6 +46,10 @@ format: $(STAMP)
 
 schemas: $(STAMP)
 	$(BIN)/retrain schemas export
+
+# docs/configuration.md and docs/events.md, generated from the settings classes and the event models.
+docs: $(STAMP)
+	$(BIN)/python -m retrain.reference
 
 clean:
 	-$(BIN)/retrain kafka stop

@@ -26,10 +26,10 @@ from consumers.partition_state import PartitionStates
 from consumers.runtime import Outputs
 from consumers.state import StateChangelog
 from producers import EventPublisher
+from producers.scored import sea_model, sea_stream
 from retrain.kafka import Record, TopicPartition
 from retrain.settings import DetectorSettings, TopicSettings
 from schemas import LabelEvent, PredictionEvent, decode, encode
-from tests.integration.streams import sea_model, sea_stream
 
 KEY = b"a benchmark key that signs the detector's state"
 

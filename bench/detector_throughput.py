@@ -31,12 +31,12 @@ from prometheus_client import CollectorRegistry
 
 from bench.kafka import benchmark_kafka, broker_pid, fresh_topics
 from bench.services import cpu_seconds
-from consumers.detector import run_detector
+from consumers.wiring import run_detector
+from producers.scored import sea_model, sea_stream
 from retrain.kafka import make_admin, make_producer
 from retrain.settings import BrokerSettings, DetectorSettings, KafkaSettings, RegistrySettings, Settings, TopicSettings
 from retrain.topics import ensure_topics, pipeline_topics
 from schemas import LabeledExample, encode
-from tests.integration.streams import sea_model, sea_stream
 
 ADAPTERS = {"kafka-python": "retrain.kafka.kafka_python", "confluent-kafka": "retrain.kafka.confluent"}
 
@@ -165,49 +165,57 @@ def main() -> None:
         baseline = importlib.import_module(ADAPTERS["kafka-python"]).raw_consume_seconds(kafka, streams, records)
         print(f"raw kafka-python consume (baseline): {records / baseline:,.0f} records/s ({baseline:.2f} s)")
         for client in args.clients.split(","):
-            settings = kafka.model_copy(update={"client": client})
-            raw = importlib.import_module(ADAPTERS[client]).raw_consume_seconds(settings, streams, records)
-            written = produce_seconds(settings, topics.labeled_examples, args.examples)
-            batch = args.max_poll_records
-            broker = broker_pid(19392) if args.bootstrap is None else None
-            runs = {
-                name: detector_seconds(
-                    settings,
-                    topics,
-                    args.examples,
-                    snapshots=name != "plain",
-                    max_poll_records=batch,
-                    state_store="rocksdb" if name == "stored" else "memory",
-                    broker=broker,
-                )
-                for name in ("plain", "snapshots", "stored")
-            }
-            detector, snapshots, stored = (runs[name].seconds for name in ("plain", "snapshots", "stored"))
-            print(f"[{client}] raw consume: {records / raw:,.0f} records/s ({raw:.2f} s)")
-            print(
-                f"[{client}] its producer alone, writing the {args.examples} LabeledExamples: "
-                f"{args.examples / written:,.0f} records/s ({written:.2f} s, {written / args.examples * 1e6:.1f} us "
-                f"each); raw consume + produce alone is {raw / (raw + written):.2f} of raw consume: the most the "
-                "detector's ratio could be"
-            )
-            print(
-                f"[{client}] detector (join, ADWIN + PageHinkley, LabeledExamples written and flushed): "
-                f"{records / detector:,.0f} records/s = {args.examples / detector:,.0f} labeled examples/s "
-                f"({detector:.2f} s); ratio to its raw consume {raw / detector:.2f}; to raw kafka-python "
-                f"{baseline / detector:.2f}; {runs['plain'].cpu(args.examples)}"
-            )
-            print(
-                f"[{client}] detector with state snapshots: {records / snapshots:,.0f} records/s = "
-                f"{args.examples / snapshots:,.0f} labeled examples/s ({snapshots:.2f} s); ratio with/without "
-                f"snapshots: {detector / snapshots:.2f}; {runs['snapshots'].cpu(args.examples)}"
-            )
-            print(
-                f"[{client}] detector with the state store on disk (the default): {records / stored:,.0f} records/s = "
-                f"{args.examples / stored:,.0f} labeled examples/s ({stored:.2f} s); ratio to its raw consume "
-                f"{raw / stored:.2f}; to the in-memory detector with snapshots {snapshots / stored:.2f}; "
-                f"{runs['stored'].cpu(args.examples)}; changelog records per labeled example "
-                f"{runs['stored'].changelog_records / args.examples:.2f}"
-            )
+            compare_client(kafka, client, topics, args, baseline)
+
+
+def compare_client(
+    kafka: KafkaSettings, client: str, topics: TopicSettings, args: argparse.Namespace, baseline: float
+) -> None:
+    """One client's raw consume, its producer alone and the three detector runs, printed against ``baseline``."""
+    records, streams = 2 * args.examples, [topics.predictions, topics.labels]
+    settings = kafka.model_copy(update={"client": client})
+    raw = importlib.import_module(ADAPTERS[client]).raw_consume_seconds(settings, streams, records)
+    written = produce_seconds(settings, topics.labeled_examples, args.examples)
+    batch = args.max_poll_records
+    broker = broker_pid(19392) if args.bootstrap is None else None
+    runs = {
+        name: detector_seconds(
+            settings,
+            topics,
+            args.examples,
+            snapshots=name != "plain",
+            max_poll_records=batch,
+            state_store="rocksdb" if name == "stored" else "memory",
+            broker=broker,
+        )
+        for name in ("plain", "snapshots", "stored")
+    }
+    detector, snapshots, stored = (runs[name].seconds for name in ("plain", "snapshots", "stored"))
+    print(f"[{client}] raw consume: {records / raw:,.0f} records/s ({raw:.2f} s)")
+    print(
+        f"[{client}] its producer alone, writing the {args.examples} LabeledExamples: "
+        f"{args.examples / written:,.0f} records/s ({written:.2f} s, {written / args.examples * 1e6:.1f} us "
+        f"each); raw consume + produce alone is {raw / (raw + written):.2f} of raw consume: the most the "
+        "detector's ratio could be"
+    )
+    print(
+        f"[{client}] detector (join, ADWIN + PageHinkley, LabeledExamples written and flushed): "
+        f"{records / detector:,.0f} records/s = {args.examples / detector:,.0f} labeled examples/s "
+        f"({detector:.2f} s); ratio to its raw consume {raw / detector:.2f}; to raw kafka-python "
+        f"{baseline / detector:.2f}; {runs['plain'].cpu(args.examples)}"
+    )
+    print(
+        f"[{client}] detector with state snapshots: {records / snapshots:,.0f} records/s = "
+        f"{args.examples / snapshots:,.0f} labeled examples/s ({snapshots:.2f} s); ratio with/without "
+        f"snapshots: {detector / snapshots:.2f}; {runs['snapshots'].cpu(args.examples)}"
+    )
+    print(
+        f"[{client}] detector with the state store on disk (the default): {records / stored:,.0f} records/s = "
+        f"{args.examples / stored:,.0f} labeled examples/s ({stored:.2f} s); ratio to its raw consume "
+        f"{raw / stored:.2f}; to the in-memory detector with snapshots {snapshots / stored:.2f}; "
+        f"{runs['stored'].cpu(args.examples)}; changelog records per labeled example "
+        f"{runs['stored'].changelog_records / args.examples:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -24,13 +24,13 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from bench.kafka import benchmark_kafka, fresh_topics
-from consumers.scorer import run_scorer
+from consumers.wiring import run_scorer
+from producers.scored import sea_model, sea_stream
 from retrain.decisions.training import FittedModel
 from retrain.kafka import make_producer
 from retrain.registry import ModelRegistry
 from retrain.settings import BrokerSettings, KafkaSettings, RegistrySettings, ScorerSettings, Settings, TopicSettings
 from schemas import ScoringRequest, encode
-from tests.integration.streams import sea_model, sea_stream
 
 ADAPTERS = {"kafka-python": "retrain.kafka.kafka_python", "confluent-kafka": "retrain.kafka.confluent"}
 KEY = "a benchmark key that signs the scorer's models"

@@ -112,88 +112,105 @@ class Rejoin:
         return self.first_join_s - self.group_s
 
 
-def run(kafka: KafkaSettings, n: int, partitions: int, workdir: Path) -> tuple[str, Rejoin]:
-    """One count: fill, kill -9 and restart, move; the line to print and the restart's figures."""
-    topics = fresh_topics(kafka, partitions)
-    group = f"detector-{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        kafka=kafka,
-        topics=topics,
-        detector=DetectorSettings(group_id=group),
-        registry=RegistrySettings(path=workdir / "registry", hmac_key=KEY),
-    )
-    env = settings_env(settings)
-    first_dir, second_dir = workdir / f"{group}-first", workdir / f"{group}-second"
-    producer = make_producer(kafka.model_copy(update={"client": "confluent-kafka"}), linger_ms=50, batch_bytes=2**20)
-    watch, reader = GroupWatch(kafka), make_consumer(kafka, None)
-    services: list[ServiceProcess] = []
-    timeout_s = 120 + n / 1_000
+class CountRun:
+    """One count's topics, detector group and clients, and the detector processes started on them."""
 
-    def start(state_dir: Path, name: str) -> ServiceProcess:
-        log = workdir / f"{group}-{name}.log"
-        services.append(ServiceProcess("detector", {**env, "RETRAIN_STATE_DIR": str(state_dir)}, log))
-        return services[-1]
+    def __init__(self, kafka: KafkaSettings, n: int, partitions: int, workdir: Path) -> None:
+        self.partitions, self.workdir = partitions, workdir
+        self.topics = fresh_topics(kafka, partitions)
+        self.group = f"detector-{uuid.uuid4().hex[:8]}"
+        settings = Settings(
+            kafka=kafka,
+            topics=self.topics,
+            detector=DetectorSettings(group_id=self.group),
+            registry=RegistrySettings(path=workdir / "registry", hmac_key=KEY),
+        )
+        self.env = settings_env(settings)
+        self.producer = make_producer(
+            kafka.model_copy(update={"client": "confluent-kafka"}), linger_ms=50, batch_bytes=2**20
+        )
+        self.watch, self.reader = GroupWatch(kafka), make_consumer(kafka, None)
+        self.services: list[ServiceProcess] = []
+        self.timeout_s = 120 + n / 1_000
 
-    def consumed(detector: ServiceProcess) -> int:
-        return int(detector.value("retrain_records_consumed_total", service="detector", topic=topics.predictions))
+    def start(self, state_dir: Path, name: str) -> ServiceProcess:
+        log = self.workdir / f"{self.group}-{name}.log"
+        self.services.append(ServiceProcess("detector", {**self.env, "RETRAIN_STATE_DIR": str(state_dir)}, log))
+        return self.services[-1]
 
-    def rejoin(state_dir: Path, name: str, labeled: int) -> Rejoin:
+    def consumed(self, detector: ServiceProcess) -> int:
+        return int(detector.value("retrain_records_consumed_total", service="detector", topic=self.topics.predictions))
+
+    def fill(self, n: int, state_dir: Path) -> tuple[float, float, float]:
+        """Write n predictions, have a detector commit them all, kill -9 it: its fill rate, RSS and store (MiB)."""
+        written = time.monotonic()
+        for i in range(n):
+            self.producer.send(self.topics.predictions, *prediction(i))
+        self.producer.flush()
+        print(f"N={n:,}: predictions written in {time.monotonic() - written:.1f} s", file=sys.stderr, flush=True)
+
+        first = self.start(state_dir, "fill")
+        wait_until(lambda: self.consumed(first) > 0, "the first prediction read", 120, [first], every_s=0.1)
+        began = time.monotonic()
+        lag = lambda: self.watch.committed_lag(self.group, [self.topics.predictions], self.partitions)  # noqa: E731
+        wait_until(lambda: lag() == 0, f"{n:,} predictions committed", self.timeout_s, [first], every_s=0.25)
+        fill_rate, rss = n / (time.monotonic() - began), rss_mib(first.pid)
+        first.process.kill()  # SIGKILL
+        first.process.wait()
+        store_mib = du_mib(state_dir)
+        print(f"N={n:,}: filled at {fill_rate:,.0f}/s, killed", file=sys.stderr, flush=True)
+        return fill_rate, rss, store_mib
+
+    def rejoin(self, state_dir: Path, name: str, labeled: int) -> Rejoin:
         """Start a detector, write one label at once, time its join (the detector is left running)."""
-        old = members(watch, group)
+        old = members(self.watch, self.group)
         started = time.time()
-        detector = start(state_dir, name)
-        producer.send(topics.labels, *label(labeled))
-        producer.flush()
+        detector = self.start(state_dir, name)
+        self.producer.send(self.topics.labels, *label(labeled))
+        self.producer.flush()
 
         def new_member() -> bool:
-            now = members(watch, group)
+            now = members(self.watch, self.group)
             return bool(now) and not now & old
 
         wait_until(new_member, "the new member in a Stable group", 120, [detector], every_s=0.1)
         group_s = time.time() - started
         joined = lambda: detector.value("retrain_joins_total", outcome="joined") >= 1  # noqa: E731
-        wait_until(joined, "the label joined", timeout_s, [detector], every_s=0.1)
+        wait_until(joined, "the label joined", self.timeout_s, [detector], every_s=0.1)
         return Rejoin(
-            last_example_time(reader, topics.labeled_examples, partitions) - started,
+            last_example_time(self.reader, self.topics.labeled_examples, self.partitions) - started,
             group_s,
             detector.value("retrain_state_restore_seconds"),
             int(detector.value("retrain_state_restore_records_total")),
-            consumed(detector),
+            self.consumed(detector),
         )
 
-    try:
-        written = time.monotonic()
-        for i in range(n):
-            producer.send(topics.predictions, *prediction(i))
-        producer.flush()
-        print(f"N={n:,}: predictions written in {time.monotonic() - written:.1f} s", file=sys.stderr, flush=True)
-
-        first = start(first_dir, "fill")
-        wait_until(lambda: consumed(first) > 0, "the first prediction read", 120, [first], every_s=0.1)
-        began = time.monotonic()
-        lag = lambda: watch.committed_lag(group, [topics.predictions], partitions)  # noqa: E731
-        wait_until(lambda: lag() == 0, f"{n:,} predictions committed", timeout_s, [first], every_s=0.25)
-        fill_rate, rss = n / (time.monotonic() - began), rss_mib(first.pid)
-        first.process.kill()  # SIGKILL
-        first.process.wait()
-        store_mib = du_mib(first_dir)
-        print(f"N={n:,}: filled at {fill_rate:,.0f}/s, killed", file=sys.stderr, flush=True)
-
-        restart = rejoin(first_dir, "restart", n // 2)
-        services[-1].stop()  # SIGTERM: it commits, closes its store and leaves the group
-        move = rejoin(second_dir, "move", n // 2 + 1)
-        changelog = watch.ends([topics.detector_changelog], partitions)
-        services[-1].stop()
-    finally:
-        for service in services:
+    def close(self) -> None:
+        """Kill the detectors still running, close the clients, delete the count's topics."""
+        for service in self.services:
             if service.running:
                 service.process.kill()
                 service.process.wait()
-        producer.close()
-        reader.close()
+        self.producer.close()
+        self.reader.close()
         with contextlib.suppress(KafkaError):
-            watch.admin.delete_topics(list(topics.names().values()))
-        watch.close()
+            self.watch.admin.delete_topics(list(self.topics.names().values()))
+        self.watch.close()
+
+
+def run(kafka: KafkaSettings, n: int, partitions: int, workdir: Path) -> tuple[str, Rejoin]:
+    """One count: fill, kill -9 and restart, move; the line to print and the restart's figures."""
+    count = CountRun(kafka, n, partitions, workdir)
+    first_dir, second_dir = workdir / f"{count.group}-first", workdir / f"{count.group}-second"
+    try:
+        fill_rate, rss, store_mib = count.fill(n, first_dir)
+        restart = count.rejoin(first_dir, "restart", n // 2)
+        count.services[-1].stop()  # SIGTERM: it commits, closes its store and leaves the group
+        move = count.rejoin(second_dir, "move", n // 2 + 1)
+        changelog = count.watch.ends([count.topics.detector_changelog], partitions)
+        count.services[-1].stop()
+    finally:
+        count.close()
     line = (
         f"N={n:,}: fill {fill_rate:,.0f} predictions/s (detector RSS {rss:,.0f} MiB), store {store_mib:,.1f} MiB on "
         f"disk | restart: first join {restart.first_join_s:.2f} s (group {restart.group_s:.2f} s, store open "

@@ -23,12 +23,12 @@ from sklearn.ensemble import RandomForestClassifier
 
 from bench.kafka import benchmark_kafka, fresh_topics, trainer_settings
 from consumers.decoding import decode_record
-from consumers.trainer import run_trainer
+from consumers.wiring import run_trainer
+from producers.scored import sea_model, sea_stream
 from retrain.decisions.training import FittedModel
 from retrain.kafka import TopicPartition, make_consumer, make_producer, send_and_wait
 from retrain.settings import KafkaSettings
 from schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainReason, TrainingWindow, encode
-from tests.integration.streams import sea_model, sea_stream
 
 PARAMS = {"n_estimators": 100, "random_state": 0}
 

@@ -27,7 +27,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 from bench.kafka import benchmark_kafka, fresh_topics, trainer_settings
 from consumers.decoding import decode_record
-from consumers.trainer import run_trainer
+from consumers.wiring import run_trainer
 from producers.streams import GeneratorSource
 from retrain.decisions.training import FittedModel
 from retrain.kafka import TopicPartition, make_consumer, make_producer, send_and_wait

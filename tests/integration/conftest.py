@@ -26,6 +26,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "tests/integration/" in str(item.path).replace(os.sep, "/"):
             item.add_marker(pytest.mark.kafka)
+            item.add_marker(pytest.mark.slow)
         only = item.get_closest_marker("clients")
         client = getattr(item, "callspec", None) and item.callspec.params.get("kafka_client")
         (dropped if only is not None and client is not None and client not in only.args else kept).append(item)
@@ -94,7 +95,7 @@ def topic_settings(unique: str) -> TopicSettings:
 
 @pytest.fixture
 def admin(kafka_settings: KafkaSettings) -> Iterator[KafkaAdminClient]:
-    from tests.integration.kafka_io import make_admin
+    from tests.helpers.kafka_io import make_admin
 
     client = make_admin(kafka_settings)
     yield client
@@ -104,7 +105,7 @@ def admin(kafka_settings: KafkaSettings) -> Iterator[KafkaAdminClient]:
 @pytest.fixture
 def created_topics(admin: KafkaAdminClient, topic_settings: TopicSettings) -> TopicSettings:
     from retrain.topics import ensure_topics, pipeline_topics
-    from tests.integration.kafka_io import topic_admin
+    from tests.helpers.kafka_io import topic_admin
 
     report = ensure_topics(topic_admin(admin), pipeline_topics(topic_settings))
     assert report.ok, report.problems

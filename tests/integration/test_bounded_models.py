@@ -17,9 +17,7 @@ import pytest
 from kafka import KafkaProducer
 
 from consumers.decoding import decode_record
-from consumers.detector import run_detector
-from consumers.scorer import run_scorer
-from consumers.trainer import run_trainer
+from consumers.wiring import run_detector, run_scorer, run_trainer
 from retrain.registry import ModelRegistry
 from retrain.settings import (
     BrokerSettings,
@@ -33,10 +31,11 @@ from retrain.settings import (
     TrainerSettings,
 )
 from schemas import DeadLetter, LabeledExample, LabelEvent, PredictionEvent, ScoringRequest, decode, encode
-from tests.integration.kafka_io import make_producer
-from tests.integration.running import RunningService
-from tests.integration.test_detector import read_all
-from tests.integration.test_scorer import KEY, promote, sea_model
+from tests.helpers.kafka_io import make_producer, read_all
+from tests.helpers.registry import KEY as KEY
+from tests.helpers.registry import promote
+from tests.helpers.registry import sea_tree as sea_model
+from tests.helpers.running import RunningService
 
 START = datetime(2026, 11, 28, tzinfo=UTC)  # event times in the past: the detector refuses future ones
 FLOOD = 5_000

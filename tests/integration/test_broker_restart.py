@@ -19,20 +19,27 @@ import pytest
 from kafka import TopicPartition
 
 from consumers.decoding import decode_record
+from producers.scored import delayed_shuffled_labels, sea_model, sea_stream
 from retrain import kafka as seam
 from retrain.kafka import KafkaFailure
 from retrain.localkafka import LocalBroker
 from retrain.settings import BrokerSettings, KafkaSettings, TopicSettings
 from retrain.topics import ensure_topics, pipeline_topics
-from schemas import PredictionEvent, ScoringRequest, encode
+from schemas import PredictionEvent
 from tests.conftest import REPO_ROOT
+from tests.helpers.kafka_io import (
+    LABEL_WINDOW,
+    make_admin,
+    make_consumer,
+    make_producer,
+    produce,
+    produce_requests,
+    read_all,
+    topic_admin,
+    written,
+)
+from tests.helpers.processes import Detector, free_port, sample, scrape, wait_all_joined
 from tests.integration.conftest import TEST_BROKER_PORT
-from tests.integration.kafka_io import make_admin, make_consumer, make_producer, topic_admin
-from tests.integration.streams import Scored, delayed_shuffled_labels, sea_model, sea_stream
-from tests.integration.test_crash_recovery import Detector, wait_all_joined, written
-from tests.integration.test_detector import LABEL_WINDOW, produce, read_all
-from tests.integration.test_detector_process import free_port, scrape
-from tests.integration.test_trainer_crash import sample
 
 pytestmark = pytest.mark.kafka
 
@@ -86,21 +93,6 @@ def stall_report(services: list[Detector], tail: int = 30, stacks: bool = False)
 def recoveries(service: Detector) -> str:
     """The service's in-process recoveries by kind, e.g. "KafkaTimeoutError x2, PublishFailed x1"."""
     return ", ".join(f"{error} x{count:.0f}" for error, count in service.recoveries().items()) or "none"
-
-
-def produce_requests(producer, topics: TopicSettings, stream: list[Scored]) -> None:
-    """Scoring requests in order; each window's labels (shuffled) after the next window's requests."""
-    labels = delayed_shuffled_labels(stream, LABEL_WINDOW)
-    for start in range(0, len(stream) + LABEL_WINDOW, LABEL_WINDOW):
-        for item in stream[start : start + LABEL_WINDOW]:
-            p = item.prediction
-            request = ScoringRequest(
-                prediction_id=p.prediction_id, model_id=p.model_id, features=p.features, timestamp=p.timestamp
-            )
-            producer.send(topics.scoring_requests, key=p.model_id.encode(), value=encode(request))
-        for label in labels[start - LABEL_WINDOW : start] if start else []:
-            producer.send(topics.labels, key=label.model_id.encode(), value=encode(label))
-    producer.flush()
 
 
 # A stall (a service that stops making progress) prints every service's metrics, log and threads' stacks.

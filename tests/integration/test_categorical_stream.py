@@ -15,18 +15,15 @@ from pathlib import Path
 import pytest
 
 from consumers.decoding import decode_record
+from producers.scored import START, Scored
 from producers.streams import GeneratorSource
 from retrain.decisions.training import FittedModel
 from retrain.registry import ModelRegistry
 from retrain.settings import KafkaSettings, TopicSettings
 from schemas import LabelEvent, PredictionEvent
-from tests.integration.kafka_io import make_producer
-from tests.integration.streams import START, Scored
-from tests.integration.test_broker_restart import produce_requests
-from tests.integration.test_crash_recovery import Detector
-from tests.integration.test_detector import read_all
-from tests.integration.test_detector_process import free_port
-from tests.integration.test_mlflow_registry import KEY, served, wait_for
+from tests.helpers.kafka_io import make_producer, produce_requests, read_all
+from tests.helpers.processes import HARNESS_KEY as KEY
+from tests.helpers.processes import Detector, free_port, served, wait_for
 
 N, DRIFT_AT, AFTER_SWAP = 12_000, 6_000, 300
 

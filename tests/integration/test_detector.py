@@ -8,49 +8,24 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from kafka import KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry
 
 from consumers.decoding import decode_record
-from consumers.detector import run_detector
+from consumers.wiring import run_detector
+from producers.scored import delayed_shuffled_labels, sea_model, sea_stream
 from retrain.settings import BrokerSettings, DetectorSettings, KafkaSettings, Settings, TopicSettings
 from schemas import DeadLetter, LabeledExample, LabelEvent, RetrainEvent, encode
-from tests.integration.kafka_io import make_consumer, make_producer
-from tests.integration.streams import (
-    Scored,
-    delayed_shuffled_labels,
-    sea_model,
-    sea_stream,
-    shifted_feature_predictions,
-)
+from tests.helpers.kafka_io import LABEL_WINDOW, make_producer, produce, read_all
+from tests.helpers.streams import shifted_feature_predictions
 
 DRIFT_AT = 10_000
-LABEL_WINDOW = 500  # labels arrive one window late, shuffled within the window
 DELAY_BOUND = 1_500  # the drift event comes within this many labeled examples of the drift
 
 
 @pytest.fixture(scope="module")
 def model():
     return sea_model()
-
-
-def produce(
-    producer: KafkaProducer,
-    topics: TopicSettings,
-    stream: list[Scored],
-    labels: list[LabelEvent],
-    garbage: dict[int, bytes] | None = None,
-) -> None:
-    """Predictions in order; each window's labels (shuffled) after the next window's predictions."""
-    garbage = garbage or {}
-    for start in range(0, len(stream) + LABEL_WINDOW, LABEL_WINDOW):
-        for item in stream[start : start + LABEL_WINDOW]:
-            producer.send(topics.predictions, key=item.prediction.model_id.encode(), value=encode(item.prediction))
-        for label in labels[start - LABEL_WINDOW : start] if start else []:
-            producer.send(topics.labels, key=label.model_id.encode(), value=encode(label))
-        if start in garbage:
-            producer.send(topics.labels, key=b"sea", value=garbage[start])
-    producer.flush()
 
 
 class RunningDetector:
@@ -95,23 +70,6 @@ def producer(kafka_settings: KafkaSettings) -> Iterator[KafkaProducer]:
     producer = make_producer(kafka_settings, linger_ms=20, batch_size=256 * 1024)
     yield producer
     producer.close()
-
-
-def read_all(kafka_settings: KafkaSettings, topic: str, partitions: int) -> list:
-    consumer = make_consumer(kafka_settings, None)
-    try:
-        assigned = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(assigned)
-        consumer.seek_to_beginning()
-        end = consumer.end_offsets(assigned)
-        records = []
-        deadline = time.monotonic() + 60
-        while any(consumer.position(tp) < end[tp] for tp in assigned) and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
 
 
 def test_abrupt_drift_gives_one_drift_event_and_bad_input_goes_to_dead_letters(

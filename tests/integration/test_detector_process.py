@@ -8,33 +8,15 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 from kafka import TopicPartition
 
+from producers.scored import sea_model, sea_stream
 from retrain.settings import KafkaSettings, TopicSettings
 from schemas import encode
 from tests.conftest import REPO_ROOT
-from tests.integration.kafka_io import make_admin, make_producer
-from tests.integration.streams import sea_model, sea_stream
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return response.read().decode()
-
-
-def joined(text: str) -> float:
-    for line in text.splitlines():
-        if line.startswith('retrain_joins_total{outcome="joined"}'):
-            return float(line.split()[-1])
-    return 0.0
+from tests.helpers.kafka_io import make_admin, make_producer
+from tests.helpers.processes import free_port, joined, scrape
 
 
 def test_sigterm_stops_the_detector_with_offsets_committed(

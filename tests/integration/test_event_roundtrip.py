@@ -13,7 +13,7 @@ from retrain.kafka import read_at
 from retrain.roundtrip import run_roundtrip, sample_events
 from retrain.settings import BrokerSettings, KafkaSettings, Settings, TopicSettings
 from schemas import DeadLetter, EventDecodeError, LabelEvent, PredictionEvent, ScoringRequest
-from tests.integration.kafka_io import make_producer, seam_producer
+from tests.helpers.kafka_io import make_producer, seam_producer
 
 
 @pytest.fixture

@@ -15,12 +15,11 @@ import pytest
 from kafka import TopicPartition
 
 from consumers.decoding import decode_record
+from producers.scored import delayed_shuffled_labels, sea_model, sea_stream
 from retrain.settings import KafkaSettings, TopicSettings
 from schemas import LabeledExample
-from tests.integration.kafka_io import make_consumer, make_producer
-from tests.integration.streams import delayed_shuffled_labels, sea_model, sea_stream
-from tests.integration.test_crash_recovery import Detector, wait_all_joined, written
-from tests.integration.test_detector import LABEL_WINDOW, produce, read_all
+from tests.helpers.kafka_io import LABEL_WINDOW, make_consumer, make_producer, produce, read_all, written
+from tests.helpers.processes import Detector, wait_all_joined
 
 pytestmark = pytest.mark.kafka
 

@@ -18,11 +18,12 @@ import pytest
 from kafka import KafkaProducer, TopicPartition
 
 from consumers.decoding import decode_record
-from consumers.detector import run_detector
+from consumers.wiring import run_detector
+from producers.scored import Scored, delayed_shuffled_labels, sea_model, sea_stream
 from retrain.settings import BrokerSettings, DetectorSettings, KafkaSettings, Settings, TopicSettings
 from schemas import DeadLetter, LabeledExample, LabelEvent, PredictionEvent, decode, encode
 from schemas.events import MAX_DEAD_LETTER_PAYLOAD_BYTES
-from tests.integration.fuzz_corpus import (
+from tests.helpers.fuzz_corpus import (
     CATEGORIES,
     HUGE_900K,
     HUGE_KEY_EVERY,
@@ -38,9 +39,8 @@ from tests.integration.fuzz_corpus import (
     generate_bad,
     template,
 )
-from tests.integration.kafka_io import make_consumer, make_producer
-from tests.integration.running import RunningService
-from tests.integration.streams import Scored, delayed_shuffled_labels, sea_model, sea_stream
+from tests.helpers.kafka_io import make_consumer, make_producer
+from tests.helpers.running import RunningService
 
 pytestmark = pytest.mark.kafka
 

@@ -13,7 +13,7 @@ from kafka import TopicPartition
 from producers import EventPublisher
 from retrain.settings import KafkaSettings, TopicSettings
 from schemas import LabelEvent, RetrainEvent, RetrainReason, TrainingWindow, decode
-from tests.integration.kafka_io import make_consumer, make_producer, seam_producer
+from tests.helpers.kafka_io import make_consumer, make_producer, seam_producer
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import os
 import pickle
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,22 +20,18 @@ from mlflow import MlflowClient
 from sklearn.tree import DecisionTreeClassifier
 
 from consumers.decoding import decode_record
+from producers.scored import sea_model, sea_stream
 from retrain.registry import ArtifactVerificationError, RegistryError, open_registry
 from retrain.registry.mlflow import ALIAS, METADATA_TAG, MlflowRegistry
 from retrain.registry.records import RecordVerificationError
 from retrain.settings import KafkaSettings, RegistrySettings, TopicSettings
 from schemas import ModelUpdatedEvent, RetrainEvent, UpdateOutcome
 from tests.conftest import REPO_ROOT
-from tests.integration.kafka_io import make_producer
-from tests.integration.mlflow_server import mlflow_server
-from tests.integration.streams import sea_model, sea_stream
-from tests.integration.test_broker_restart import produce_requests
-from tests.integration.test_crash_recovery import Detector
-from tests.integration.test_detector import read_all
-from tests.integration.test_detector_process import free_port, scrape
-from tests.integration.test_trainer_crash import sample
+from tests.helpers.kafka_io import make_producer, produce_requests, read_all
+from tests.helpers.mlflow_server import mlflow_server
+from tests.helpers.processes import HARNESS_KEY as KEY
+from tests.helpers.processes import Detector, free_port, served, wait_for
 
-KEY = "a test key that signs the snapshots, 32+ bytes"  # the key the service harness gives every process
 WINDOW = {"n_samples": 4, "first_label_timestamp": None, "last_label_timestamp": None}
 
 
@@ -165,24 +160,6 @@ def test_a_registry_uri_with_credentials_is_refused():
 
 
 # -- the services through MLflow ------------------------------------------------------------------------------------
-
-
-def served(port: int, model_id: str) -> float:
-    try:
-        return sample(scrape(port), f'retrain_scorer_model_version{{model_id="{model_id}"}}') or 0.0
-    except OSError:
-        return 0.0
-
-
-def wait_for(condition, what: str, services: list[Detector], timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        for service in services:
-            assert service.running, f"{service.command} exited while waiting for {what}:\n{service.output()[-3000:]}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n" + "\n".join(
-            f"--- {s.command}\n{s.output()[-2000:]}" for s in services
-        )
-        time.sleep(0.5)
 
 
 @pytest.mark.kafka

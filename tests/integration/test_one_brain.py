@@ -5,16 +5,15 @@ from __future__ import annotations
 import pytest
 
 from consumers.decoding import decode_record
-from consumers.detector import run_detector
+from consumers.wiring import run_detector
 from producers.streams import GeneratorSource
-from retrain import evaluate
+from retrain import simulation
 from retrain.configure import policy_config
 from retrain.decisions.training import TrainingConfig, estimator_factory
 from retrain.settings import BrokerSettings, DetectorSettings, KafkaSettings, Settings, TopicSettings
 from schemas import LabelEvent, PredictionEvent, RetrainEvent, encode
-from tests.integration.kafka_io import make_producer
-from tests.integration.running import RunningService
-from tests.integration.test_detector import read_all
+from tests.helpers.kafka_io import make_producer, read_all
+from tests.helpers.running import RunningService
 
 pytestmark = pytest.mark.kafka
 
@@ -24,13 +23,13 @@ def test_the_detector_over_kafka_decides_exactly_what_evaluate_decided(
 ):
     detector_settings = DetectorSettings(group_id=f"detector-{unique}")
     source = GeneratorSource("agrawal", (0, 2, 4), (8_000, 16_000), 24_000, seed=5)
-    trainer = evaluate.TrainerSetup(
+    trainer = simulation.TrainerSetup(
         TrainingConfig(default_window=5_000), estimator_factory("sklearn.tree.DecisionTreeClassifier", {})
     )
     recorded = []
-    offline = evaluate.simulate(
+    offline = simulation.simulate(
         list(source),
-        evaluate.Strategy("default", policy_config(detector_settings, "classification")),
+        simulation.Strategy("default", policy_config(detector_settings, "classification")),
         trainer,
         drift_points=source.drift_points,
         model_id="brain",

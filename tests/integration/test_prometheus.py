@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from consumers.detector import run_detector
-from consumers.trainer import run_trainer
+from consumers.wiring import run_detector, run_trainer
+from producers.scored import delayed_shuffled_labels, sea_model, sea_stream
 from retrain.settings import (
     BrokerSettings,
     DetectorSettings,
@@ -33,9 +33,8 @@ from retrain.settings import (
 )
 from schemas import encode
 from tests.conftest import REPO_ROOT
-from tests.integration.kafka_io import make_producer
-from tests.integration.running import RunningService
-from tests.integration.streams import delayed_shuffled_labels, sea_model, sea_stream
+from tests.helpers.kafka_io import make_producer
+from tests.helpers.running import RunningService
 
 
 def free_port() -> int:

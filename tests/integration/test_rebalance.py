@@ -14,15 +14,12 @@ import pytest
 from kafka import KafkaAdminClient, TopicPartition
 
 from consumers.decoding import decode_record
+from producers.scored import Scored, delayed_shuffled_labels, sea_model, sea_stream
 from retrain.settings import KafkaSettings, TopicSettings
 from retrain.topics import ensure_topics, pipeline_topics
 from schemas import RetrainEvent
-from tests.integration.kafka_io import make_consumer, make_producer, topic_admin
-from tests.integration.streams import Scored, delayed_shuffled_labels, sea_model, sea_stream
-from tests.integration.test_crash_recovery import Detector, wait_all_joined, written
-from tests.integration.test_detector import LABEL_WINDOW, produce, read_all
-from tests.integration.test_detector_process import scrape
-from tests.integration.test_trainer_crash import sample
+from tests.helpers.kafka_io import LABEL_WINDOW, make_consumer, make_producer, produce, read_all, topic_admin, written
+from tests.helpers.processes import Detector, sample, scrape, wait_all_joined
 
 pytestmark = pytest.mark.kafka
 

@@ -20,8 +20,7 @@ from producers.streams import GeneratorSource
 from retrain.settings import KafkaSettings, TopicSettings
 from schemas import LabelEvent, ScoringRequest
 from tests.conftest import REPO_ROOT
-from tests.integration.kafka_io import make_producer, seam_producer
-from tests.integration.test_detector import read_all
+from tests.helpers.kafka_io import make_producer, read_all, seam_producer
 
 
 @pytest.fixture

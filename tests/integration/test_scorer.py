@@ -15,24 +15,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sklearn.tree import DecisionTreeClassifier
 
 from consumers.decoding import decode_record
-from consumers.scorer import run_scorer
+from consumers.wiring import run_scorer
 from producers import EventPublisher
 from producers.replay import ReplayConfig, Replayer
 from producers.streams import GeneratorSource
-from retrain.decisions.training import FittedModel
 from retrain.registry import ModelRegistry, ModelVersionInfo
 from retrain.settings import KafkaSettings, RegistrySettings, ScorerSettings, Settings, TopicSettings
 from schemas import DeadLetter, ModelUpdatedEvent, PredictionEvent, ScoringRequest, UpdateOutcome, encode
 from tests.conftest import REPO_ROOT
-from tests.integration.kafka_io import make_admin, make_producer, seam_producer
-from tests.integration.running import RunningService
-from tests.integration.test_detector import read_all
-from tests.integration.test_detector_process import free_port, scrape
+from tests.helpers.kafka_io import make_admin, make_producer, read_all, seam_producer
+from tests.helpers.processes import free_port, scrape
+from tests.helpers.registry import KEY, promote
+from tests.helpers.registry import sea_tree as sea_model
+from tests.helpers.running import RunningService
 
-KEY = "scorer-integration-key-0123456789abcdef"
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 PREDICTION = PredictionEvent(
     prediction_id="p-1", model_id="fresh", model_version=1, features={"0": 1.0}, prediction=1, timestamp=NOW
@@ -40,21 +38,6 @@ PREDICTION = PredictionEvent(
 UNUSABLE = ScoringRequest(
     prediction_id="huge", model_id="fresh", features={"0": 1e300, "1": 1.0, "2": 1.0}, timestamp=NOW
 )
-WINDOW = {"n_samples": 2_000, "first_label_timestamp": None, "last_label_timestamp": None}
-
-
-def sea_model(depth: int) -> FittedModel:
-    examples = list(GeneratorSource("sea", (0,), (), 2_000, seed=1))
-    tree = DecisionTreeClassifier(max_depth=depth, random_state=0)
-    tree.fit([[e.features[name] for name in ("0", "1", "2")] for e in examples], [e.target for e in examples])
-    return FittedModel(tree, ["0", "1", "2"], "classification")
-
-
-def promote(registry: ModelRegistry, model_id: str, model: object) -> ModelVersionInfo:
-    info = registry.register(
-        model_id, model, n_samples=2_000, metrics={}, training_window=WINDOW, trigger_event_id=None
-    )
-    return registry.promote(model_id, info.version)
 
 
 def announce(publisher: EventPublisher, info: ModelVersionInfo) -> None:

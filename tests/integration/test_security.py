@@ -21,18 +21,15 @@ from kafka.admin import ScramMechanism, UserScramCredentialUpsertion
 from kafka.errors import KafkaError
 
 from consumers.decoding import decode_record
+from producers.scored import sea_model, sea_stream
 from retrain.localkafka import LocalBroker
 from retrain.settings import BrokerSettings, KafkaSettings, TopicSettings
 from retrain.topics import ensure_topics, pipeline_topics
 from schemas import LabeledExample, ScoringRequest, encode
 from tests.conftest import REPO_ROOT
+from tests.helpers.kafka_io import make_admin, make_producer, read_all, topic_admin
+from tests.helpers.processes import Detector, free_port, sample, scrape
 from tests.integration.conftest import TEST_BROKER_PORT
-from tests.integration.kafka_io import make_admin, make_producer, topic_admin
-from tests.integration.streams import sea_model, sea_stream
-from tests.integration.test_crash_recovery import Detector
-from tests.integration.test_detector import read_all
-from tests.integration.test_detector_process import free_port, scrape
-from tests.integration.test_trainer_crash import sample
 
 pytestmark = pytest.mark.kafka
 

@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 from kafka import TopicPartition
 
+from producers.scored import START
 from retrain.settings import KafkaSettings, TopicSettings
 from schemas import ScoringRequest, encode
 from tests.conftest import REPO_ROOT
-from tests.integration.kafka_io import make_admin, make_consumer, make_producer
-from tests.integration.streams import START
-from tests.integration.test_detector_process import free_port
-from tests.integration.test_trainer import labeled
-from tests.integration.test_trainer_crash import KEY, Trainer
+from tests.helpers.kafka_io import make_admin, make_consumer, make_producer
+from tests.helpers.processes import TRAINER_KEY as KEY
+from tests.helpers.processes import Trainer, free_port
+from tests.helpers.streams import labeled
 
 pytestmark = pytest.mark.kafka
 

@@ -18,7 +18,7 @@ from producers import EventPublisher
 from retrain import kafka as seam
 from retrain.kafka import PublishFailed
 from retrain.settings import KafkaSettings, TopicSettings
-from tests.integration.kafka_io import make_consumer
+from tests.helpers.kafka_io import make_consumer
 
 pytestmark = pytest.mark.kafka
 

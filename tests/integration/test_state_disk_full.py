@@ -31,10 +31,9 @@ from consumers.decoding import decode_record
 from retrain.settings import KafkaSettings, TopicSettings
 from retrain.state.store import META_KEY
 from schemas import LabeledExample
-from tests.integration.kafka_io import make_consumer, make_producer
-from tests.integration.test_crash_recovery import Detector, wait_all_joined
-from tests.integration.test_detector import read_all
-from tests.integration.test_state_store import label_bytes, prediction_bytes, send_all
+from tests.helpers.kafka_io import make_consumer, make_producer, read_all, send_all
+from tests.helpers.processes import Detector, wait_all_joined
+from tests.helpers.state_records import label_bytes, prediction_bytes
 
 pytestmark = pytest.mark.kafka
 

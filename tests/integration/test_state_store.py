@@ -7,13 +7,11 @@
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,56 +19,17 @@ from kafka import KafkaAdminClient, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from consumers.decoding import decode_record
-from consumers.detector import run_detector
+from consumers.wiring import run_detector
 from retrain.kafka import FatalFailure
 from retrain.settings import DetectorSettings, KafkaSettings, Settings, TopicSettings
 from retrain.topics import ensure_topics, pipeline_topics
 from schemas import LabeledExample
-from tests.integration.kafka_io import make_consumer, make_producer, topic_admin
-from tests.integration.running import RunningService
-from tests.integration.test_crash_recovery import Detector, wait_all_joined
-from tests.integration.test_detector import read_all
-from tests.integration.test_detector_process import scrape
-from tests.integration.test_trainer_crash import sample
+from tests.helpers.kafka_io import make_consumer, make_producer, read_all, send_all, topic_admin
+from tests.helpers.processes import Detector, sample, scrape, wait_all_joined
+from tests.helpers.running import RunningService
+from tests.helpers.state_records import label_bytes, prediction_bytes
 
 pytestmark = pytest.mark.kafka
-
-MODELS = ("fraud", "churn", "credit", "ltv", "upsell")
-START = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)  # event times in the past: none refused
-LABEL_DELAY = timedelta(hours=3)
-
-
-def prediction_bytes(i: int) -> tuple[bytes, bytes]:
-    model = MODELS[i % len(MODELS)]
-    event = {
-        "schema_version": 1,
-        "prediction_id": f"p-{i}",
-        "model_id": model,
-        "model_version": 0,
-        "features": {"x0": (i % 97) / 97, "x1": (i % 13) / 13, "x2": float(i % 2)},
-        "prediction": i % 2,
-        "timestamp": (START + timedelta(milliseconds=100 * i)).isoformat().replace("+00:00", "Z"),
-    }
-    return model.encode(), json.dumps(event).encode()
-
-
-def label_bytes(i: int) -> tuple[bytes, bytes]:
-    model = MODELS[i % len(MODELS)]
-    at = START + timedelta(milliseconds=100 * i) + LABEL_DELAY
-    event = {
-        "schema_version": 1,
-        "prediction_id": f"p-{i}",
-        "model_id": model,
-        "label": (i // 7) % 2,
-        "timestamp": at.isoformat().replace("+00:00", "Z"),
-    }
-    return model.encode(), json.dumps(event).encode()
-
-
-def send_all(producer, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    for key, value in records:
-        producer.send(topic, key=key, value=value)
-    producer.flush()
 
 
 def committed(kafka: KafkaSettings, group: str, topic: str, partitions: int) -> int:

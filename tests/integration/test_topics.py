@@ -6,7 +6,7 @@ import pytest
 from kafka import KafkaAdminClient
 
 from retrain.topics import ensure_topics, pipeline_topics
-from tests.integration.kafka_io import topic_admin
+from tests.helpers.kafka_io import topic_admin
 
 # Topic administration goes through kafka-python whichever client serves: once is enough.
 pytestmark = pytest.mark.clients("kafka-python")

@@ -9,33 +9,15 @@ import pytest
 from kafka import KafkaProducer
 
 from consumers.decoding import decode_record
-from consumers.trainer import run_trainer
+from consumers.wiring import run_trainer
 from retrain.registry import ModelRegistry
 from retrain.settings import BrokerSettings, KafkaSettings, RegistrySettings, Settings, TopicSettings, TrainerSettings
 from schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainReason, TrainingWindow, encode
-from tests.integration.kafka_io import make_producer
-from tests.integration.running import RunningService
-from tests.integration.streams import sea_model, sea_stream
-from tests.integration.test_detector import read_all
+from tests.helpers.kafka_io import make_producer, read_all
+from tests.helpers.running import RunningService
+from tests.helpers.streams import labeled
 
 KEY = "k" * 40
-
-
-def labeled(model_id: str, n: int, *, variant_after: int | None, seed: int, start: int = 0) -> list[LabeledExample]:
-    stream = sea_stream(sea_model(), n=n, drift_at=variant_after, model_id=model_id, seed=seed)
-    return [
-        LabeledExample(
-            prediction_id=f"{s.prediction.prediction_id}-{start}",
-            model_id=model_id,
-            model_version=1,
-            features=s.prediction.features,
-            prediction=s.prediction.prediction,
-            label=s.label.label,
-            prediction_timestamp=s.prediction.timestamp,
-            label_timestamp=s.label.timestamp,
-        )
-        for s in stream
-    ]
 
 
 @pytest.fixture

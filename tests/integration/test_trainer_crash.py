@@ -7,10 +7,7 @@ redelivered event never makes a second one. The killed trainer's fit worker stop
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,63 +17,14 @@ from consumers.decoding import decode_record
 from retrain.registry import ModelRegistry
 from retrain.settings import KafkaSettings, TopicSettings
 from schemas import ModelUpdatedEvent, RetrainEvent, RetrainReason, TrainingWindow, encode
-from tests.conftest import REPO_ROOT
-from tests.integration.kafka_io import make_producer
-from tests.integration.test_detector import read_all
-from tests.integration.test_detector_process import free_port, scrape
-from tests.integration.test_trainer import labeled
+from tests.helpers.kafka_io import make_producer, read_all
+from tests.helpers.processes import TRAINER_KEY as KEY
+from tests.helpers.processes import Trainer
+from tests.helpers.streams import labeled
 
 pytestmark = pytest.mark.kafka
 
-KEY = "trainer-crash-test-key-0123456789abcdef"
 EXAMPLES = 10_000
-
-
-def sample(text: str, name: str) -> float | None:
-    for line in text.splitlines():
-        if line.startswith(name):
-            return float(line.split()[-1])
-    return None
-
-
-class Trainer:
-    def __init__(self, kafka: KafkaSettings, topics: TopicSettings, group: str, registry: Path) -> None:
-        self.port = free_port()
-        self.env = {
-            **os.environ,
-            "RETRAIN_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "RETRAIN_KAFKA_CLIENT": kafka.client,
-            "RETRAIN_KAFKA_PROCESSING_GUARANTEE": kafka.processing_guarantee,
-            "RETRAIN_TRAINER_GROUP_ID": group,
-            "RETRAIN_METRICS_TRAINER_PORT": str(self.port),
-            **{f"RETRAIN_TOPIC_{role.upper()}": name for role, name in topics.names().items()},
-            "RETRAIN_TOPIC_STREAM_PARTITIONS": str(topics.stream_partitions),
-            "RETRAIN_REGISTRY_PATH": str(registry),
-            "RETRAIN_REGISTRY_HMAC_KEY": KEY,
-            # A fit of about 10 s on this machine: long enough to be killed in the middle of it.
-            "RETRAIN_TRAINER_ESTIMATOR": "sklearn.ensemble.RandomForestClassifier",
-            "RETRAIN_TRAINER_ESTIMATOR_PARAMS": '{"n_estimators": 2000, "random_state": 0}',
-        }
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "retrain.cli", "trainer"],
-            cwd=REPO_ROOT,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-
-    def metric(self, name: str) -> float | None:
-        try:
-            return sample(scrape(self.port), name)
-        except OSError:
-            return None
-
-    def output(self) -> str:
-        assert self.process is not None and self.process.stdout is not None
-        return self.process.stdout.read().decode(errors="replace")
 
 
 def children(pid: int) -> set[int]:

@@ -12,7 +12,7 @@ from consumers.decoding import decode_record
 from retrain.settings import KafkaSettings, TopicSettings
 from schemas import RetrainEvent, RetrainReason, TrainingWindow
 from tests.conftest import REPO_ROOT
-from tests.integration.test_detector import read_all
+from tests.helpers.kafka_io import read_all
 
 
 def trigger(kafka_settings: KafkaSettings, topics: TopicSettings, *args: str) -> subprocess.CompletedProcess:

@@ -25,7 +25,7 @@ from retrain.kafka import Record
 from retrain.registry import ModelRegistry
 from retrain.settings import DetectorSettings, ModelSettings, ScorerSettings, TopicSettings
 from schemas import LabeledExample, LabelEvent, ModelUpdatedEvent, PredictionEvent, UpdateOutcome, encode
-from tests.unit.test_scorer_service import KEY, register, requests, score, threshold_model, update
+from tests.helpers.scoring import KEY, register, requests, score, threshold_model, update
 
 TOPICS = TopicSettings()
 START = datetime(2026, 11, 28, tzinfo=UTC)

@@ -6,20 +6,18 @@ import pickle
 
 import pytest
 
+from consumers.changelog import CHUNKED, ChangelogAssembler, changelog_records
 from retrain.decisions.checkpoint import (
-    CHUNKED,
     MAGIC,
-    ChangelogAssembler,
     Snapshot,
     SnapshotRefused,
-    changelog_records,
     decode_snapshot,
     encode_snapshot,
     read_header,
     snapshot_key,
 )
 from retrain.decisions.policy import ModelWatch, PolicyConfig
-from tests.unit.test_policy import SEED, stream
+from tests.helpers.policy_stream import SEED, stream
 
 KEY = snapshot_key(b"k" * 32)
 RIVER = "0.26.1"

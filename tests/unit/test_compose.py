@@ -1,4 +1,4 @@
-"""The deployment files agree with ``retrain/settings.py``.
+"""The deployment files agree with ``retrain/settings/``.
 
 Docker is not needed: ``docker-compose.yml``, ``prometheus/prometheus.yml`` and the ``Dockerfile`` are parsed,
 and every expectation (metrics ports, the Kafka version, the names of the variables) is derived from the
@@ -33,11 +33,11 @@ PYPROJECT = REPO_ROOT / "pyproject.toml"
 KAFKA_SERVICE = "kafka"
 LOOPBACK = "127.0.0.1"
 
-# Every settings class of retrain/settings.py, each reading the variables with its own prefix.
+# Every settings class of retrain/settings/, each reading the variables with its own prefix.
 SETTINGS_CLASSES: list[type[BaseSettings]] = [
     cls
     for cls in vars(settings_module).values()
-    if inspect.isclass(cls) and issubclass(cls, BaseSettings) and cls.__module__ == settings_module.__name__
+    if inspect.isclass(cls) and issubclass(cls, BaseSettings) and cls.__module__.startswith(settings_module.__name__)
 ]
 
 # The services that serve /metrics, each with the default of its `<service>_port` field of MetricsSettings.
@@ -169,7 +169,7 @@ def test_every_retrain_variable_is_a_setting() -> None:
                 hint = f" (did you mean {guess[0]}?)" if guess else ""
                 unknown.append(f"{name}: {variable}{hint}")
     assert not unknown, (
-        "these variables are read by no settings class in retrain/settings.py, so they would be silently "
+        "these variables are read by no settings class in retrain/settings/, so they would be silently "
         "ignored: " + "; ".join(unknown)
     )
 

@@ -609,9 +609,10 @@ def test_offsets_that_librdkafka_never_sends_are_not_waited_for_past_their_timeo
 ) -> None:
     import time
 
+    from retrain.kafka.confluent import producing
     from retrain.kafka.types import TopicPartition
 
-    monkeypatch.setattr(confluent, "OVERDUE_GRACE_S", 0.2)
+    monkeypatch.setattr(producing, "OVERDUE_GRACE_S", 0.2)  # where ConfluentProducer reads it
     producer = confluent.ConfluentProducer({"transactional.id": "t", "bootstrap.servers": "a:9092"}, 0.3)
     producer.init_transactions()
     producer.begin_transaction()

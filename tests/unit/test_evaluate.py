@@ -9,7 +9,7 @@ import pytest
 
 from producers.replay import parse_label_delay
 from producers.streams import GeneratorSource
-from retrain import evaluate
+from retrain import evaluate, simulation
 from retrain.decisions.policy import PolicyConfig
 from retrain.decisions.training import TrainingConfig, estimator_factory
 
@@ -25,11 +25,11 @@ from retrain.decisions.training import TrainingConfig, estimator_factory
     ],
 )
 def test_score_detections(detections, points, expected):
-    assert evaluate.score_detections(detections, points) == expected
+    assert simulation.score_detections(detections, points) == expected
 
 
-def result(name: str, correct: list[int]) -> evaluate.StrategyResult:
-    return evaluate.StrategyResult(name, bytearray(correct), warmup=0)
+def result(name: str, correct: list[int]) -> simulation.StrategyResult:
+    return simulation.StrategyResult(name, bytearray(correct), warmup=0)
 
 
 def test_gain_is_the_share_of_the_oracles_improvement_over_static():
@@ -43,11 +43,11 @@ def test_gain_is_the_share_of_the_oracles_improvement_over_static():
 
 
 def test_accuracy_counts_after_the_warmup_only():
-    assert evaluate.StrategyResult("x", bytearray([0, 0, 1, 1, 1, 0]), warmup=2).accuracy == pytest.approx(0.75)
+    assert simulation.StrategyResult("x", bytearray([0, 0, 1, 1, 1, 0]), warmup=2).accuracy == pytest.approx(0.75)
 
 
 SOURCE = GeneratorSource("stagger", (0, 2), (3_000,), 6_000, seed=3)
-TRAINER = evaluate.TrainerSetup(
+TRAINER = simulation.TrainerSetup(
     TrainingConfig(max_window=1_000, default_window=1_000),
     estimator_factory("sklearn.tree.DecisionTreeClassifier", {"random_state": 0}),
 )
@@ -80,8 +80,8 @@ def test_the_default_detects_the_switch_soon_and_recovers_like_the_oracle(result
 
 
 def test_the_same_stream_and_settings_give_the_same_figures(results):
-    again = evaluate.simulate(
-        list(SOURCE), evaluate.Strategy("default", POLICY), TRAINER, initial=1_000, drift_points=SOURCE.drift_points
+    again = simulation.simulate(
+        list(SOURCE), simulation.Strategy("default", POLICY), TRAINER, initial=1_000, drift_points=SOURCE.drift_points
     )
     assert again.correct == results["default"].correct and again.detections == results["default"].detections
 
@@ -103,13 +103,13 @@ def test_a_naive_policy_reports_its_events_as_detections(results):
 # -- labels that come late ----------------------------------------------------------------------------------
 
 
-def scheduled() -> evaluate.Strategy:
+def scheduled() -> simulation.Strategy:
     chosen = evaluate.strategies(POLICY, scheduled_every=1_000, detectors=[])
     return next(s for s in chosen if s.name == "scheduled")
 
 
-def run_with(labels: evaluate.LabelArrivals | None, strategy: evaluate.Strategy, seen: list | None = None):
-    return evaluate.simulate(
+def run_with(labels: simulation.LabelArrivals | None, strategy: simulation.Strategy, seen: list | None = None):
+    return simulation.simulate(
         list(SOURCE),
         strategy,
         TRAINER,
@@ -121,8 +121,8 @@ def run_with(labels: evaluate.LabelArrivals | None, strategy: evaluate.Strategy,
 
 
 def test_labels_at_once_decide_exactly_as_without_a_delay(results):
-    at_once = evaluate.LabelArrivals(list(SOURCE), parse_label_delay("0"), "examples")
-    again = run_with(at_once, evaluate.Strategy("default", POLICY))
+    at_once = simulation.LabelArrivals(list(SOURCE), parse_label_delay("0"), "examples")
+    again = run_with(at_once, simulation.Strategy("default", POLICY))
     assert again.correct == results["default"].correct
     assert (again.detections, again.swaps, again.retrains) == (
         results["default"].detections,
@@ -145,7 +145,7 @@ def test_a_fixed_delay_moves_every_scheduled_swap_by_the_delay(spec: str, unit: 
     never arrive."""
     plain = run_with(None, scheduled())
     seen: list = []
-    late = run_with(evaluate.LabelArrivals(list(SOURCE), parse_label_delay(spec), unit), scheduled(), seen)  # type: ignore[arg-type]
+    late = run_with(simulation.LabelArrivals(list(SOURCE), parse_label_delay(spec), unit), scheduled(), seen)  # type: ignore[arg-type]
     assert plain.swaps == [1_000, 2_000, 3_000, 4_000, 5_000, 6_000][: len(plain.swaps)]
     assert late.swaps == [1_250, 2_500, 3_750, 5_000]
     assert len(seen) == seen_labels and len(late.correct) == 6_000  # every prediction served is scored
@@ -156,10 +156,10 @@ def test_a_fixed_delay_moves_every_scheduled_swap_by_the_delay(spec: str, unit: 
 
 
 def test_random_delays_repeat_and_reorder_the_labels():
-    labels = evaluate.LabelArrivals(list(SOURCE), parse_label_delay("exp:100"), "examples", seed=5)
+    labels = simulation.LabelArrivals(list(SOURCE), parse_label_delay("exp:100"), "examples", seed=5)
     seen: list = []
-    first = run_with(labels, evaluate.Strategy("default", POLICY), seen)
-    again = run_with(labels, evaluate.Strategy("default", POLICY))
+    first = run_with(labels, simulation.Strategy("default", POLICY), seen)
+    again = run_with(labels, simulation.Strategy("default", POLICY))
     assert first.correct == again.correct and first.swaps == again.swaps
     order = [int(e.prediction_id.rsplit("-", 1)[1]) for e in seen]
     assert order != sorted(order) and len(set(order)) == len(order)
@@ -171,7 +171,7 @@ def test_random_delays_repeat_and_reorder_the_labels():
 
 
 REGRESSION = GeneratorSource("friedman", (0, 1), (3_000,), 6_000, seed=3)
-REGRESSOR = evaluate.TrainerSetup(
+REGRESSOR = simulation.TrainerSetup(
     TrainingConfig(max_window=1_000, default_window=1_000),
     estimator_factory("sklearn.tree.DecisionTreeRegressor", {"random_state": 0, "max_depth": 8}),
 )

@@ -18,7 +18,7 @@ from test_schemas_invalid import EXTRA, INVALID_FIELDS, MISSING
 from schemas import fast
 from schemas.codec import EventDecodeError, decode
 from schemas.events import EVENT_TYPES, Event, LabeledExample, LabelEvent, PredictionEvent, ScoringRequest
-from tests.integration.fuzz_corpus import dumps, generate_bad, template
+from tests.helpers.fuzz_corpus import dumps, generate_bad, template
 
 HOT = (ScoringRequest, PredictionEvent, LabelEvent)
 ROLE_TYPES = {"predictions": PredictionEvent, "labels": LabelEvent}

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from consumers.fit_pool import FitPool, JobResult
-from tests import fit_jobs
+from tests.helpers import fit_jobs
+
+pytestmark = pytest.mark.slow  # fit worker processes
 
 
 def settle(pool: FitPool, keys: int, timeout_s: float = 60.0) -> dict[str, JobResult]:

@@ -4,35 +4,12 @@ from __future__ import annotations
 
 import math
 import random
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from retrain.decisions.join import LabelJoiner, LabelOutcome, PredictionOutcome
-from schemas import LabeledExample, LabelEvent, PredictionEvent
-
-T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
-
-
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
-
-def prediction(
-    pid: str, seconds: float = 0.0, *, version: int = 4, value: int | str = 1, model: str = "churn"
-) -> PredictionEvent:
-    return PredictionEvent(
-        prediction_id=pid,
-        model_id=model,
-        model_version=version,
-        features={"tenure": 12.0, "spend": 3.5},
-        prediction=value,
-        timestamp=at(seconds),
-    )
-
-
-def label(pid: str, seconds: float = 0.0, *, value: int | str = 0, model: str = "churn") -> LabelEvent:
-    return LabelEvent(prediction_id=pid, model_id=model, label=value, timestamp=at(seconds))
+from schemas import LabeledExample
+from tests.helpers.join_records import at, label, prediction
 
 
 def watermark_to(joiner: LabelJoiner, seconds: float, tag: str = "clock") -> None:

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from consumers.metrics import ModelSeries
 from retrain.decisions.policy import ModelWatch, PolicyConfig
 from retrain.decisions.ring import ErrorRing
-from tests.unit.test_policy import SEED, stream
+from tests.helpers.policy_stream import SEED, stream
 
 
 def _writes(rng: random.Random, size: int, count: int, values: list[float]) -> list[tuple[int, float]]:

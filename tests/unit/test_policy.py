@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-import random
-from datetime import UTC, datetime, timedelta
-
 import pytest
 
 from retrain.decisions.drift import DetectorSpec
 from retrain.decisions.policy import STALE, ModelWatch, PolicyConfig, example_error
-from schemas import LabeledExample, RetrainEvent, RetrainReason, StreamPosition, TrainingWindow
+from schemas import RetrainEvent, RetrainReason, StreamPosition, TrainingWindow
+from tests.helpers.policy_stream import SEED, Segments, stream
 
-T0 = datetime(2024, 6, 1, tzinfo=UTC)
-SEED = 1
 QUIET = {"cooldown_s": 10**9, "cooldown_examples": 10**9}  # one event, then silence
 
 
@@ -53,39 +48,6 @@ def test_regression_refuses_a_string(prediction, label):
 
 
 # -- streams ------------------------------------------------------------------------------------------------
-
-Segments = tuple[tuple[float, int], ...]
-
-
-@functools.cache
-def stream(seed: int, segments: Segments, version: int = 1, start: int = 0) -> tuple[tuple[LabeledExample, ...], ...]:
-    """Labeled examples whose 0/1 errors follow Bernoulli(p) for each (p, count) segment, 1 s apart.
-
-    Returns (examples, errors) where errors[i] is the error drawn for examples[i].
-    """
-    rng = random.Random(seed)
-    examples, drawn = [], []
-    i = start
-    for p, count in segments:
-        for _ in range(count):
-            error = int(rng.random() < p)
-            label = rng.randrange(2)
-            ts = T0 + timedelta(seconds=i)
-            examples.append(
-                LabeledExample(
-                    prediction_id=f"v{version}-{i}",
-                    model_id="churn",
-                    model_version=version,
-                    features={"x": float(i % 7)},
-                    prediction=1 - label if error else label,
-                    label=label,
-                    prediction_timestamp=ts,
-                    label_timestamp=ts,
-                )
-            )
-            drawn.append(error)
-            i += 1
-    return tuple(examples), tuple(drawn)
 
 
 def run(watch: ModelWatch, examples) -> list[tuple[int, RetrainEvent]]:

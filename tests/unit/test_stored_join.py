@@ -13,7 +13,7 @@ from retrain.decisions.join import LabelJoiner, LabelOutcome, PredictionOutcome
 from retrain.state.join import INDEX_PREFIXES, StoredJoiner, index_keys
 from retrain.state.store import META_KEY, PartitionStore, StoreUnusable
 from schemas import LabelEvent, PredictionEvent, encode
-from tests.unit.test_join import label, prediction
+from tests.helpers.join_records import label, prediction
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ from retrain.registry import ModelRegistry
 from retrain.settings import TopicSettings
 from schemas import Evidence, LabeledExample, RetrainEvent, RetrainReason, TrainingWindow, UpdateOutcome, encode
 
+pytestmark = pytest.mark.slow  # fit worker processes
+
 START = datetime(2026, 11, 28, tzinfo=UTC)
 TOPICS = TopicSettings()
 
@@ -253,7 +255,7 @@ RE0 = TopicPartition(TOPICS.retrain_events, 0)
 def gated(tmp_path: Path, name: str = "gate") -> tuple[Path, object]:
     """A tree whose fit waits until the returned path exists."""
     gate = tmp_path / name
-    return gate, estimator_factory("tests.fit_jobs.GatedTree", {"gate": str(gate)})
+    return gate, estimator_factory("tests.helpers.fit_jobs.GatedTree", {"gate": str(gate)})
 
 
 @pytest.fixture
@@ -318,7 +320,7 @@ def test_a_fit_past_the_timeout_is_a_failed_outcome_and_the_champion_stays(tmp_p
 
 
 def test_a_fit_worker_that_dies_is_a_failed_outcome_and_the_next_fit_runs(tmp_path: Path):
-    crash = estimator_factory("tests.fit_jobs.CrashingTree")
+    crash = estimator_factory("tests.helpers.fit_jobs.CrashingTree")
     service = make_service(tmp_path, {"doomed": crash})
     try:
         doomed = RetrainEvent(model_id="doomed", reason=RetrainReason.MANUAL)

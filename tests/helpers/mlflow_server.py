@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from tests.integration.test_detector_process import free_port
+from tests.helpers.processes import free_port
 
 START_TIMEOUT_S = 120.0
 

@@ -1,4 +1,5 @@
-"""Drifting streams for the integration tests: River's SEA generator scored by a fixed scikit-learn model."""
+"""A scored stream for benchmarks and tests: River's SEA generator, predicted by a fixed scikit-learn tree, with
+each prediction's label 30 s later (optionally shuffled within blocks: late and out of order)."""
 
 from __future__ import annotations
 
@@ -69,23 +70,4 @@ def delayed_shuffled_labels(stream: list[Scored], window: int, seed: int = 7) ->
         block = labels[start : start + window]
         rng.shuffle(block)
         out.extend(block)
-    return out
-
-
-def shifted_feature_predictions(n: int, shift_at: int, model_id: str, seed: int = 3) -> list[PredictionEvent]:
-    """Predictions whose feature x0 moves from uniform [0, 10) to [5, 10) at ``shift_at``; no labels."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        low = 5.0 if i >= shift_at else 0.0
-        out.append(
-            PredictionEvent(
-                prediction_id=f"{model_id}-{i}",
-                model_id=model_id,
-                model_version=1,
-                features={"x0": rng.uniform(low, 10), "x1": rng.uniform(0, 10), "x2": rng.uniform(0, 10)},
-                prediction=1,
-                timestamp=START + timedelta(seconds=i),
-            )
-        )
     return out
