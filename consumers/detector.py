@@ -33,7 +33,8 @@ from consumers.state import StateChangelog
 from consumers.updates import ModelUpdates
 from retrain.configure import policy_config
 from retrain.decisions.admission import ModelAdmission
-from retrain.decisions.checkpoint import Snapshot, SnapshotRefused, decode_snapshot, encode_snapshot, snapshot_key
+from retrain.decisions.checkpoint import Snapshot, SnapshotRefused, decode_snapshot, encode_snapshot
+from retrain.decisions.drift import task_of
 from retrain.decisions.join import LabelJoiner, LabelOutcome, PredictionOutcome, ahead_of_arrival
 from retrain.decisions.policy import ModelWatch
 from retrain.kafka import Consumer, FatalFailure, Record, RetriableFailure, TopicPartition
@@ -387,7 +388,7 @@ class DetectorService:
         """Take on a restored snapshot's watches (those still valid under today's settings and allow-list)."""
         watches = {}
         for model_id, watch in snapshot.watches.items():
-            task = "regression" if model_id in self.settings.regression_model_ids else "classification"
+            task = task_of(model_id, self.settings.regression_model_ids)
             if watch.config != self.configs[task]:
                 log.warning("detector state of %s not restored: the detector settings changed since", model_id)
                 self.metrics.state_restores.labels("config_changed").inc()
@@ -410,7 +411,7 @@ class DetectorService:
     def watch(self, model_id: str) -> ModelWatch:
         watch = self.watches.get(model_id)
         if watch is None:
-            task = "regression" if model_id in self.settings.regression_model_ids else "classification"
+            task = task_of(model_id, self.settings.regression_model_ids)
             version, accuracy = self.versions.get(model_id, (0, None))
             watch = self.watches[model_id] = ModelWatch(model_id, self.configs[task], version)
             watch.validation_accuracy = accuracy
@@ -514,71 +515,3 @@ class _BatchTally:
                 metrics.rolling_accuracy.set(model_id, accuracy)
             if error is not None:
                 metrics.rolling_error.set(model_id, error)
-
-
-def run_detector(settings, *, registry: CollectorRegistry | None = None, serve: bool = True):
-    """Build the detector's clients and loop from the settings; return the loop (call ``run()``)."""
-    from consumers.metrics import serve_metrics
-    from consumers.runtime import ConsumeLoop
-    from producers import EventPublisher
-    from retrain.kafka import make_consumer, service_producers
-
-    registry = registry or CollectorRegistry()
-    updates = make_consumer(settings.kafka, None)
-    # The loop flushes after every poll batch, so a long linger costs no latency: it only fills bigger batches
-    # (kafka-python's send costs about half as much per record with 1 MiB batches; measured 95 -> 45 us).
-    producer, renew_producer = service_producers(
-        settings.kafka, "detector", settings.detector.group_id, linger_ms=50, batch_bytes=1024 * 1024
-    )
-    publisher = EventPublisher(producer, settings.topics)
-    changelog, state_key, states = None, None, None
-    if settings.detector.state_snapshots:
-        if settings.registry.hmac_key is None:
-            log.warning(
-                "detector state snapshots are off: they are signed with RETRAIN_REGISTRY_HMAC_KEY, which is not set "
-                "(a restart or rebalance starts the detectors afresh; no join is lost)"
-            )
-        else:
-            state_key = snapshot_key(settings.registry.hmac_key.get_secret_value().encode())
-        if state_key is not None and settings.detector.state_store == "memory":
-            changelog = StateChangelog(
-                publisher,
-                make_consumer(settings.kafka, None),
-                settings.topics.detector_state,
-                max_record_bytes=settings.detector.snapshot_record_bytes,
-            )
-    if settings.detector.state_store == "rocksdb":
-        states = PartitionStates(
-            settings.detector.state_dir / settings.detector.group_id,
-            publisher,
-            make_consumer(settings.kafka, None),
-            settings.topics.detector_changelog,
-            owner=settings.detector.group_id,
-        )
-    service = DetectorService(
-        settings.detector,
-        settings.topics,
-        updates=updates,
-        registry=registry,
-        changelog=changelog,
-        state_key=state_key,
-        admission=ModelAdmission(settings.models.allowed_ids, settings.models.max_per_service),
-        states=states,
-    )
-    consumer = make_consumer(
-        settings.kafka, settings.detector.group_id, max_poll_records=settings.detector.max_poll_records
-    )
-    loop = ConsumeLoop(
-        service,
-        consumer,
-        publisher,
-        [settings.topics.predictions, settings.topics.labels],
-        max_records=settings.detector.max_poll_records,
-        on_dead_letter=service.metrics.dead_letter,
-        on_lag=service.metrics.lag,
-        on_recovery=service.metrics.recovery,
-        renew_producer=renew_producer,
-    )
-    if serve:
-        serve_metrics(registry, settings.metrics.host, settings.metrics.detector_port)
-    return loop

@@ -176,7 +176,14 @@ class ModelSeries(Collector):
 class DetectorMetrics(ServiceMetrics):
     def __init__(self, registry: CollectorRegistry) -> None:
         super().__init__("detector", registry)
-        # The per-model series are ModelSeries: a detector watches thousands of models.
+        # The per-model series are ModelSeries: a detector watches thousands of models. Registered in this order:
+        # the join's series, the partition state's, the on-disk store's, the models'.
+        self._join_series(registry)
+        self._state_series(registry)
+        self._store_series(registry)
+        self._model_series(registry)
+
+    def _join_series(self, registry: CollectorRegistry) -> None:
         self.labeled_examples = ModelSeries(
             "counter",
             "retrain_labeled_examples_total",
@@ -192,6 +199,8 @@ class DetectorMetrics(ServiceMetrics):
             registry=registry,
         )
         self.pending = Gauge("retrain_join_pending", "Records waiting in the join buffers", ["side"], registry=registry)
+
+    def _state_series(self, registry: CollectorRegistry) -> None:
         self.state_snapshots = Counter(
             "retrain_state_snapshots_total", "Partition state snapshots written to the changelog", registry=registry
         )
@@ -202,6 +211,8 @@ class DetectorMetrics(ServiceMetrics):
             ["outcome"],
             registry=registry,
         )
+
+    def _store_series(self, registry: CollectorRegistry) -> None:
         # The on-disk state store (RETRAIN_DETECTOR_STATE_STORE=rocksdb), per partition.
         self.pending_by_partition = Gauge(
             "retrain_join_pending_partition",
@@ -235,6 +246,8 @@ class DetectorMetrics(ServiceMetrics):
             ["reason"],
             registry=registry,
         )
+
+    def _model_series(self, registry: CollectorRegistry) -> None:
         self.rolling_accuracy = ModelSeries(
             "gauge", "retrain_rolling_accuracy", "Accuracy over the last N labeled examples", None, registry
         )

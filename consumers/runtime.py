@@ -39,7 +39,7 @@ from schemas import DeadLetter, Event, EventDecodeError
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_GRACE_S = 9.0  # SIGTERM to exit: the promise is 10 s
+SHUTDOWN_GRACE_S = 9.0  # SIGTERM to exit within 10 s (docs/guarantees.md)
 EXIT_OVERDUE = 70  # the exit code of a service that did not finish shutting down in time
 # A fenced transactional producer is replaced this many times within the window; one more fencing means another
 # live instance uses the same transactional id, and this one stops.

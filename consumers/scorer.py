@@ -29,13 +29,14 @@ from pydantic import TypeAdapter, ValidationError
 from consumers.admission import AdmittedModels
 from consumers.decoding import decode_record
 from consumers.metrics import ScorerMetrics, observe_many
-from consumers.runtime import ConsumeLoop, InvalidRecord, Outputs
+from consumers.runtime import InvalidRecord, Outputs
 from consumers.updates import ModelUpdates
 from retrain.decisions.admission import ModelAdmission
-from retrain.decisions.scoring import ModelLoadError, Prediction, ServedModel, load_version, score_batch
+from retrain.decisions.scoring import Prediction, ServedModel, score_batch
 from retrain.kafka import Consumer, Record, TopicPartition
-from retrain.registry import Registry, RegistryError, open_registry
-from retrain.settings import Settings, TopicSettings
+from retrain.registry import Registry, RegistryError
+from retrain.registry.loading import ModelLoadError, load_version
+from retrain.settings import TopicSettings
 from schemas import ModelUpdatedEvent, PredictionEvent, ScoringRequest
 from schemas.fast import trusted
 from schemas.types import Target
@@ -275,48 +276,3 @@ class ScorerService:
         counter.inc(scored)
 
     # -- model updates ----------------------------------------------------------------------------------------
-
-
-def run_scorer(settings: Settings, *, registry: CollectorRegistry | None = None, serve: bool = True) -> ConsumeLoop:
-    """Build the scorer's clients and loop from the settings; return the loop (call ``run()``)."""
-    from consumers.metrics import serve_metrics
-    from producers import EventPublisher
-    from retrain.kafka import make_consumer, service_producers
-
-    if settings.registry.hmac_key is None:
-        raise RegistryError(
-            "the scorer loads signed models: set RETRAIN_REGISTRY_HMAC_KEY to the trainer's key (and "
-            "RETRAIN_REGISTRY_PATH to its registry)"
-        )
-    registry = registry or CollectorRegistry()
-    updates = make_consumer(settings.kafka, None)
-    service = ScorerService(
-        settings.topics,
-        open_registry(settings.registry),
-        fallback=settings.scorer.fallback,
-        updates=updates,
-        metrics_registry=registry,
-        admission=ModelAdmission(settings.models.allowed_ids, settings.models.max_per_service),
-        max_loaded=settings.scorer.max_loaded_models,
-    )
-    max_records = settings.scorer.max_poll_records
-    consumer = make_consumer(settings.kafka, settings.scorer.group_id, max_poll_records=max_records)
-    # Flushed after every poll batch, so a long linger only fills bigger batches (as in the detector).
-    producer, renew_producer = service_producers(
-        settings.kafka, "scorer", settings.scorer.group_id, linger_ms=50, batch_bytes=1024 * 1024
-    )
-    publisher = EventPublisher(producer, settings.topics)
-    loop = ConsumeLoop(
-        service,
-        consumer,
-        publisher,
-        [settings.topics.scoring_requests],
-        max_records=max_records,
-        on_dead_letter=service.metrics.dead_letter,
-        on_lag=service.metrics.lag,
-        on_recovery=service.metrics.recovery,
-        renew_producer=renew_producer,
-    )
-    if serve:
-        serve_metrics(registry, settings.metrics.host, settings.metrics.scorer_port)
-    return loop

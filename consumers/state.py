@@ -6,11 +6,9 @@ The record layout (one record, or chunks and a manifest when a snapshot is large
 
 from __future__ import annotations
 
-import time
-
+from consumers.changelog import ChangelogAssembler, changelog_records
 from producers import EventPublisher
-from retrain.decisions.checkpoint import ChangelogAssembler, changelog_records
-from retrain.kafka import Consumer, RetriableFailure, TopicPartition
+from retrain.kafka import Consumer, TopicPartition, read_partitions_to_end
 
 # Kafka's default limit on a record (broker message.max.bytes, producer max_request_size) is 1 MiB: stay well
 # under it, whatever the broker's settings.
@@ -49,20 +47,10 @@ class StateChangelog:
         Raises :class:`~retrain.decisions.checkpoint.SnapshotRefused` when the latest snapshot's chunks are not
         all there.
         """
-        tp = TopicPartition(self.topic, partition)
-        self.reader.assign([tp])
-        self.reader.seek_to_beginning([tp])
-        end = self.reader.end_offsets([tp])[tp]
         assembler = ChangelogAssembler(partition)
-        deadline = time.monotonic() + self.timeout_s
-        while self.reader.position(tp) < end:
-            if time.monotonic() > deadline:
-                raise RetriableFailure(
-                    f"could not read {self.topic}[{partition}] to offset {end} in {self.timeout_s:.0f}s",
-                    "KafkaTimeoutError",
-                )
-            for record in self.reader.poll(0.5, 1_000):
-                assembler.add(record.key, record.value)
+        where = [TopicPartition(self.topic, partition)]
+        for record in read_partitions_to_end(self.reader, where, self.timeout_s, past_end=True):
+            assembler.add(record.key, record.value)
         self._chunk_keys[partition] = assembler.chunk_keys
         return assembler.latest()
 

@@ -27,23 +27,23 @@ from consumers.fit_pool import FitPool, JobResult
 from consumers.metrics import TrainerMetrics
 from consumers.runtime import Outputs
 from retrain.decisions.admission import ModelAdmission
-from retrain.decisions.drift import Task
+from retrain.decisions.drift import Task, task_of
 from retrain.decisions.training import (
     EstimatorFactory,
     ExampleBuffer,
     FittedModel,
     TrainingConfig,
     TrainingOutcome,
-    choose_window,
-    needs_evidence,
+    plan_fit,
+    ready_to_fit,
     rejection,
     train_challenger,
     window_bounds,
 )
 from retrain.kafka import Consumer, Record, TopicPartition
-from retrain.registry import ArtifactVerificationError, ModelVersionInfo, Registry, RegistryError, open_registry
+from retrain.registry import ArtifactVerificationError, ModelVersionInfo, Registry, RegistryError
 from retrain.settings import TopicSettings
-from schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainReason, RetrainTrace, UpdateOutcome
+from schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainTrace, UpdateOutcome
 from schemas.types import utc_now
 
 log = logging.getLogger(__name__)
@@ -235,7 +235,7 @@ class TrainerService:
         return buffer
 
     def task(self, model_id: str) -> Task:
-        return "regression" if model_id in self.regression_models else "classification"
+        return task_of(model_id, self.regression_models)
 
     def _guarded(
         self, event: RetrainEvent, step: Callable[..., ModelUpdatedEvent | None], *args: object
@@ -264,18 +264,17 @@ class TrainerService:
             orphan.orphan, orphan.source = False, source
             return None
         examples = self.buffer(model_id).examples()
-        window = choose_window(examples, event, self.config)
+        plan = plan_fit(examples, event, self.config)
+        window = plan.window
         log.info("%s: fitting on %d of %d buffered examples", model_id, len(window), len(examples))
-        wider = examples[-self.config.default_window :]  # a second candidate, kept if the holdout prefers it
         self.metrics.window_size.labels(model_id).set(len(window))
         task = self.task(model_id)
         champion = self._load(champion_info)
         factory = self.factory_for(model_id, task)
         event = self._stamp(event, fit_started=utc_now())
         self._observe("queued", event.trace.received, event.trace.fit_started)
-        evidence = needs_evidence(event)
         self.fits.submit(
-            event.event_id, train_challenger, window, factory, task, self.config, champion, wider, evidence
+            event.event_id, train_challenger, window, factory, task, self.config, champion, plan.wider, plan.evidence
         )
         first, last = window_bounds(window)
         self.fitting[event.event_id] = Fit(event, source, champion_info, len(window), first, last)
@@ -393,10 +392,8 @@ class TrainerService:
         return model if isinstance(model, FittedModel) else None
 
     def _ready(self, event: RetrainEvent) -> bool:
-        cold = self.registry.champion(event.model_id) is None
-        if cold and event.reason is RetrainReason.DATA_VOLUME:
-            return len(self.buffer(event.model_id)) >= self.cold_start_min
-        return True
+        has_champion = self.registry.champion(event.model_id) is not None
+        return ready_to_fit(event, has_champion, len(self.buffer(event.model_id)), self.cold_start_min)
 
     def _caught_up(self) -> bool:
         """Have the buffers read every labeled example that existed when the pending events were seen?
@@ -416,50 +413,3 @@ class TrainerService:
 
 def _seconds(moment: datetime | float) -> float:
     return moment.timestamp() if isinstance(moment, datetime) else moment
-
-
-def run_trainer(settings, *, registry: CollectorRegistry | None = None, serve: bool = True):
-    """Build the trainer's clients and loop from the settings; return the loop (call ``run()``)."""
-    from consumers.metrics import serve_metrics
-    from consumers.runtime import ConsumeLoop
-    from producers import EventPublisher
-    from retrain.configure import estimator_choice, training_config
-    from retrain.kafka import make_consumer, service_producers
-
-    trainer = settings.trainer
-    metrics_registry = registry or CollectorRegistry()
-    model_registry = open_registry(settings.registry)
-    service = TrainerService(
-        settings.topics,
-        model_registry,
-        training_config(trainer),
-        estimator_choice(trainer),
-        buffer_max_examples=trainer.buffer_max_examples,
-        buffer_max_age_s=trainer.buffer_max_age_s,
-        cold_start_min=trainer.cold_start_min,
-        regression_models=trainer.regression_model_ids,
-        metrics_registry=metrics_registry,
-        fit_threads=trainer.fit_threads,
-        fit_workers=trainer.fit_workers,
-        fit_timeout_s=trainer.fit_timeout_s,
-        admission=ModelAdmission(settings.models.allowed_ids, settings.models.max_per_service),
-    )
-    service.fits.start()  # the workers import scikit-learn now, not at the first fit
-    service.consumer = make_consumer(
-        settings.kafka, trainer.group_id, max_poll_interval_ms=trainer.max_poll_interval_ms, max_poll_records=2_000
-    )
-    producer, renew_producer = service_producers(settings.kafka, "trainer", trainer.group_id)
-    loop = ConsumeLoop(
-        service,
-        service.consumer,
-        EventPublisher(producer, settings.topics),
-        [settings.topics.labeled_examples, settings.topics.retrain_events],
-        max_records=2_000,
-        on_dead_letter=service.metrics.dead_letter,
-        on_lag=service.metrics.lag,
-        on_recovery=service.metrics.recovery,
-        renew_producer=renew_producer,
-    )
-    if serve:
-        serve_metrics(metrics_registry, settings.metrics.host, settings.metrics.trainer_port)
-    return loop

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 
 from consumers.decoding import decode_record
-from retrain.kafka import Consumer, TopicPartition
+from retrain.kafka import Consumer, Record, TopicPartition, read_partitions_to_end
 from schemas import ModelUpdatedEvent
 
 log = logging.getLogger(__name__)
@@ -31,20 +31,20 @@ class ModelUpdates:
                 "topic %s has no partitions: model updates are not followed (create the topics first)", self.topic
             )
             return False
-        self.consumer.assign(assigned)
-        self.consumer.seek_to_beginning(assigned)
-        end = self.consumer.end_offsets(assigned)
-        while any(self.consumer.position(tp) < end[tp] for tp in assigned):
-            self.poll(timeout_s=0.5)
+        for record in read_partitions_to_end(self.consumer, assigned, timeout_s=None, past_end=True):
+            self._apply(record)
         return True
 
     def poll(self, timeout_s: float = 0.0) -> None:
         for record in self.consumer.poll(timeout_s, 500):
-            try:
-                update = decode_record(record, ModelUpdatedEvent)
-            except ValueError:
-                continue  # the trainer's own topic; a bad record there is the trainer's to report
-            self.on_update(update)
+            self._apply(record)
+
+    def _apply(self, record: Record) -> None:
+        try:
+            update = decode_record(record, ModelUpdatedEvent)
+        except ValueError:
+            return  # the trainer's own topic; a bad record there is the trainer's to report
+        self.on_update(update)
 
     def close(self) -> None:
         self.consumer.close()

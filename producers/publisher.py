@@ -16,7 +16,7 @@ from schemas import (
     encode,
 )
 
-_TOPIC_ROLE: dict[type[Event], str] = {
+TOPIC_ROLE: dict[type[Event], str] = {
     ScoringRequest: "scoring_requests",
     PredictionEvent: "predictions",
     LabelEvent: "labels",
@@ -31,7 +31,7 @@ DLQ_HEADER_PREFIX = "__connect.errors."
 
 
 def topic_for(event: Event, topics: TopicSettings) -> str:
-    return topics.names()[_TOPIC_ROLE[type(event)]]
+    return topics.names()[TOPIC_ROLE[type(event)]]
 
 
 def key_for(event: Event) -> bytes | None:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
@@ -32,6 +32,9 @@ from retrain.roundtrip import ensure_broker
 from retrain.settings import Settings
 from retrain.topics import ensure_topics, pipeline_topics
 from schemas import LabeledExample, RetrainEvent, RetrainReason
+
+if TYPE_CHECKING:
+    from retrain.plots import Timeline
 
 Say = Callable[[str], None]
 
@@ -137,8 +140,47 @@ def run_demo(
     run_dir = workdir / run_id
     settings = demo_settings(settings, run_id, broker.bootstrap if broker else None, run_dir)
     png = png or run_dir / "demo.png"
+    result = _run_live(
+        settings,
+        say,
+        source,
+        rate=rate,
+        label_delay=label_delay,
+        model_id=model_id,
+        run_id=run_id,
+        started_at=started_at,
+    )
+    try:
+        _collect(settings, model_id, result)
+        offline_delay = _in_examples(label_delay, rate)
+        _summarise(result, source, settings, say, png, compare, time.monotonic() - started_at, offline_delay)
+    finally:
+        if broker is not None and not keep_broker:
+            broker.stop()
+            say("broker: stopped (use --keep-broker to leave it running)")
+    return 130 if result.interrupted else 0
+
+
+class _Services(NamedTuple):
+    scorer: _Service
+    detector: _Service
+    trainer: _Service
+
+
+def _run_live(
+    settings: Settings,
+    say: Say,
+    source: StreamSource,
+    *,
+    rate: float | None,
+    label_delay: str,
+    model_id: str,
+    run_id: str,
+    started_at: float,
+) -> DemoResult:
+    """Topics, the three services and the replay, until every label is joined and every retrain answered, or Ctrl-C."""
     stop = threading.Event()
-    services: list[_Service] = []
+    services: _Services | tuple[()] = ()
     replayer: Replayer | None = None
 
     def interrupt(*_: object) -> None:
@@ -155,14 +197,7 @@ def run_demo(
         finally:
             admin.close()
         say(f"demo {run_id}: topics demo-{run_id}-*, registry {settings.registry.location}")
-        from consumers.detector import run_detector
-        from consumers.scorer import run_scorer
-        from consumers.trainer import run_trainer
-
-        scorer = _Service("scorer", run_scorer, settings)
-        detector = _Service("detector", run_detector, settings)
-        trainer = _Service("trainer", run_trainer, settings)
-        services = [scorer, detector, trainer]
+        services = _start_services(settings)
         producer = make_producer(settings.kafka, linger_ms=20, batch_bytes=512 * 1024)
         replayer = Replayer(
             EventPublisher(producer, settings.topics),
@@ -174,57 +209,77 @@ def run_demo(
         say(f"replaying {source.description} at {rate or 'max'}/s, labels after {label_delay} s")
         replay_thread = threading.Thread(target=lambda: setattr(result, "stats", replayer.run()), daemon=True)
         replay_thread.start()
-        sent_total = source.examples
-        last = (time.monotonic(), 0.0)
-        while not stop.is_set():
-            time.sleep(1.0)
-            for service in services:
-                if not service.alive:
-                    raise RuntimeError(f"the {service.name}'s loop died")
-            joined = detector.value("retrain_labeled_examples_total", model_id=model_id)
-            now = time.monotonic()
-            speed = (joined - last[1]) / max(1e-6, now - last[0])
-            last = (now, joined)
-            accuracy = detector.value("retrain_rolling_accuracy", model_id=model_id)
-            say(
-                f"[{now - started_at:5.0f}s] labeled {joined:>7,.0f}/{sent_total:,} ({speed:6,.0f}/s)  "
-                f"rolling accuracy {accuracy:.3f}  "
-                f"drift events {detector.value('retrain_retrain_events_total', model_id=model_id, reason='drift'):.0f}"
-                f"  retrains {trainer.value('retrain_model_updates_total', model_id=model_id):.0f}  "
-                f"version in service {scorer.value('retrain_scorer_model_version', model_id=model_id):.0f}"
-            )
-            done = not replay_thread.is_alive() and joined >= (result.stats.labels_sent if result.stats else sent_total)
-            asked = detector.value("retrain_retrain_events_total", model_id=model_id)
-            answered = trainer.value("retrain_model_updates_total", model_id=model_id) + trainer.value(
-                "retrain_retrain_events_coalesced_total", model_id=model_id
-            )
-            if done and answered >= asked:
-                break
+        _watch(services, replay_thread, result, stop, say, model_id, source.examples, started_at)
         replay_thread.join(timeout=30)
         producer.close()
         result.interrupted = stop.is_set()
-        result.dead_letters = sum(s.value("retrain_dead_letters_total") for s in services)
-        result.stages = {
-            stage: (
-                sum(s.value("retrain_loop_stage_seconds_sum", stage=stage) for s in services),
-                sum(s.value("retrain_loop_stage_seconds_count", stage=stage) for s in services),
-            )
-            for stage in LOOP_STAGES
-        }
+        _read_service_metrics(services, result)
     finally:
         for service in services:
             service.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    try:
-        _collect(settings, model_id, result)
-        offline_delay = _in_examples(label_delay, rate)
-        _summarise(result, source, settings, say, png, compare, time.monotonic() - started_at, offline_delay)
-    finally:
-        if broker is not None and not keep_broker:
-            broker.stop()
-            say("broker: stopped (use --keep-broker to leave it running)")
-    return 130 if result.interrupted else 0
+    return result
+
+
+def _start_services(settings: Settings) -> _Services:
+    from consumers.wiring import run_detector, run_scorer, run_trainer
+
+    scorer = _Service("scorer", run_scorer, settings)
+    detector = _Service("detector", run_detector, settings)
+    trainer = _Service("trainer", run_trainer, settings)
+    return _Services(scorer, detector, trainer)
+
+
+def _watch(
+    services: _Services,
+    replay_thread: threading.Thread,
+    result: DemoResult,
+    stop: threading.Event,
+    say: Say,
+    model_id: str,
+    sent_total: int,
+    started_at: float,
+) -> None:
+    """Progress every second until the replay is done, its labels joined and every retrain event answered."""
+    scorer, detector, trainer = services
+    last = (time.monotonic(), 0.0)
+    while not stop.is_set():
+        time.sleep(1.0)
+        for service in services:
+            if not service.alive:
+                raise RuntimeError(f"the {service.name}'s loop died")
+        joined = detector.value("retrain_labeled_examples_total", model_id=model_id)
+        now = time.monotonic()
+        speed = (joined - last[1]) / max(1e-6, now - last[0])
+        last = (now, joined)
+        accuracy = detector.value("retrain_rolling_accuracy", model_id=model_id)
+        say(
+            f"[{now - started_at:5.0f}s] labeled {joined:>7,.0f}/{sent_total:,} ({speed:6,.0f}/s)  "
+            f"rolling accuracy {accuracy:.3f}  "
+            f"drift events {detector.value('retrain_retrain_events_total', model_id=model_id, reason='drift'):.0f}"
+            f"  retrains {trainer.value('retrain_model_updates_total', model_id=model_id):.0f}  "
+            f"version in service {scorer.value('retrain_scorer_model_version', model_id=model_id):.0f}"
+        )
+        done = not replay_thread.is_alive() and joined >= (result.stats.labels_sent if result.stats else sent_total)
+        asked = detector.value("retrain_retrain_events_total", model_id=model_id)
+        answered = trainer.value("retrain_model_updates_total", model_id=model_id) + trainer.value(
+            "retrain_retrain_events_coalesced_total", model_id=model_id
+        )
+        if done and answered >= asked:
+            break
+
+
+def _read_service_metrics(services: _Services, result: DemoResult) -> None:
+    """The dead letters and the retrain loop's time per stage, summed over the services."""
+    result.dead_letters = sum(s.value("retrain_dead_letters_total") for s in services)
+    result.stages = {
+        stage: (
+            sum(s.value("retrain_loop_stage_seconds_sum", stage=stage) for s in services),
+            sum(s.value("retrain_loop_stage_seconds_count", stage=stage) for s in services),
+        )
+        for stage in LOOP_STAGES
+    }
 
 
 def _in_examples(label_delay: str, rate: float | None) -> LabelDelay | None:
@@ -271,21 +326,10 @@ def _summarise(
     elapsed: float,
     label_delay: LabelDelay | None = None,
 ) -> None:
-    from retrain import evaluate
     from retrain.plots import Timeline, plot_timelines
 
     start = settings.detector.cold_start_examples
-    say(f"--- summary after {elapsed:.0f}s{' (interrupted)' if result.interrupted else ''} ---")
-    say(f"labeled examples joined: {result.examples:,}; dead letters: {result.dead_letters:.0f}")
-    say(f"accuracy after the cold start ({start:,}): {result.accuracy(start):.4f}")
-    say(
-        f"true drifts at {list(source.drift_points)}; detected at {result.detections}; new versions from {result.swaps}"
-    )
-    reasons = [f"{e.reason.value}@{int(e.evidence.values.get('position', -1))}" for e in result.retrain_events]
-    say(f"retrain events: {len(result.retrain_events)} ({', '.join(reasons)}); versions promoted: {result.promotions}")
-    timed = [(stage, total / count) for stage, (total, count) in result.stages.items() if count]
-    if timed:
-        say("retrain loop, mean seconds per stage: " + ", ".join(f"{stage} {mean:.2f}" for stage, mean in timed))
+    _report(result, source, start, say, elapsed)
     timelines = [
         Timeline(
             "demo over Kafka",
@@ -297,30 +341,51 @@ def _summarise(
         )
     ]
     if compare and not result.interrupted:
-        offline = evaluate.evaluate_stream(
-            source,
-            settings.detector,
-            settings.trainer,
-            scheduled_every=5_000,
-            initial=None,
-            names=["default"],
-            label_delay=label_delay,
-        )["default"]
-        offline_swaps = [s for s in offline.swaps if s < len(offline.correct)]
-        say(
-            f"retrain evaluate (default, same stream and label delay, offline): accuracy {offline.accuracy:.4f}, "
-            f"detected at {offline.detections}; new versions from {offline_swaps}"
-        )
-        timelines.append(
-            Timeline(
-                "retrain evaluate (default)",
-                offline.correct,
-                offline.detections,
-                offline_swaps,
-                offline.retrains,
-                offline.accuracy,
-            )
-        )
+        timelines.append(_offline_timeline(source, settings, say, label_delay))
     if result.examples:
         plot_timelines(timelines, png, drift_points=source.drift_points, title=f"demo: {source.description}")
         say(f"wrote {png}")
+
+
+def _report(result: DemoResult, source: StreamSource, start: int, say: Say, elapsed: float) -> None:
+    """What happened over Kafka: the joins, the accuracy after the cold start, drifts, detections and retrains."""
+    say(f"--- summary after {elapsed:.0f}s{' (interrupted)' if result.interrupted else ''} ---")
+    say(f"labeled examples joined: {result.examples:,}; dead letters: {result.dead_letters:.0f}")
+    say(f"accuracy after the cold start ({start:,}): {result.accuracy(start):.4f}")
+    say(
+        f"true drifts at {list(source.drift_points)}; detected at {result.detections}; new versions from {result.swaps}"
+    )
+    reasons = [f"{e.reason.value}@{int(e.evidence.values.get('position', -1))}" for e in result.retrain_events]
+    say(f"retrain events: {len(result.retrain_events)} ({', '.join(reasons)}); versions promoted: {result.promotions}")
+    timed = [(stage, total / count) for stage, (total, count) in result.stages.items() if count]
+    if timed:
+        say("retrain loop, mean seconds per stage: " + ", ".join(f"{stage} {mean:.2f}" for stage, mean in timed))
+
+
+def _offline_timeline(source: StreamSource, settings: Settings, say: Say, label_delay: LabelDelay | None) -> Timeline:
+    """The same stream through ``retrain evaluate``'s default strategy, offline, for comparison."""
+    from retrain import evaluate
+    from retrain.plots import Timeline
+
+    offline = evaluate.evaluate_stream(
+        source,
+        settings.detector,
+        settings.trainer,
+        scheduled_every=5_000,
+        initial=None,
+        names=["default"],
+        label_delay=label_delay,
+    )["default"]
+    offline_swaps = [s for s in offline.swaps if s < len(offline.correct)]
+    say(
+        f"retrain evaluate (default, same stream and label delay, offline): accuracy {offline.accuracy:.4f}, "
+        f"detected at {offline.detections}; new versions from {offline_swaps}"
+    )
+    return Timeline(
+        "retrain evaluate (default)",
+        offline.correct,
+        offline.detections,
+        offline_swaps,
+        offline.retrains,
+        offline.accuracy,
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,6 +24,11 @@ from retrain.decisions.ring import ErrorRing
 
 Polarity = Literal["error", "correct"]
 Task = Literal["classification", "regression"]
+
+
+def task_of(model_id: str, regression_models: Collection[str]) -> Task:
+    """A model's task: regression when it is one of the configured regression models, else classification."""
+    return "regression" if model_id in regression_models else "classification"
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,15 @@ from datetime import datetime
 from typing import Any
 
 from retrain.decisions.drift import (
-    DEFAULT_DETECTORS,
     Detection,
-    DetectorSpec,
     DriftMonitor,
     Task,
     change_point,
     rise_z,
 )
+from retrain.decisions.episode import Episode  # also found here by snapshots pickled before it moved
 from retrain.decisions.feature_drift import CategoryDetection, FeatureDriftMonitor
+from retrain.decisions.policy_config import PolicyConfig  # also found here by snapshots pickled before it moved
 from retrain.decisions.ring import ErrorRing
 from schemas import (
     Evidence,
@@ -56,109 +56,10 @@ def example_error(prediction: Target, label: Target, task: Task) -> float:
     return abs(float(prediction) - float(label))
 
 
-@dataclass(frozen=True)
-class PolicyConfig:
-    task: Task = "classification"
-    detectors: tuple[DetectorSpec, ...] = DEFAULT_DETECTORS
-    # Drift fires when this many of the detectors report a rise within `agreement_window` examples.
-    drift_quorum: int = 1
-    agreement_window: int = 1_000
-    # Performance: the rolling metric over the last `performance_window` examples.
-    performance_window: int = 500
-    min_accuracy: float | None = None  # absolute floor (classification)
-    max_error: float | None = None  # absolute ceiling (regression: mean absolute error)
-    relative_drop: float | None = 0.9  # below 0.9 x the accuracy at promotion (the seed's rule)
-    # Without an accuracy from the trainer, the reference is measured over this many windows after promotion.
-    reference_windows: int = 5
-    # Data volume: this many labeled examples since the last model; a model with no version starts sooner.
-    volume_examples: int | None = 100_000
-    cold_start_examples: int = 1_000
-    # Cooldown: after an event, wait for a model update, or this many examples, or this many seconds.
-    cooldown_examples: int = 10_000
-    cooldown_s: float = 3_600.0
-    # Label-free data drift on the prediction stream's features (opt-in): a detector per feature.
-    feature_detector: DetectorSpec | None = None
-    feature_limit: int = 64
-    # Post-change training: a degradation opens an episode that asks for fits on the examples since the change.
-    # Off, it asks at once for the trainer's default window (the naive rule, kept for comparisons).
-    post_change_training: bool = True
-    refit_first: int = 1_500
-    refit_growth: float = 2.5
-    refit_until: int = 5_000
-    # Skip an episode's later refits once the rolling error is within this of the error before the change.
-    recovered_margin: float | None = 0.02
-    # Errors kept (per model, since its version went into service) to locate the change point of an episode.
-    change_history: int = 10_000
-    # A change is confident when the error after its change point exceeds the error before by this many standard
-    # errors (at the episode's first fit). Then the champion is known to be stale: fits use the examples since the
-    # change and a challenger needs only to tie. Otherwise (and for data-volume retrains) a fit uses every example
-    # since the last confident change, and the trainer promotes only a challenger better beyond its holdout's
-    # noise. None: every detected change is confident.
-    confident_rise_z: float | None = 3.0
-
-    def __post_init__(self) -> None:
-        if self.detectors and not 1 <= self.drift_quorum <= len(self.detectors):
-            raise ValueError(f"drift_quorum must be between 1 and the number of detectors ({len(self.detectors)})")
-        if min(self.performance_window, self.agreement_window, self.cold_start_examples, self.reference_windows) < 1:
-            raise ValueError("windows and counts must be positive")
-        if self.change_history < 2:
-            raise ValueError("change_history must be at least 2")
-        if not 1 <= self.refit_first <= self.refit_until or self.refit_growth <= 1:
-            raise ValueError("need 1 <= refit_first <= refit_until and refit_growth > 1")
-        if self.relative_drop is not None and not 0 < self.relative_drop < 1:
-            raise ValueError("relative_drop must be between 0 and 1")
-
-    def refit_sizes(self) -> tuple[int, ...]:
-        """Post-change example counts at which an episode asks for a fit: first, growing, until the window is full."""
-        sizes, size = [], float(self.refit_first)
-        while size < self.refit_until:
-            sizes.append(int(size))
-            size *= self.refit_growth
-        return (*sizes, self.refit_until)
-        if self.relative_drop is not None and not 0 < self.relative_drop < 1:
-            raise ValueError("relative_drop must be between 0 and 1")
-
-
 @dataclass
 class _Cooldown:
     examples_at: int
     time_at: float
-
-
-@dataclass
-class Episode:
-    """A change the watch retrains for: where it began, where it was detected, which fits are still to come.
-
-    Positions count every labeled example of the model (whichever version predicted it), from 0.
-    """
-
-    change_at: int
-    detected_at: int
-    reason: RetrainReason
-    detector: str
-    detectors: list[str]
-    before_error: float | None  # the error before the change: the mark of recovery
-    version_at_open: int
-    sizes: tuple[int, ...]
-    fits: int = 0
-    refined: bool = False  # change_at re-estimated with the errors that followed the detection
-    confident: bool = True  # judged at the first fit: the error rose beyond noise at change_at
-
-    def due(self, position: int) -> int | None:
-        """The post-change window of the next fit if it is due at ``position``, else None."""
-        if self.fits >= len(self.sizes):
-            return None
-        post_change = position + 1 - self.change_at
-        return post_change if post_change >= self.sizes[self.fits] else None
-
-    def take(self, post_change: int) -> None:
-        """A fit on ``post_change`` examples was asked for: it stands for every size it has reached."""
-        while self.fits < len(self.sizes) and self.sizes[self.fits] <= post_change:
-            self.fits += 1
-
-    @property
-    def finished(self) -> bool:
-        return self.fits >= len(self.sizes)
 
 
 @dataclass

@@ -1,10 +1,11 @@
 """What the scorer serves, and how it scores a batch: no Kafka.
 
 A :class:`ServedModel` is one model's version in service: a verified :class:`FittedModel` loaded from the
-registry, or, before the model's first promotion, nothing (version 0), in which case the configured fallback
-prediction answers. :func:`score_batch` makes one ``predict`` call for a whole batch (per-row scikit-learn calls
-are about 100 times slower); when that call raises, it splits the batch in halves until the rows that make it
-raise are isolated, so one unusable request costs its own prediction and no one else's.
+registry (:func:`retrain.registry.loading.load_version`), or, before the model's first promotion, nothing
+(version 0), in which case the configured fallback prediction answers. :func:`score_batch` makes one ``predict``
+call for a whole batch (per-row scikit-learn calls are about 100 times slower); when that call raises, it splits
+the batch in halves until the rows that make it raise are isolated, so one unusable request costs its own
+prediction and no one else's.
 """
 
 from __future__ import annotations
@@ -15,13 +16,8 @@ from typing import Any
 
 from retrain.decisions.features import Row
 from retrain.decisions.training import FittedModel
-from retrain.registry import ArtifactVerificationError, Registry, RegistryError
 
 Prediction = bool | int | float | str
-
-
-class ModelLoadError(RuntimeError):
-    """A version that cannot go into service: refused by verification, missing, unreadable, or not a model."""
 
 
 @dataclass(frozen=True)
@@ -69,25 +65,3 @@ def _score(model: FittedModel, rows: list[Row]) -> list[RowResult]:
             return [RowResult(error=f"{type(error).__name__}: {error}")]
     middle = len(rows) // 2
     return _score(model, rows[:middle]) + _score(model, rows[middle:])
-
-
-def load_version(registry: Registry, model_id: str, version: int, sha256: str | None = None) -> ServedModel:
-    """A verified version of ``model_id``; ``sha256``, when given (a model update's), must be the registry's too."""
-    what = f"{model_id} version {version}"
-    try:
-        info = registry.info(model_id, version)
-        if sha256 is not None and info.sha256 != sha256:
-            raise ModelLoadError(
-                f"{what}: the update announced sha256 {sha256[:12]}..., the registry holds {info.sha256[:12]}... "
-                "(another registry, or the version was replaced); not loaded"
-            )
-        model = registry.load(model_id, version)  # verifies the artifact's sha256 and HMAC before unpickling
-    except (RegistryError, ArtifactVerificationError) as error:
-        raise ModelLoadError(str(error)) from error
-    except ModelLoadError:
-        raise
-    except Exception as error:  # a verified artifact that does not unpickle here (library versions, ...)
-        raise ModelLoadError(f"{what}: {type(error).__name__}: {error}") from error
-    if not isinstance(model, FittedModel):
-        raise ModelLoadError(f"{what} is a {type(model).__name__}, not a FittedModel; it cannot score requests")
-    return ServedModel(model_id, version, model, info.sha256)

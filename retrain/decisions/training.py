@@ -21,7 +21,7 @@ import numpy as np
 from retrain.decisions.drift import Task
 from retrain.decisions.features import MAX_CATEGORIES, FeatureEncoding, Row
 from retrain.decisions.policy import STALE, example_error
-from schemas import LabeledExample, RetrainEvent
+from schemas import LabeledExample, RetrainEvent, RetrainReason
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,32 @@ def choose_window(
     if len(chosen) < wanted and suggestion is not None and suggestion.start is not None:
         chosen = list(examples)  # the time range is too small: widen to the minimum from the latest examples
     return chosen[-wanted:]
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """What one retrain fits on: the event's window, the latest ``default_window`` as a second candidate, and
+    whether the challenger must beat the champion beyond noise (see :func:`train_challenger`)."""
+
+    window: list[LabeledExample]
+    wider: list[LabeledExample]
+    evidence: bool
+
+
+def plan_fit(buffered: Sequence[LabeledExample], event: RetrainEvent, config: TrainingConfig) -> FitPlan:
+    """The trainer's step for the newest retrain event of a model, shared by the service and ``retrain evaluate``."""
+    return FitPlan(
+        window=choose_window(buffered, event, config),
+        wider=list(buffered[-config.default_window :]),
+        evidence=needs_evidence(event),
+    )
+
+
+def ready_to_fit(event: RetrainEvent, has_champion: bool, buffered: int, cold_start_min: int) -> bool:
+    """A cold start (no champion, a data-volume event) waits for ``cold_start_min`` buffered examples."""
+    if not has_champion and event.reason is RetrainReason.DATA_VOLUME:
+        return buffered >= cold_start_min
+    return True
 
 
 def split_holdout(

@@ -22,7 +22,7 @@ from retrain.kafka.errors import (
     RetriableFailure,
     TopicAlreadyExists,
 )
-from retrain.kafka.reading import Delivered, read_at, read_to_end, send_and_wait
+from retrain.kafka.reading import Delivered, read_at, read_partitions_to_end, read_to_end, send_and_wait
 from retrain.kafka.types import Consumer, Headers, OnDelivery, Producer, RebalanceListener, Record, TopicPartition
 from retrain.settings import KafkaSettings
 
@@ -46,6 +46,7 @@ __all__ = [
     "make_producer",
     "make_service_producer",
     "read_at",
+    "read_partitions_to_end",
     "read_to_end",
     "send_and_wait",
     "service_producers",

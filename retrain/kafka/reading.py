@@ -39,17 +39,29 @@ def send_and_wait(
 def read_to_end(consumer: Consumer, topics: list[str], timeout_s: float = 60.0) -> Iterator[Record]:
     """Every record of ``topics`` from the beginning to the end they had when asked (a group-less consumer)."""
     partitions = [TopicPartition(topic, p) for topic in topics for p in sorted(consumer.partitions_for_topic(topic))]
-    if not partitions:
-        return
+    if partitions:
+        yield from read_partitions_to_end(consumer, partitions, timeout_s)
+
+
+def read_partitions_to_end(
+    consumer: Consumer, partitions: list[TopicPartition], timeout_s: float | None = 60.0, *, past_end: bool = False
+) -> Iterator[Record]:
+    """Every record of ``partitions`` from their beginning to the end they had when asked.
+
+    ``past_end``: also the records the last polls return beyond that end (for a caller that goes on following the
+    partitions, so none is skipped). Raises :class:`RetriableFailure` when the end is not reached within
+    ``timeout_s`` (None: as long as it takes).
+    """
     consumer.assign(partitions)
     consumer.seek_to_beginning(partitions)
     ends = consumer.end_offsets(partitions)
-    deadline = time.monotonic() + timeout_s
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while any(consumer.position(p) < ends[p] for p in partitions):
-        if time.monotonic() > deadline:
-            raise RetriableFailure(f"could not read {', '.join(topics)} to their end in {timeout_s:.0f}s")
+        if deadline is not None and time.monotonic() > deadline:
+            where = ", ".join(f"{p.topic}[{p.partition}]" for p in partitions)
+            raise RetriableFailure(f"could not read {where} to their end in {timeout_s:.0f}s", "KafkaTimeoutError")
         for record in consumer.poll(0.5, 1_000):
-            if record.offset < ends[TopicPartition(record.topic, record.partition)]:
+            if past_end or record.offset < ends[TopicPartition(record.topic, record.partition)]:
                 yield record
 
 

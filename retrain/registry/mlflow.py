@@ -139,18 +139,8 @@ class MlflowRegistry:
             reason=reason,
         )
         self._ensure_model(model_id)
-        run = self._call(
-            "start a run",
-            self.client.create_run,
-            self._experiment(),
-            tags={"retrain.model_id": model_id, "retrain.trigger_event_id": trigger_event_id or ""},
-            run_name=f"{model_id}-{trigger_event_id or 'manual'}",
-        )
+        run = self._run_with_artifact(model_id, trigger_event_id, artifact)
         run_id = run.info.run_id
-        with tempfile.TemporaryDirectory(prefix="retrain-register-") as staging:
-            path = Path(staging) / ARTIFACT_FILE
-            path.write_bytes(artifact)
-            self._call("upload the artifact", self.client.log_artifact, run_id, str(path), ARTIFACT_PATH)
         self._log_run(run_id, template)
         source = f"{run.info.artifact_uri}/{ARTIFACT_PATH}"
         tags = {
@@ -250,6 +240,21 @@ class MlflowRegistry:
             return
         if model.tags.get(MODEL_TAG) != "true":
             self._call("tag the model", self.client.set_registered_model_tag, model_id, MODEL_TAG, "true")
+
+    def _run_with_artifact(self, model_id: str, trigger_event_id: str | None, artifact: bytes) -> Any:
+        """A new run of the experiment, holding ``artifact`` (still open: :meth:`_log_run` ends it)."""
+        run = self._call(
+            "start a run",
+            self.client.create_run,
+            self._experiment(),
+            tags={"retrain.model_id": model_id, "retrain.trigger_event_id": trigger_event_id or ""},
+            run_name=f"{model_id}-{trigger_event_id or 'manual'}",
+        )
+        with tempfile.TemporaryDirectory(prefix="retrain-register-") as staging:
+            path = Path(staging) / ARTIFACT_FILE
+            path.write_bytes(artifact)
+            self._call("upload the artifact", self.client.log_artifact, run.info.run_id, str(path), ARTIFACT_PATH)
+        return run
 
     def _log_run(self, run_id: str, info: ModelVersionInfo) -> None:
         from mlflow.entities import Metric, Param

@@ -1,0 +1,43 @@
+"""An episode: a change the policy retrains for, from its change point through the refits it still owes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas import RetrainReason
+
+
+@dataclass
+class Episode:
+    """A change the watch retrains for: where it began, where it was detected, which fits are still to come.
+
+    Positions count every labeled example of the model (whichever version predicted it), from 0.
+    """
+
+    change_at: int
+    detected_at: int
+    reason: RetrainReason
+    detector: str
+    detectors: list[str]
+    before_error: float | None  # the error before the change: the mark of recovery
+    version_at_open: int
+    sizes: tuple[int, ...]
+    fits: int = 0
+    refined: bool = False  # change_at re-estimated with the errors that followed the detection
+    confident: bool = True  # judged at the first fit: the error rose beyond noise at change_at
+
+    def due(self, position: int) -> int | None:
+        """The post-change window of the next fit if it is due at ``position``, else None."""
+        if self.fits >= len(self.sizes):
+            return None
+        post_change = position + 1 - self.change_at
+        return post_change if post_change >= self.sizes[self.fits] else None
+
+    def take(self, post_change: int) -> None:
+        """A fit on ``post_change`` examples was asked for: it stands for every size it has reached."""
+        while self.fits < len(self.sizes) and self.sizes[self.fits] <= post_change:
+            self.fits += 1
+
+    @property
+    def finished(self) -> bool:
+        return self.fits >= len(self.sizes)
