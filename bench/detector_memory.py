@@ -29,11 +29,11 @@ from types import SimpleNamespace
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from retrain.consumers.detector import DetectorService
+from retrain.schemas import LabeledExample, ModelUpdatedEvent, PredictionEvent
 
-from consumers.detector import DetectorService
 from retrain.decisions.join import LabelJoiner
 from retrain.settings import DetectorSettings, TopicSettings
-from schemas import LabeledExample, ModelUpdatedEvent, PredictionEvent
 
 START = datetime(2026, 11, 28, tzinfo=UTC)
 ERROR_RATE = 0.2

@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import rocksdict
+from retrain.schemas import LabelEvent, PredictionEvent, decode, encode
 
 from retrain.decisions.join import LabelJoiner, LabelOutcome
 from retrain.state.join import INDEX_PREFIXES, StoredJoiner, index_keys
 from retrain.state.store import PartitionStore
-from schemas import LabelEvent, PredictionEvent, decode, encode
 
 START = datetime(2026, 11, 28, tzinfo=UTC)
 BATCH = 1_000  # adds per write(), as a detector's poll batch

@@ -19,16 +19,16 @@ import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
+from retrain.consumers.decoding import decode_record
+from retrain.consumers.wiring import run_trainer
+from retrain.producers.scored import sea_model, sea_stream
+from retrain.schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainReason, TrainingWindow, encode
 from sklearn.ensemble import RandomForestClassifier
 
 from bench.kafka import benchmark_kafka, fresh_topics, trainer_settings
-from consumers.decoding import decode_record
-from consumers.wiring import run_trainer
-from producers.scored import sea_model, sea_stream
 from retrain.decisions.training import FittedModel
 from retrain.kafka import TopicPartition, make_consumer, make_producer, send_and_wait
 from retrain.settings import KafkaSettings
-from schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainReason, TrainingWindow, encode
 
 PARAMS = {"n_estimators": 100, "random_state": 0}
 

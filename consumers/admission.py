@@ -7,8 +7,9 @@ The number of admitted models is the gauge ``retrain_models_admitted{service}``.
 
 from __future__ import annotations
 
-from consumers.metrics import ServiceMetrics
-from consumers.runtime import InvalidRecord
+from retrain.consumers.metrics import ServiceMetrics
+from retrain.consumers.runtime import InvalidRecord
+
 from retrain.decisions.admission import REFUSAL_REASON, ModelAdmission, Verdict
 
 

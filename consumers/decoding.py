@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from retrain.schemas import DeadLetter, Event, EventDecodeError, decode
+
 from retrain.kafka import Record
-from schemas import DeadLetter, Event, EventDecodeError, decode
 
 E = TypeVar("E", bound=Event)
 

@@ -23,25 +23,14 @@ from datetime import UTC, datetime
 
 import river
 from prometheus_client import CollectorRegistry
-
-from consumers.admission import AdmittedModels
-from consumers.decoding import decode_record
-from consumers.metrics import DetectorMetrics, observe_many
-from consumers.partition_state import PartitionStates
-from consumers.runtime import InvalidRecord, Outputs
-from consumers.state import StateChangelog
-from consumers.updates import ModelUpdates
-from retrain.configure import policy_config
-from retrain.decisions.admission import ModelAdmission
-from retrain.decisions.checkpoint import Snapshot, SnapshotRefused, decode_snapshot, encode_snapshot
-from retrain.decisions.drift import task_of
-from retrain.decisions.join import LabelJoiner, LabelOutcome, PredictionOutcome, ahead_of_arrival
-from retrain.decisions.policy import ModelWatch
-from retrain.kafka import Consumer, FatalFailure, Record, RetriableFailure, TopicPartition
-from retrain.settings import DetectorSettings, TopicSettings
-from retrain.state.join import StoredJoiner
-from retrain.state.store import PartitionStore, StoreLocked, StoreUnusable
-from schemas import (
+from retrain.consumers.admission import AdmittedModels
+from retrain.consumers.decoding import decode_record
+from retrain.consumers.metrics import DetectorMetrics, observe_many
+from retrain.consumers.partition_state import PartitionStates
+from retrain.consumers.runtime import InvalidRecord, Outputs
+from retrain.consumers.state import StateChangelog
+from retrain.consumers.updates import ModelUpdates
+from retrain.schemas import (
     DeadLetter,
     LabeledExample,
     LabelEvent,
@@ -52,7 +41,18 @@ from schemas import (
     RetrainTrace,
     StreamPosition,
 )
-from schemas.types import utc_now
+from retrain.schemas.types import utc_now
+
+from retrain.configure import policy_config
+from retrain.decisions.admission import ModelAdmission
+from retrain.decisions.checkpoint import Snapshot, SnapshotRefused, decode_snapshot, encode_snapshot
+from retrain.decisions.drift import task_of
+from retrain.decisions.join import LabelJoiner, LabelOutcome, PredictionOutcome, ahead_of_arrival
+from retrain.decisions.policy import ModelWatch
+from retrain.kafka import Consumer, FatalFailure, Record, RetriableFailure, TopicPartition
+from retrain.settings import DetectorSettings, TopicSettings
+from retrain.state.join import StoredJoiner
+from retrain.state.store import PartitionStore, StoreLocked, StoreUnusable
 
 log = logging.getLogger(__name__)
 

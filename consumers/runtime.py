@@ -32,10 +32,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from consumers.decoding import dead_letter_for
-from producers import EventPublisher
+from retrain.consumers.decoding import dead_letter_for
+from retrain.producers import EventPublisher
+from retrain.schemas import DeadLetter, Event, EventDecodeError
+
 from retrain.kafka import Consumer, FatalFailure, KafkaFailure, Producer, ProducerFenced, Record, TopicPartition
-from schemas import DeadLetter, Event, EventDecodeError
 
 log = logging.getLogger(__name__)
 

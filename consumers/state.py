@@ -6,8 +6,9 @@ The record layout (one record, or chunks and a manifest when a snapshot is large
 
 from __future__ import annotations
 
-from consumers.changelog import ChangelogAssembler, changelog_records
-from producers import EventPublisher
+from retrain.consumers.changelog import ChangelogAssembler, changelog_records
+from retrain.producers import EventPublisher
+
 from retrain.kafka import Consumer, TopicPartition, read_partitions_to_end
 
 # Kafka's default limit on a record (broker message.max.bytes, producer max_request_size) is 1 MiB: stay well

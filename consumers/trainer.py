@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry
+from retrain.consumers.admission import AdmittedModels
+from retrain.consumers.decoding import decode_record
+from retrain.consumers.fit_pool import FitPool, JobResult
+from retrain.consumers.metrics import TrainerMetrics
+from retrain.consumers.runtime import Outputs
+from retrain.schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainTrace, UpdateOutcome
+from retrain.schemas.types import utc_now
 
-from consumers.admission import AdmittedModels
-from consumers.decoding import decode_record
-from consumers.fit_pool import FitPool, JobResult
-from consumers.metrics import TrainerMetrics
-from consumers.runtime import Outputs
 from retrain.decisions.admission import ModelAdmission
 from retrain.decisions.drift import Task, task_of
 from retrain.decisions.training import (
@@ -43,8 +45,6 @@ from retrain.decisions.training import (
 from retrain.kafka import Consumer, Record, TopicPartition
 from retrain.registry import ArtifactVerificationError, ModelVersionInfo, Registry, RegistryError
 from retrain.settings import TopicSettings
-from schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainTrace, UpdateOutcome
-from schemas.types import utc_now
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from consumers.decoding import decode_record
+from retrain.consumers.decoding import decode_record
+from retrain.schemas import ModelUpdatedEvent
+
 from retrain.kafka import Consumer, Record, TopicPartition, read_partitions_to_end
-from schemas import ModelUpdatedEvent
 
 log = logging.getLogger(__name__)
 

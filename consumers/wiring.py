@@ -11,15 +11,15 @@ from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+from retrain.consumers.detector import DetectorService
+from retrain.consumers.metrics import serve_metrics
+from retrain.consumers.partition_state import PartitionStates
+from retrain.consumers.runtime import ConsumeLoop
+from retrain.consumers.scorer import ScorerService
+from retrain.consumers.state import StateChangelog
+from retrain.consumers.trainer import TrainerService
+from retrain.producers import EventPublisher
 
-from consumers.detector import DetectorService
-from consumers.metrics import serve_metrics
-from consumers.partition_state import PartitionStates
-from consumers.runtime import ConsumeLoop
-from consumers.scorer import ScorerService
-from consumers.state import StateChangelog
-from consumers.trainer import TrainerService
-from producers import EventPublisher
 from retrain.configure import estimator_choice, training_config
 from retrain.decisions.admission import ModelAdmission
 from retrain.decisions.checkpoint import snapshot_key

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from producers.examples import Example, Target
-from schemas.types import MAX_CATEGORY_LENGTH, FeatureValue
+from retrain.producers.examples import Example, Target
+from retrain.schemas.types import MAX_CATEGORY_LENGTH, FeatureValue
 
 _MISSING_TEXT = ("", "nan", "+nan", "-nan")  # CSV cells read as a missing value (compared lower-cased, stripped)
 

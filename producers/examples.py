@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 # What an event carries as a feature value: a finite number, a boolean, a category (a string), or None (missing).
-from schemas.types import FeatureValue
+from retrain.schemas.types import FeatureValue
 
 Target = bool | int | float | str
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from schemas.types import FeatureValue
+from retrain.schemas.types import FeatureValue
 
 
 @dataclass(frozen=True)

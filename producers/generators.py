@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from producers.examples import Example, Target
-from producers.flights import _FLIGHT_RULES, _Flights
-from schemas.types import FeatureValue
+from retrain.producers.examples import Example, Target
+from retrain.producers.flights import _FLIGHT_RULES, _Flights
+from retrain.schemas.types import FeatureValue
 
 
 def _concept(generator: str, concept: int, seed: int, noise: float) -> Any:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from retrain.kafka import Delivered, Headers, OnDelivery, Producer, send_and_wait
-from retrain.settings import TopicSettings
-from schemas import (
+from retrain.schemas import (
     DeadLetter,
     Event,
     LabeledExample,
@@ -15,6 +13,9 @@ from schemas import (
     ScoringRequest,
     encode,
 )
+
+from retrain.kafka import Delivered, Headers, OnDelivery, Producer, send_and_wait
+from retrain.settings import TopicSettings
 
 TOPIC_ROLE: dict[type[Event], str] = {
     ScoringRequest: "scoring_requests",

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from producers.csv_source import CsvSource, csv_feature
-from producers.examples import Example, Target
-from producers.generators import GENERATORS, REGRESSION_GENERATORS, GeneratorSource
+from retrain.producers.csv_source import CsvSource, csv_feature
+from retrain.producers.examples import Example, Target
+from retrain.producers.generators import GENERATORS, REGRESSION_GENERATORS, GeneratorSource
 
 __all__ = [
     "GENERATORS",

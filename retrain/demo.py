@@ -22,16 +22,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from consumers.decoding import decode_record
-from consumers.metrics import LOOP_STAGES
-from producers import EventPublisher
-from producers.replay import LabelDelay, ReplayConfig, Replayer, ReplayStats, parse_label_delay
-from producers.streams import GeneratorSource, StreamSource
+from retrain.consumers.decoding import decode_record
+from retrain.consumers.metrics import LOOP_STAGES
 from retrain.kafka import make_admin, make_consumer, make_producer, read_to_end
+from retrain.producers import EventPublisher
+from retrain.producers.replay import LabelDelay, ReplayConfig, Replayer, ReplayStats, parse_label_delay
+from retrain.producers.streams import GeneratorSource, StreamSource
 from retrain.roundtrip import ensure_broker
+from retrain.schemas import LabeledExample, RetrainEvent, RetrainReason
 from retrain.settings import Settings
 from retrain.topics import ensure_topics, pipeline_topics
-from schemas import LabeledExample, RetrainEvent, RetrainReason
 
 if TYPE_CHECKING:
     from retrain.plots import Timeline
@@ -223,7 +223,7 @@ def _run_live(
 
 
 def _start_services(settings: Settings) -> _Services:
-    from consumers.wiring import run_detector, run_scorer, run_trainer
+    from retrain.consumers.wiring import run_detector, run_scorer, run_trainer
 
     scorer = _Service("scorer", run_scorer, settings)
     detector = _Service("detector", run_detector, settings)

@@ -22,7 +22,7 @@ from retrain.simulation import (
 )
 
 if TYPE_CHECKING:
-    from producers.replay import LabelDelay
+    from retrain.producers.replay import LabelDelay
 
 
 def strategies(

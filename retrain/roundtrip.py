@@ -10,14 +10,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import uuid4
 
-from consumers.decoding import dead_letter_for, decode_record
-from producers import EventPublisher
-from producers.publisher import DLQ_HEADER_PREFIX
+from retrain.consumers.decoding import dead_letter_for, decode_record
 from retrain.kafka import make_admin, make_consumer, make_producer, read_at, send_and_wait
 from retrain.localkafka import LocalBroker, metadata_ok
-from retrain.settings import Settings
-from retrain.topics import ensure_topics, pipeline_topics
-from schemas import (
+from retrain.producers import EventPublisher
+from retrain.producers.publisher import DLQ_HEADER_PREFIX
+from retrain.schemas import (
     DeadLetter,
     Event,
     EventDecodeError,
@@ -31,6 +29,8 @@ from schemas import (
     TrainingWindow,
     UpdateOutcome,
 )
+from retrain.settings import Settings
+from retrain.topics import ensure_topics, pipeline_topics
 
 Say = Callable[[str], None]
 

@@ -35,11 +35,11 @@ from retrain.decisions.training import (
     ready_to_fit,
     train_challenger,
 )
-from schemas import LabeledExample, RetrainEvent, RetrainReason
-from schemas.types import FeatureValue
+from retrain.schemas import LabeledExample, RetrainEvent, RetrainReason
+from retrain.schemas.types import FeatureValue
 
 if TYPE_CHECKING:
-    from producers.replay import LabelDelay
+    from retrain.producers.replay import LabelDelay
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 SPACING = timedelta(milliseconds=10)  # event time between generated examples (keeps time cooldowns out of play)

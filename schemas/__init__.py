@@ -1,7 +1,7 @@
 """Event schemas of the retraining pipeline: pydantic models, their JSON codec and exported JSON Schema."""
 
-from schemas.codec import EventDecodeError, decode, encode
-from schemas.events import (
+from retrain.schemas.codec import EventDecodeError, decode, encode
+from retrain.schemas.events import (
     EVENT_TYPES,
     DeadLetter,
     Event,

@@ -10,9 +10,8 @@ import json
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
-
-from schemas import fast
-from schemas.events import Event
+from retrain.schemas import fast
+from retrain.schemas.events import Event
 
 E = TypeVar("E", bound=Event)
 

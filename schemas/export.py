@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from schemas.events import EVENT_TYPES, Event
+from retrain.schemas.events import EVENT_TYPES, Event
 
 SCHEMA_DIR = Path(__file__).parent / "json"
 SCHEMA_ID_PREFIX = "urn:kafka-retrain:schema:"

@@ -14,9 +14,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
-
-from schemas.events import Event, LabeledExample, LabelEvent, PredictionEvent, ScoringRequest
-from schemas.types import (
+from retrain.schemas.events import Event, LabeledExample, LabelEvent, PredictionEvent, ScoringRequest
+from retrain.schemas.types import (
     MAX_CATEGORY_LENGTH,
     MAX_CLASS_LABEL_LENGTH,
     MAX_FEATURES,

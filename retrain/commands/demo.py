@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from producers.streams import add_stream_options
 from retrain.commands.arguments import Subcommands
+from retrain.producers.streams import add_stream_options
 from retrain.settings import Settings
 
 
@@ -31,8 +31,8 @@ def add_roundtrip_command(commands: Subcommands) -> None:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from producers.streams import stream_from_args
     from retrain.demo import run_demo
+    from retrain.producers.streams import stream_from_args
 
     try:
         source = stream_from_args(args)

@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from producers.streams import add_stream_options
 from retrain.commands.arguments import Subcommands, positive_int
 from retrain.commands.outcomes import EXIT_OK
+from retrain.producers.streams import add_stream_options
 from retrain.settings import Settings
 
 
@@ -47,10 +47,10 @@ def add_evaluate_command(commands: Subcommands) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from producers.replay import parse_label_delay
-    from producers.streams import REGRESSION_GENERATORS, stream_from_args
     from retrain import evaluate
     from retrain.plots import Timeline, plot_timelines
+    from retrain.producers.replay import parse_label_delay
+    from retrain.producers.streams import REGRESSION_GENERATORS, stream_from_args
 
     try:
         source = stream_from_args(args)

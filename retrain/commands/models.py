@@ -63,9 +63,9 @@ def _show_model(registry: Registry, model: str, version: int | None) -> None:
 
 def _put_in_service(registry: Registry, args: argparse.Namespace, settings: Settings) -> None:
     """Promote ``args.version`` or roll back to the previous version, then publish the ModelUpdatedEvent."""
-    from producers import EventPublisher
     from retrain.kafka import make_producer
-    from schemas import ModelUpdatedEvent, UpdateOutcome
+    from retrain.producers import EventPublisher
+    from retrain.schemas import ModelUpdatedEvent, UpdateOutcome
 
     previous = registry.champion(args.model)
     if args.models_command == "promote":

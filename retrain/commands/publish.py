@@ -8,9 +8,9 @@ import sys
 
 from pydantic import ValidationError
 
-from producers.streams import add_stream_options
 from retrain.commands.arguments import Subcommands, positive_int
 from retrain.commands.outcomes import EXIT_ERROR, EXIT_OK, describe_settings_error
+from retrain.producers.streams import add_stream_options
 from retrain.settings import Settings
 
 
@@ -46,10 +46,10 @@ def add_trigger_command(commands: Subcommands) -> None:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from producers import EventPublisher
-    from producers.replay import ReplayConfig, Replayer
-    from producers.streams import stream_from_args
     from retrain.kafka import make_producer
+    from retrain.producers import EventPublisher
+    from retrain.producers.replay import ReplayConfig, Replayer
+    from retrain.producers.streams import stream_from_args
 
     try:
         source = stream_from_args(args)
@@ -98,10 +98,10 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_trigger(args: argparse.Namespace, settings: Settings) -> int:
-    from producers import EventPublisher
     from retrain.kafka import KafkaFailure, make_producer
-    from schemas import RetrainEvent, RetrainReason, RetrainTrace, TrainingWindow
-    from schemas.types import utc_now
+    from retrain.producers import EventPublisher
+    from retrain.schemas import RetrainEvent, RetrainReason, RetrainTrace, TrainingWindow
+    from retrain.schemas.types import utc_now
 
     try:
         event = RetrainEvent(

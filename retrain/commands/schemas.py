@@ -20,7 +20,7 @@ def add_schemas_commands(commands: Subcommands) -> None:
 
 
 def cmd_schemas_export(args: argparse.Namespace, settings: Settings) -> int:
-    from schemas.export import SCHEMA_DIR, export_schemas, stale_schema_files
+    from retrain.schemas.export import SCHEMA_DIR, export_schemas, stale_schema_files
 
     directory = args.directory or SCHEMA_DIR
     if args.check:

@@ -29,7 +29,7 @@ def add_scorer_command(commands: Subcommands) -> None:
 
 
 def cmd_detector(args: argparse.Namespace, settings: Settings) -> int:
-    from consumers.wiring import run_detector
+    from retrain.consumers.wiring import run_detector
 
     loop = run_detector(settings)
     loop.install_signal_handlers()
@@ -54,7 +54,7 @@ def cmd_detector(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:
-    from consumers.wiring import run_trainer
+    from retrain.consumers.wiring import run_trainer
 
     loop = run_trainer(settings)
     loop.install_signal_handlers()
@@ -69,7 +69,7 @@ def cmd_trainer(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_scorer(args: argparse.Namespace, settings: Settings) -> int:
-    from consumers.wiring import run_scorer
+    from retrain.consumers.wiring import run_scorer
 
     loop = run_scorer(settings)
     loop.install_signal_handlers()

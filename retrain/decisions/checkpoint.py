@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import pickle
 import zlib
@@ -100,5 +101,23 @@ def decode_snapshot(data: bytes, key: bytes, river_version: str) -> Snapshot:
             f"this detector runs River {river_version}; River's pickles do not carry across versions, so the "
             "partition's detector state starts afresh (its joins are still complete: they are read again)",
         )
-    state = pickle.loads(zlib.decompress(body))  # signed by a detector and of this River version
+    state = unpickle_state(zlib.decompress(body))  # signed by a detector and of this River version
     return Snapshot(int(header["partition"]), dict(state["watches"]), list(state["joined"]))
+
+
+# Packages that were installed at the top level before they moved under retrain.
+_MOVED_PACKAGES = ("schemas", "consumers", "producers")
+
+
+class _StateUnpickler(pickle.Unpickler):
+    """Finds the classes of snapshots written when the event models were the top-level package ``schemas``."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module.split(".", 1)[0] in _MOVED_PACKAGES:
+            module = f"retrain.{module}"
+        return super().find_class(module, name)
+
+
+def unpickle_state(data: bytes) -> Any:
+    """A verified snapshot's pickled state; classes of the packages now under ``retrain.`` are found there."""
+    return _StateUnpickler(io.BytesIO(data)).load()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas import RetrainReason
+from retrain.schemas import RetrainReason
 
 
 @dataclass

@@ -28,9 +28,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from schemas import LabeledExample, LabelEvent, PredictionEvent
-from schemas.fast import trusted
-from schemas.types import FeatureValue
+from retrain.schemas import LabeledExample, LabelEvent, PredictionEvent
+from retrain.schemas.fast import trusted
+from retrain.schemas.types import FeatureValue
 
 JoinKey = tuple[str, str]  # (model_id, prediction_id)
 

@@ -30,7 +30,7 @@ from retrain.decisions.episode import Episode  # also found here by snapshots pi
 from retrain.decisions.feature_drift import CategoryDetection, FeatureDriftMonitor
 from retrain.decisions.policy_config import PolicyConfig  # also found here by snapshots pickled before it moved
 from retrain.decisions.ring import ErrorRing
-from schemas import (
+from retrain.schemas import (
     Evidence,
     LabeledExample,
     PredictionEvent,
@@ -39,7 +39,7 @@ from schemas import (
     StreamPosition,
     TrainingWindow,
 )
-from schemas.types import Target
+from retrain.schemas.types import Target
 
 # evidence.values key of a retrain event: 1 when the champion is known to be stale (a confident change, a cold
 # start, a trusted trigger), 0 when a challenger must beat it beyond noise. Events without it are trusted.

@@ -21,7 +21,7 @@ import numpy as np
 from retrain.decisions.drift import Task
 from retrain.decisions.features import MAX_CATEGORIES, FeatureEncoding, Row
 from retrain.decisions.policy import STALE, example_error
-from schemas import LabeledExample, RetrainEvent, RetrainReason
+from retrain.schemas import LabeledExample, RetrainEvent, RetrainReason
 
 
 @dataclass(frozen=True)

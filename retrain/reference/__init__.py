@@ -2,7 +2,7 @@
 
 - ``docs/configuration.md``: every ``RETRAIN_*`` variable of the settings classes in :mod:`retrain.settings`, with
   its type, constraints, default and description (the fields' ``description``); see :mod:`.configuration`.
-- ``docs/events.md``: every event of :mod:`schemas.events`, field by field, from the same JSON Schema that
+- ``docs/events.md``: every event of :mod:`retrain.schemas.events`, field by field, from the same JSON Schema that
   ``retrain schemas export`` writes, and the topics they travel on; see :mod:`.events`.
 
 ``python -m retrain.reference`` (``make docs``) writes both; ``python -m retrain.reference --check`` exits 1 and

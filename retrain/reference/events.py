@@ -1,4 +1,4 @@
-"""``docs/events.md``: every event of :mod:`schemas.events`, field by field, from the same JSON Schema that
+"""``docs/events.md``: every event of :mod:`retrain.schemas.events`, field by field, from the same JSON Schema that
 ``retrain schemas export`` writes, and the topics they travel on.
 """
 
@@ -9,14 +9,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from producers.publisher import TOPIC_ROLE, dead_letter_headers
+from retrain.producers.publisher import TOPIC_ROLE, dead_letter_headers
 from retrain.reference.json_types import description, json_type
 from retrain.reference.markdown import bullet, code, header, table, wrap
+from retrain.schemas import types as schema_types
+from retrain.schemas.codec import MAX_PAYLOAD_BYTES, EventDecodeError
+from retrain.schemas.events import EVENT_TYPES, DeadLetter, Event
 from retrain.settings import TopicSettings
 from retrain.topics import pipeline_topics
-from schemas import types as schema_types
-from schemas.codec import MAX_PAYLOAD_BYTES, EventDecodeError
-from schemas.events import EVENT_TYPES, DeadLetter, Event
 
 # What the JSON Schema cannot say: the models' cross-field validators and the meaning of enumeration values.
 _RULES = {
@@ -111,8 +111,8 @@ def _errors() -> list[str]:
     headers = ", ".join(code(name) for name, _ in dead_letter_headers(sample))
     return [
         wrap(
-            f"""Every way a payload can be wrong raises one error, `schemas.EventDecodeError`, whose message names
-            the field (e.g. `invalid PredictionEvent: timestamp: Input should have timezone info`).
+            f"""Every way a payload can be wrong raises one error, `retrain.schemas.EventDecodeError`, whose message
+            names the field (e.g. `invalid PredictionEvent: timestamp: Input should have timezone info`).
             {EventDecodeError.__doc__.split(chr(10), 1)[1]}"""
         ),
         "",

@@ -35,8 +35,8 @@ from retrain.decisions.join import (
     labeled_example,
     prediction_fields,
 )
+from retrain.schemas import LabeledExample, LabelEvent, PredictionEvent, decode, encode
 from retrain.state.store import PartitionStore
-from schemas import LabeledExample, LabelEvent, PredictionEvent, decode, encode
 
 PREDICTION, LABEL, JOINED, JOIN_RECORD = b"P", b"L", b"J", b"B"
 _LENGTH = struct.Struct(">H")

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from producers.scored import START
-from schemas.events import MAX_DEAD_LETTER_PAYLOAD_BYTES
-from schemas.types import MAX_TEXT_LENGTH
+from retrain.producers.scored import START
+from retrain.schemas.events import MAX_DEAD_LETTER_PAYLOAD_BYTES
+from retrain.schemas.types import MAX_TEXT_LENGTH
 
 SEED = 20_261_128
 N_BAD = 10_000

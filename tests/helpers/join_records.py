@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from schemas import LabelEvent, PredictionEvent
+from retrain.schemas import LabelEvent, PredictionEvent
 
 
 def at(seconds: float) -> datetime:

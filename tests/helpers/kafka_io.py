@@ -4,13 +4,13 @@ wrote. An independent reference client, whichever client (RETRAIN_KAFKA_CLIENT) 
 import time
 
 from kafka import KafkaProducer, TopicPartition
+from retrain.producers.scored import Scored, delayed_shuffled_labels
+from retrain.schemas import LabelEvent, ScoringRequest, encode
 
-from producers.scored import Scored, delayed_shuffled_labels
 from retrain.kafka.kafka_python import raw_admin as make_admin
 from retrain.kafka.kafka_python import raw_consumer as make_consumer
 from retrain.kafka.kafka_python import raw_producer as make_producer
 from retrain.settings import KafkaSettings, TopicSettings
-from schemas import LabelEvent, ScoringRequest, encode
 
 __all__ = ["make_admin", "make_consumer", "make_producer"]
 

@@ -6,7 +6,7 @@ import functools
 import random
 from datetime import UTC, datetime, timedelta
 
-from schemas import LabeledExample
+from retrain.schemas import LabeledExample
 
 Segments = tuple[tuple[float, int], ...]
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from retrain.producers.streams import GeneratorSource
 from sklearn.tree import DecisionTreeClassifier
 
-from producers.streams import GeneratorSource
 from retrain.decisions.training import FittedModel
 from retrain.registry import ModelRegistry, ModelVersionInfo
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-from producers.scored import START, sea_model, sea_stream
-from schemas import LabeledExample, PredictionEvent
+from retrain.producers.scored import START, sea_model, sea_stream
+from retrain.schemas import LabeledExample, PredictionEvent
 
 
 def shifted_feature_predictions(n: int, shift_at: int, model_id: str, seed: int = 3) -> list[PredictionEvent]:

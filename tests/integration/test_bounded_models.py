@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
+from retrain.consumers.decoding import decode_record
+from retrain.consumers.wiring import run_detector, run_scorer, run_trainer
+from retrain.schemas import DeadLetter, LabeledExample, LabelEvent, PredictionEvent, ScoringRequest, decode, encode
 
-from consumers.decoding import decode_record
-from consumers.wiring import run_detector, run_scorer, run_trainer
 from retrain.registry import ModelRegistry
 from retrain.settings import (
     BrokerSettings,
@@ -30,7 +31,6 @@ from retrain.settings import (
     TopicSettings,
     TrainerSettings,
 )
-from schemas import DeadLetter, LabeledExample, LabelEvent, PredictionEvent, ScoringRequest, decode, encode
 from tests.helpers.kafka_io import make_producer, read_all
 from tests.helpers.registry import KEY as KEY
 from tests.helpers.registry import promote

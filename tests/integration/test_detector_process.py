@@ -10,10 +10,10 @@ import sys
 import time
 
 from kafka import TopicPartition
+from retrain.producers.scored import sea_model, sea_stream
+from retrain.schemas import encode
 
-from producers.scored import sea_model, sea_stream
 from retrain.settings import KafkaSettings, TopicSettings
-from schemas import encode
 from tests.conftest import REPO_ROOT
 from tests.helpers.kafka_io import make_admin, make_producer
 from tests.helpers.processes import free_port, joined, scrape

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 from kafka import KafkaProducer
+from retrain.consumers.decoding import dead_letter_for, decode_record
+from retrain.producers import EventPublisher, topic_for
+from retrain.producers.publisher import DLQ_HEADER_PREFIX
+from retrain.schemas import DeadLetter, EventDecodeError, LabelEvent, PredictionEvent, ScoringRequest
 
-from consumers.decoding import dead_letter_for, decode_record
-from producers import EventPublisher, topic_for
-from producers.publisher import DLQ_HEADER_PREFIX
 from retrain import kafka as seam
 from retrain.kafka import read_at
 from retrain.roundtrip import run_roundtrip, sample_events
 from retrain.settings import BrokerSettings, KafkaSettings, Settings, TopicSettings
-from schemas import DeadLetter, EventDecodeError, LabelEvent, PredictionEvent, ScoringRequest
 from tests.helpers.kafka_io import make_producer, seam_producer
 
 
@@ -99,7 +99,7 @@ def test_malformed_record_becomes_a_dead_letter_with_connect_headers(
     assert headers[f"{DLQ_HEADER_PREFIX}topic"] == created_topics.labels
     assert headers[f"{DLQ_HEADER_PREFIX}partition"] == str(sent.partition)
     assert headers[f"{DLQ_HEADER_PREFIX}offset"] == str(sent.offset)
-    assert headers[f"{DLQ_HEADER_PREFIX}exception.class.name"] == "schemas.codec.EventDecodeError"
+    assert headers[f"{DLQ_HEADER_PREFIX}exception.class.name"] == "retrain.schemas.codec.EventDecodeError"
     assert headers[f"{DLQ_HEADER_PREFIX}exception.message"].startswith("invalid LabelEvent: not UTF-8")
 
 

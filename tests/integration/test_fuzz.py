@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 from kafka import KafkaProducer, TopicPartition
+from retrain.consumers.decoding import decode_record
+from retrain.consumers.wiring import run_detector
+from retrain.producers.scored import Scored, delayed_shuffled_labels, sea_model, sea_stream
+from retrain.schemas import DeadLetter, LabeledExample, LabelEvent, PredictionEvent, decode, encode
+from retrain.schemas.events import MAX_DEAD_LETTER_PAYLOAD_BYTES
 
-from consumers.decoding import decode_record
-from consumers.wiring import run_detector
-from producers.scored import Scored, delayed_shuffled_labels, sea_model, sea_stream
 from retrain.settings import BrokerSettings, DetectorSettings, KafkaSettings, Settings, TopicSettings
-from schemas import DeadLetter, LabeledExample, LabelEvent, PredictionEvent, decode, encode
-from schemas.events import MAX_DEAD_LETTER_PAYLOAD_BYTES
 from tests.helpers.fuzz_corpus import (
     CATEGORIES,
     HUGE_900K,
@@ -235,7 +235,7 @@ def test_fuzzed_input_goes_to_dead_letters_with_its_reason_and_good_input_is_joi
         reasons_by_category[(item.category, letter.error_reason)] += 1
         assert letter.error_reason == item.reason, (item.category, item.value[:200] if item.value else item.value)
         assert letter.error_message.strip()
-        assert letter.error_class == "schemas.codec.EventDecodeError"
+        assert letter.error_class == "retrain.schemas.codec.EventDecodeError"
         assert letter.service == "detector"
         assert letter.source_timestamp is not None
         assert letter.payload_size == len(item.value or b"")

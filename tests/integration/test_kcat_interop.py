@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 
 import pytest
 from kafka import TopicPartition
+from retrain.producers import EventPublisher
+from retrain.schemas import LabelEvent, RetrainEvent, RetrainReason, TrainingWindow, decode
 
-from producers import EventPublisher
 from retrain.settings import KafkaSettings, TopicSettings
-from schemas import LabelEvent, RetrainEvent, RetrainReason, TrainingWindow, decode
 from tests.helpers.kafka_io import make_consumer, make_producer, seam_producer
 
 

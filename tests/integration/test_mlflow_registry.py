@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from retrain.consumers.decoding import decode_record
+from retrain.producers.scored import sea_model, sea_stream
+from retrain.schemas import ModelUpdatedEvent, RetrainEvent, UpdateOutcome
 from sklearn.tree import DecisionTreeClassifier
 
-from consumers.decoding import decode_record
-from producers.scored import sea_model, sea_stream
 from retrain.registry import ArtifactVerificationError, RegistryError, open_registry
 from retrain.registry.mlflow import ALIAS, METADATA_TAG, MlflowRegistry
 from retrain.registry.records import RecordVerificationError
 from retrain.settings import KafkaSettings, RegistrySettings, TopicSettings
-from schemas import ModelUpdatedEvent, RetrainEvent, UpdateOutcome
 from tests.conftest import REPO_ROOT
 from tests.helpers.kafka_io import make_producer, produce_requests, read_all
 from tests.helpers.mlflow_server import mlflow_server

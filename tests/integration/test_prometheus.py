@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from retrain.consumers.wiring import run_detector, run_trainer
+from retrain.producers.scored import delayed_shuffled_labels, sea_model, sea_stream
+from retrain.schemas import encode
 
-from consumers.wiring import run_detector, run_trainer
-from producers.scored import delayed_shuffled_labels, sea_model, sea_stream
 from retrain.settings import (
     BrokerSettings,
     DetectorSettings,
@@ -31,7 +32,6 @@ from retrain.settings import (
     TopicSettings,
     TrainerSettings,
 )
-from schemas import encode
 from tests.conftest import REPO_ROOT
 from tests.helpers.kafka_io import make_producer
 from tests.helpers.running import RunningService

@@ -12,13 +12,13 @@ from datetime import timedelta
 
 import pytest
 from kafka import KafkaProducer
+from retrain.consumers.decoding import decode_record
+from retrain.producers import EventPublisher
+from retrain.producers.replay import LabelSampler, ReplayConfig, Replayer
+from retrain.producers.streams import GeneratorSource
+from retrain.schemas import LabelEvent, ScoringRequest
 
-from consumers.decoding import decode_record
-from producers import EventPublisher
-from producers.replay import LabelSampler, ReplayConfig, Replayer
-from producers.streams import GeneratorSource
 from retrain.settings import KafkaSettings, TopicSettings
-from schemas import LabelEvent, ScoringRequest
 from tests.conftest import REPO_ROOT
 from tests.helpers.kafka_io import make_producer, read_all, seam_producer
 

@@ -15,15 +15,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from retrain.consumers.decoding import decode_record
+from retrain.consumers.wiring import run_scorer
+from retrain.producers import EventPublisher
+from retrain.producers.replay import ReplayConfig, Replayer
+from retrain.producers.streams import GeneratorSource
+from retrain.schemas import DeadLetter, ModelUpdatedEvent, PredictionEvent, ScoringRequest, UpdateOutcome, encode
 
-from consumers.decoding import decode_record
-from consumers.wiring import run_scorer
-from producers import EventPublisher
-from producers.replay import ReplayConfig, Replayer
-from producers.streams import GeneratorSource
 from retrain.registry import ModelRegistry, ModelVersionInfo
 from retrain.settings import KafkaSettings, RegistrySettings, ScorerSettings, Settings, TopicSettings
-from schemas import DeadLetter, ModelUpdatedEvent, PredictionEvent, ScoringRequest, UpdateOutcome, encode
 from tests.conftest import REPO_ROOT
 from tests.helpers.kafka_io import make_admin, make_producer, read_all, seam_producer
 from tests.helpers.processes import free_port, scrape

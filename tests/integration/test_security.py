@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 from kafka.admin import ScramMechanism, UserScramCredentialUpsertion
 from kafka.errors import KafkaError
+from retrain.consumers.decoding import decode_record
+from retrain.producers.scored import sea_model, sea_stream
+from retrain.schemas import LabeledExample, ScoringRequest, encode
 
-from consumers.decoding import decode_record
-from producers.scored import sea_model, sea_stream
 from retrain.localkafka import LocalBroker
 from retrain.settings import BrokerSettings, KafkaSettings, TopicSettings
 from retrain.topics import ensure_topics, pipeline_topics
-from schemas import LabeledExample, ScoringRequest, encode
 from tests.conftest import REPO_ROOT
 from tests.helpers.kafka_io import make_admin, make_producer, read_all, topic_admin
 from tests.helpers.processes import Detector, free_port, sample, scrape

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 from kafka import TopicPartition
+from retrain.producers.scored import START
+from retrain.schemas import ScoringRequest, encode
 
-from producers.scored import START
 from retrain.settings import KafkaSettings, TopicSettings
-from schemas import ScoringRequest, encode
 from tests.conftest import REPO_ROOT
 from tests.helpers.kafka_io import make_admin, make_consumer, make_producer
 from tests.helpers.processes import TRAINER_KEY as KEY

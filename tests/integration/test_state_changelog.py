@@ -12,9 +12,9 @@ import time
 
 import pytest
 from kafka import TopicPartition
+from retrain.consumers.state import MAX_RECORD_BYTES, StateChangelog
+from retrain.producers import EventPublisher
 
-from consumers.state import MAX_RECORD_BYTES, StateChangelog
-from producers import EventPublisher
 from retrain import kafka as seam
 from retrain.kafka import PublishFailed
 from retrain.settings import KafkaSettings, TopicSettings

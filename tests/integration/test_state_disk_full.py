@@ -26,11 +26,11 @@ from pathlib import Path
 import pytest
 import rocksdict
 from kafka import TopicPartition
+from retrain.consumers.decoding import decode_record
+from retrain.schemas import LabeledExample
 
-from consumers.decoding import decode_record
 from retrain.settings import KafkaSettings, TopicSettings
 from retrain.state.store import META_KEY
-from schemas import LabeledExample
 from tests.helpers.kafka_io import make_consumer, make_producer, read_all, send_all
 from tests.helpers.processes import Detector, wait_all_joined
 from tests.helpers.state_records import label_bytes, prediction_bytes

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient, TopicPartition
 from prometheus_client import CollectorRegistry
+from retrain.consumers.decoding import decode_record
+from retrain.consumers.wiring import run_detector
+from retrain.schemas import LabeledExample
 
-from consumers.decoding import decode_record
-from consumers.wiring import run_detector
 from retrain.kafka import FatalFailure
 from retrain.settings import DetectorSettings, KafkaSettings, Settings, TopicSettings
 from retrain.topics import ensure_topics, pipeline_topics
-from schemas import LabeledExample
 from tests.helpers.kafka_io import make_consumer, make_producer, read_all, send_all, topic_admin
 from tests.helpers.processes import Detector, sample, scrape, wait_all_joined
 from tests.helpers.running import RunningService

@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.events import (
+from retrain.schemas.events import (
     DeadLetter,
     Event,
     Evidence,
@@ -181,7 +181,7 @@ VALID_EXAMPLES: list[tuple[str, Event]] = [
             payload_b64="/wD+",
             payload_size=3,
             error_reason="invalid_utf8",
-            error_class="schemas.codec.EventDecodeError",
+            error_class="retrain.schemas.codec.EventDecodeError",
             error_message="not UTF-8",
             service="joiner",
             failed_at=T1,
@@ -257,7 +257,7 @@ WIRE: dict[type[Event], dict[str, Any]] = {
         "payload_b64": "/wD+",
         "payload_size": 3,
         "error_reason": "invalid_utf8",
-        "error_class": "schemas.codec.EventDecodeError",
+        "error_class": "retrain.schemas.codec.EventDecodeError",
         "error_message": "not UTF-8",
         "service": "joiner",
         "failed_at": "2024-03-12T12:00:07Z",

@@ -6,8 +6,8 @@ import logging
 from types import SimpleNamespace
 
 import pytest
+from retrain.consumers.runtime import ConsumeLoop
 
-from consumers.runtime import ConsumeLoop
 from retrain.kafka.kafka_python import KafkaPythonConsumer
 
 
@@ -66,7 +66,7 @@ def test_the_subscription_waits_for_every_topic_and_asks_again_only_for_the_miss
 def test_a_topic_still_missing_is_named_in_a_warning(caplog: pytest.LogCaptureFixture):
     consumer = LateMetadataConsumer({"labels": 4})
     loop, _ = loop_over(consumer, ["labels"])
-    with caplog.at_level(logging.WARNING, logger="consumers.runtime"):
+    with caplog.at_level(logging.WARNING, logger="retrain.consumers.runtime"):
         loop.await_topics(warn_after_s=0.0)
     assert consumer.looks["labels"] == 4
     assert [r.getMessage() for r in caplog.records] == [

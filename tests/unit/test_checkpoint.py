@@ -5,8 +5,9 @@ from __future__ import annotations
 import pickle
 
 import pytest
+from retrain.consumers.changelog import CHUNKED, ChangelogAssembler, changelog_records
+from retrain.schemas import RetrainReason
 
-from consumers.changelog import CHUNKED, ChangelogAssembler, changelog_records
 from retrain.decisions.checkpoint import (
     MAGIC,
     Snapshot,
@@ -15,6 +16,7 @@ from retrain.decisions.checkpoint import (
     encode_snapshot,
     read_header,
     snapshot_key,
+    unpickle_state,
 )
 from retrain.decisions.policy import ModelWatch, PolicyConfig
 from tests.helpers.policy_stream import SEED, stream
@@ -47,6 +49,23 @@ def test_a_restored_watch_makes_exactly_the_decisions_of_one_that_never_stopped(
     assert restored.partition == 2 and restored.joined == ["p-1", "p-2"]
     assert restored.watches["churn"] is not before
     assert first + decisions(restored.watches["churn"], examples[split:], split) == expected
+
+
+def test_a_state_pickled_when_the_event_models_were_the_top_level_schemas_package_still_restores():
+    examples, _ = stream(SEED, ((0.1, 5_000), (0.4, 10_000)))
+    config = PolicyConfig(relative_drop=None, cooldown_s=10**9)
+    uninterrupted = ModelWatch("churn", config, version=1)
+    expected = decisions(uninterrupted, examples, 0)
+    before = ModelWatch("churn", config, version=1)
+    first = decisions(before, examples[:7_000], 0)  # mid-episode: the watch holds a RetrainReason
+    # Protocol 2 names each class in a text line: rename the module as an older install wrote it.
+    old = pickle.dumps({"watches": {"churn": before}, "joined": []}, protocol=2).replace(
+        b"retrain.schemas.", b"schemas."
+    )
+    assert b"retrain.schemas" not in old and b"schemas.events" in old
+    watch = unpickle_state(old)["watches"]["churn"]
+    assert watch.episode is not None and watch.episode.reason is RetrainReason.DRIFT
+    assert first + decisions(watch, examples[7_000:], 7_000) == expected
 
 
 def test_a_snapshot_is_compressed_and_its_header_says_what_is_inside():

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from retrain.consumers.detector import DetectorService
+from retrain.consumers.runtime import InvalidRecord
+from retrain.schemas import LabelEvent, PredictionEvent, encode
 
-from consumers.detector import DetectorService
-from consumers.runtime import InvalidRecord
 from retrain.decisions.join import LabelJoiner, ahead_of_arrival
 from retrain.kafka import Record
 from retrain.settings import DetectorSettings, TopicSettings
-from schemas import LabelEvent, PredictionEvent, encode
 
 TOPICS = TopicSettings()
 NOW = datetime.now(UTC).replace(microsecond=0)

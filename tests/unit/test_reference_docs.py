@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from retrain.schemas.events import EVENT_TYPES
 
 from retrain import reference
 from retrain.settings import Settings
-from schemas.events import EVENT_TYPES
 
 HOW = "regenerate it with `make docs` (or `.venv/bin/python -m retrain.reference`) and commit the result"
 

@@ -6,8 +6,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from producers.replay import (
+from retrain.producers.replay import (
     LabelDelay,
     LabelSampler,
     LabelSchedule,
@@ -17,7 +16,7 @@ from producers.replay import (
     TokenBucket,
     parse_label_delay,
 )
-from schemas import LabelEvent
+from retrain.schemas import LabelEvent
 
 T0 = datetime(2026, 11, 28, tzinfo=UTC)
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from schema_examples import SHA256, WIRE, Raw, wire_payload
-
-from schemas.codec import EventDecodeError, decode
-from schemas.events import (
+from retrain.schemas.codec import EventDecodeError, decode
+from retrain.schemas.events import (
     EVENT_TYPES,
     DeadLetter,
     Event,
@@ -19,7 +17,8 @@ from schemas.events import (
     RetrainEvent,
     ScoringRequest,
 )
-from schemas.types import MAX_FEATURES
+from retrain.schemas.types import MAX_FEATURES
+from schema_examples import SHA256, WIRE, Raw, wire_payload
 
 MiB = 1024 * 1024
 NAN, INF = float("nan"), float("inf")

@@ -8,10 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from schema_examples import T0, VALID_EXAMPLES, WIRE, label, prediction, wire_payload
-
-from schemas.codec import EventDecodeError, decode, encode
-from schemas.events import (
+from retrain.schemas.codec import EventDecodeError, decode, encode
+from retrain.schemas.events import (
     EVENT_TYPES,
     MAX_DEAD_LETTER_PAYLOAD_BYTES,
     DeadLetter,
@@ -24,7 +22,8 @@ from schemas.events import (
     RetrainReason,
     ScoringRequest,
 )
-from schemas.types import MAX_FEATURES
+from retrain.schemas.types import MAX_FEATURES
+from schema_examples import T0, VALID_EXAMPLES, WIRE, label, prediction, wire_payload
 
 MiB = 1024 * 1024
 
@@ -252,7 +251,9 @@ def test_dead_letter_truncates_a_long_error_message() -> None:
     [
         pytest.param(ValueError("x"), "builtins.ValueError", id="builtin"),
         pytest.param(json.JSONDecodeError("x", "{", 0), "json.decoder.JSONDecodeError", id="stdlib"),
-        pytest.param(EventDecodeError("LabelEvent", "empty", "x"), "schemas.codec.EventDecodeError", id="codec"),
+        pytest.param(
+            EventDecodeError("LabelEvent", "empty", "x"), "retrain.schemas.codec.EventDecodeError", id="codec"
+        ),
         pytest.param(_Outer._Inner("x"), f"{__name__}._Outer._Inner", id="nested-class"),
     ],
 )

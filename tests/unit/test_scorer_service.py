@@ -8,14 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sklearn.linear_model import LogisticRegression
-from sklearn.tree import DecisionTreeClassifier
-
-from consumers.scorer import ScorerService
-from retrain.decisions.scoring import RowResult, ServedModel, score_batch
-from retrain.decisions.training import Estimator, FittedModel, TrainingConfig, train_challenger
-from retrain.registry import ModelRegistry
-from schemas import (
+from retrain.consumers.scorer import ScorerService
+from retrain.schemas import (
     EventDecodeError,
     LabeledExample,
     PredictionEvent,
@@ -24,6 +18,12 @@ from schemas import (
     UpdateOutcome,
     encode,
 )
+from sklearn.linear_model import LogisticRegression
+from sklearn.tree import DecisionTreeClassifier
+
+from retrain.decisions.scoring import RowResult, ServedModel, score_batch
+from retrain.decisions.training import Estimator, FittedModel, TrainingConfig, train_challenger
+from retrain.registry import ModelRegistry
 from tests.helpers.scoring import (
     KEY,
     START,

@@ -7,14 +7,15 @@ import sys
 import textwrap
 import time
 
-from consumers.runtime import EXIT_OVERDUE
+from retrain.consumers.runtime import EXIT_OVERDUE
+
 from tests.conftest import REPO_ROOT
 
 STUCK_SERVICE = textwrap.dedent(
     """
     import logging, os, signal, threading, time
     from types import SimpleNamespace
-    from consumers.runtime import ConsumeLoop
+    from retrain.consumers.runtime import ConsumeLoop
 
     logging.basicConfig(level=logging.WARNING)
     publisher = SimpleNamespace(producer=SimpleNamespace(transactional=False))

@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 import pytest
-
-from producers.streams import CsvSource, Example, GeneratorSource, add_stream_options, stream_from_args
+from retrain.producers.streams import CsvSource, Example, GeneratorSource, add_stream_options, stream_from_args
 
 
 def test_a_generator_source_is_reproducible_and_switches_concept_at_the_point():

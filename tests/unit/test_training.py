@@ -6,6 +6,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from retrain.schemas import Evidence, LabeledExample, RetrainEvent, RetrainReason, TrainingWindow
 
 from retrain.decisions.policy import STALE
 from retrain.decisions.training import (
@@ -20,7 +21,6 @@ from retrain.decisions.training import (
     split_holdout,
     train_challenger,
 )
-from schemas import Evidence, LabeledExample, RetrainEvent, RetrainReason, TrainingWindow
 
 START = datetime(2026, 11, 28, tzinfo=UTC)
 CONFIG = TrainingConfig(
