@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
-from retrain.schemas import RetrainReason
+from retrain.schemas import Evidence, RetrainEvent, RetrainReason, TrainingWindow
+
+# evidence.values key of a retrain event: 1 when the champion is known to be stale (a confident change, a cold
+# start, a trusted trigger), 0 when a challenger must beat it beyond noise. Events without it are trusted.
+STALE = "champion_stale"
 
 
 @dataclass
@@ -41,3 +46,25 @@ class Episode:
     @property
     def finished(self) -> bool:
         return self.fits >= len(self.sizes)
+
+    def event(
+        self, model_id: str, version: int, detected_at: datetime, evidence: Evidence, *, position: int, window: int
+    ) -> RetrainEvent:
+        """The retrain event of this episode's latest fit: where the change began and was detected, which fit it
+        is, and whether the champion is known to be stale (a confident change)."""
+        values = {
+            "change_at": float(self.change_at),
+            "detected_at": float(self.detected_at),
+            "position": float(position),
+            "refit": float(self.fits),
+            STALE: 1.0 if self.confident else 0.0,
+        }
+        return RetrainEvent(
+            model_id=model_id,
+            reason=self.reason,
+            detector=self.detector,
+            detected_at=detected_at,
+            model_version=version,
+            evidence=evidence.model_copy(update={"values": values}),
+            suggested_window=TrainingWindow(last_n=window),
+        )

@@ -12,13 +12,15 @@ category shares; a missing value is skipped. A feature whose values change type 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from scipy.special import chdtrc
 
 from retrain.decisions.drift import Detection, DetectorSpec, DriftMonitor
+from retrain.schemas import Evidence, RetrainEvent, RetrainReason, TrainingWindow
 
 FeatureValue = float | int | bool | str | None
 # A category seen fewer times while the categories are chosen goes to "other": a bucket of a few values adds a degree
@@ -221,3 +223,38 @@ class FeatureDriftMonitor:
                 monitor = self.monitors[name] = DriftMonitor((self.spec,), task="regression")
             changed.extend((name, detection) for detection in monitor.update(number))
         return changed
+
+
+def feature_drift_event(
+    model_id: str,
+    version: int,
+    detected_at: datetime,
+    changed: Sequence[tuple[str, Detection]],
+    examples_seen: int,
+) -> RetrainEvent:
+    """The retrain event for the features whose distribution changed (the first one names it)."""
+    feature, detection = changed[0]
+    metric = f"feature_mean:{feature}"
+    values: dict[str, float] = {}
+    if isinstance(detection, CategoryDetection):
+        # Which category's share moved most ("<other>": categories outside the watched ones); no control chars.
+        category = "<other>" if detection.category is None else detection.category
+        metric = "".join(c if c.isprintable() else "?" for c in f"category_share:{feature}={category}")
+        values = {"p_value": detection.p_value}
+    return RetrainEvent(
+        model_id=model_id,
+        reason=RetrainReason.DRIFT,
+        detector=f"{detection.detector}[{feature}]"[:128],
+        detected_at=detected_at,
+        model_version=version,
+        evidence=Evidence(
+            metric=metric[:128],
+            before=detection.before,
+            after=detection.after,
+            window_width=detection.window_width,
+            examples_seen=examples_seen,
+            detectors=[f"{d.detector}[{name}]"[:128] for name, d in changed][:32],
+            values=values,
+        ),
+        suggested_window=TrainingWindow(last_n=max(1, detection.window_width)),
+    )

@@ -26,8 +26,8 @@ from retrain.decisions.drift import (
     change_point,
     rise_z,
 )
-from retrain.decisions.episode import Episode  # also found here by snapshots pickled before it moved
-from retrain.decisions.feature_drift import CategoryDetection, FeatureDriftMonitor
+from retrain.decisions.episode import STALE, Episode  # also found here by snapshots pickled before it moved
+from retrain.decisions.feature_drift import FeatureDriftMonitor, feature_drift_event
 from retrain.decisions.policy_config import PolicyConfig  # also found here by snapshots pickled before it moved
 from retrain.decisions.ring import ErrorRing
 from retrain.schemas import (
@@ -40,10 +40,6 @@ from retrain.schemas import (
     TrainingWindow,
 )
 from retrain.schemas.types import Target
-
-# evidence.values key of a retrain event: 1 when the champion is known to be stale (a confident change, a cold
-# start, a trusted trigger), 0 when a challenger must beat it beyond noise. Events without it are trusted.
-STALE = "champion_stale"
 
 
 def example_error(prediction: Target, label: Target, task: Task) -> float:
@@ -190,31 +186,7 @@ class ModelWatch:
         self.last_feature_detections = changed
         if not changed or self._cooling_down(prediction.timestamp.timestamp()):
             return None
-        feature, detection = changed[0]
-        metric = f"feature_mean:{feature}"
-        values: dict[str, float] = {}
-        if isinstance(detection, CategoryDetection):
-            # Which category's share moved most ("<other>": categories outside the watched ones); no control chars.
-            category = "<other>" if detection.category is None else detection.category
-            metric = "".join(c if c.isprintable() else "?" for c in f"category_share:{feature}={category}")
-            values = {"p_value": detection.p_value}
-        event = RetrainEvent(
-            model_id=self.model_id,
-            reason=RetrainReason.DRIFT,
-            detector=f"{detection.detector}[{feature}]"[:128],
-            detected_at=prediction.timestamp,
-            model_version=self.version,
-            evidence=Evidence(
-                metric=metric[:128],
-                before=detection.before,
-                after=detection.after,
-                window_width=detection.window_width,
-                examples_seen=self.examples,
-                detectors=[f"{d.detector}[{name}]"[:128] for name, d in changed][:32],
-                values=values,
-            ),
-            suggested_window=TrainingWindow(last_n=max(1, detection.window_width)),
-        )
+        event = feature_drift_event(self.model_id, self.version, prediction.timestamp, changed, self.examples)
         self._cooldown = _Cooldown(self.examples, prediction.timestamp.timestamp())
         return event
 
@@ -375,28 +347,20 @@ class ModelWatch:
             window = index + 1 - self.last_change_at
         if episode.finished:
             self.episode = None
-        return RetrainEvent(
-            model_id=self.model_id,
-            reason=episode.reason,
-            detector=episode.detector,
-            detected_at=example.label_timestamp,
-            model_version=self.version,
-            evidence=Evidence(
+        return episode.event(
+            self.model_id,
+            self.version,
+            example.label_timestamp,
+            Evidence(
                 metric=self._metric_name,
                 before=episode.before_error,
                 after=self.rolling_error,
                 window_width=post_change,
                 examples_seen=self.examples,
                 detectors=episode.detectors,
-                values={
-                    "change_at": float(episode.change_at),
-                    "detected_at": float(episode.detected_at),
-                    "position": float(index),
-                    "refit": float(episode.fits),
-                    STALE: 1.0 if episode.confident else 0.0,
-                },
             ),
-            suggested_window=TrainingWindow(last_n=window),
+            position=index,
+            window=window,
         )
 
     def _confident(self, episode: Episode, index: int) -> bool:
