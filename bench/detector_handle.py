@@ -20,15 +20,15 @@ import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
+
 from retrain.consumers.detector import DetectorService
 from retrain.consumers.partition_state import PartitionStates
 from retrain.consumers.runtime import Outputs
 from retrain.consumers.state import StateChangelog
+from retrain.kafka import Record, TopicPartition
 from retrain.producers import EventPublisher
 from retrain.producers.scored import sea_model, sea_stream
 from retrain.schemas import LabelEvent, PredictionEvent, decode, encode
-
-from retrain.kafka import Record, TopicPartition
 from retrain.settings import DetectorSettings, TopicSettings
 
 KEY = b"a benchmark key that signs the detector's state"

@@ -29,10 +29,10 @@ from types import SimpleNamespace
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from retrain.consumers.detector import DetectorService
-from retrain.schemas import LabeledExample, ModelUpdatedEvent, PredictionEvent
 
+from retrain.consumers.detector import DetectorService
 from retrain.decisions.join import LabelJoiner
+from retrain.schemas import LabeledExample, ModelUpdatedEvent, PredictionEvent
 from retrain.settings import DetectorSettings, TopicSettings
 
 START = datetime(2026, 11, 28, tzinfo=UTC)

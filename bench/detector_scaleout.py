@@ -26,12 +26,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from retrain.producers.scored import sea_model, sea_stream
-from retrain.schemas import encode
-
 from bench.kafka import GroupWatch, balanced_model_ids, benchmark_kafka, broker_pid, fresh_topics, partition_of
 from bench.services import ServiceProcess, cores_of, cpu_seconds, settings_env, wait_until
 from retrain.kafka import TopicPartition, make_consumer, make_producer, read_at
+from retrain.producers.scored import sea_model, sea_stream
+from retrain.schemas import encode
 from retrain.settings import DetectorSettings, KafkaSettings, RegistrySettings, Settings, TopicSettings
 
 PORT = 19594

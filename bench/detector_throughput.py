@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
-from retrain.consumers.wiring import run_detector
-from retrain.producers.scored import sea_model, sea_stream
-from retrain.schemas import LabeledExample, encode
 
 from bench.kafka import benchmark_kafka, broker_pid, fresh_topics
 from bench.services import cpu_seconds
+from retrain.consumers.wiring import run_detector
 from retrain.kafka import make_admin, make_producer
+from retrain.producers.scored import sea_model, sea_stream
+from retrain.schemas import LabeledExample, encode
 from retrain.settings import BrokerSettings, DetectorSettings, KafkaSettings, RegistrySettings, Settings, TopicSettings
 from retrain.topics import ensure_topics, pipeline_topics
 

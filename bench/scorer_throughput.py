@@ -22,14 +22,14 @@ import uuid
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
-from retrain.consumers.wiring import run_scorer
-from retrain.producers.scored import sea_model, sea_stream
-from retrain.schemas import ScoringRequest, encode
 
 from bench.kafka import benchmark_kafka, fresh_topics
+from retrain.consumers.wiring import run_scorer
 from retrain.decisions.training import FittedModel
 from retrain.kafka import make_producer
+from retrain.producers.scored import sea_model, sea_stream
 from retrain.registry import ModelRegistry
+from retrain.schemas import ScoringRequest, encode
 from retrain.settings import BrokerSettings, KafkaSettings, RegistrySettings, ScorerSettings, Settings, TopicSettings
 
 ADAPTERS = {"kafka-python": "retrain.kafka.kafka_python", "confluent-kafka": "retrain.kafka.confluent"}

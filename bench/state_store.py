@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import rocksdict
-from retrain.schemas import LabelEvent, PredictionEvent, decode, encode
 
 from retrain.decisions.join import LabelJoiner, LabelOutcome
+from retrain.schemas import LabelEvent, PredictionEvent, decode, encode
 from retrain.state.join import INDEX_PREFIXES, StoredJoiner, index_keys
 from retrain.state.store import PartitionStore
 

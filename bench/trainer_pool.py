@@ -23,15 +23,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
-from retrain.consumers.decoding import decode_record
-from retrain.consumers.wiring import run_trainer
-from retrain.producers.streams import GeneratorSource
-from retrain.schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainReason, TrainingWindow, encode
 from sklearn.ensemble import RandomForestClassifier
 
 from bench.kafka import benchmark_kafka, fresh_topics, trainer_settings
+from retrain.consumers.decoding import decode_record
+from retrain.consumers.wiring import run_trainer
 from retrain.decisions.training import FittedModel
 from retrain.kafka import TopicPartition, make_consumer, make_producer, send_and_wait
+from retrain.producers.streams import GeneratorSource
+from retrain.schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainReason, TrainingWindow, encode
 from retrain.settings import KafkaSettings, Settings, TopicSettings
 
 

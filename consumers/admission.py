@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from retrain.consumers.metrics import ServiceMetrics
 from retrain.consumers.runtime import InvalidRecord
-
 from retrain.decisions.admission import REFUSAL_REASON, ModelAdmission, Verdict
 
 

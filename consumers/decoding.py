@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from retrain.schemas import DeadLetter, Event, EventDecodeError, decode
-
 from retrain.kafka import Record
+from retrain.schemas import DeadLetter, Event, EventDecodeError, decode
 
 E = TypeVar("E", bound=Event)
 

@@ -23,13 +23,22 @@ from datetime import UTC, datetime
 
 import river
 from prometheus_client import CollectorRegistry
+
+from retrain.configure import policy_config
 from retrain.consumers.admission import AdmittedModels
 from retrain.consumers.decoding import decode_record
 from retrain.consumers.metrics import DetectorMetrics, observe_many
 from retrain.consumers.partition_state import PartitionStates
+from retrain.consumers.restoring import WATCH_PREFIX, WatchRestorer
 from retrain.consumers.runtime import InvalidRecord, Outputs
 from retrain.consumers.state import StateChangelog
 from retrain.consumers.updates import ModelUpdates
+from retrain.decisions.admission import ModelAdmission
+from retrain.decisions.checkpoint import Snapshot, encode_snapshot
+from retrain.decisions.drift import task_of
+from retrain.decisions.join import LabelJoiner, LabelOutcome, PredictionOutcome, ahead_of_arrival
+from retrain.decisions.policy import ModelWatch
+from retrain.kafka import Consumer, FatalFailure, Record, RetriableFailure, TopicPartition
 from retrain.schemas import (
     DeadLetter,
     LabeledExample,
@@ -42,14 +51,6 @@ from retrain.schemas import (
     StreamPosition,
 )
 from retrain.schemas.types import utc_now
-
-from retrain.configure import policy_config
-from retrain.decisions.admission import ModelAdmission
-from retrain.decisions.checkpoint import Snapshot, SnapshotRefused, decode_snapshot, encode_snapshot
-from retrain.decisions.drift import task_of
-from retrain.decisions.join import LabelJoiner, LabelOutcome, PredictionOutcome, ahead_of_arrival
-from retrain.decisions.policy import ModelWatch
-from retrain.kafka import Consumer, FatalFailure, Record, RetriableFailure, TopicPartition
 from retrain.settings import DetectorSettings, TopicSettings
 from retrain.state.join import StoredJoiner
 from retrain.state.store import PartitionStore, StoreLocked, StoreUnusable
@@ -97,6 +98,9 @@ class DetectorService:
         self.watches: dict[str, ModelWatch] = {}
         self.versions: dict[str, tuple[int, float | None]] = {}
         self._tally = _BatchTally()
+        self.restorer = WatchRestorer(
+            state_key, self.configs, settings.regression_model_ids, self.admission, self.metrics
+        )
         if self.updates is not None and not self.updates.catch_up():
             self.updates.close()
             self.updates = None
@@ -249,7 +253,8 @@ class DetectorService:
                     if watch is not None:
                         snapshot = Snapshot(partition, {model_id: watch}, [])
                         store.put(
-                            _WATCH + model_id.encode(), encode_snapshot(snapshot, self.state_key, river.__version__)
+                            WATCH_PREFIX + model_id.encode(),
+                            encode_snapshot(snapshot, self.state_key, river.__version__),
                         )
                         self.metrics.state_snapshots.inc()
             if dirty or store.staged:
@@ -353,54 +358,22 @@ class DetectorService:
         )
 
     def _adopt_watches(self, partition: int, store: PartitionStore) -> None:
-        if self.state_key is None:
-            return
-        watches: dict[str, ModelWatch] = {}
-        for key, value in store.scan(_WATCH):
-            try:
-                watches.update(decode_snapshot(value, self.state_key, river.__version__).watches)
-            except SnapshotRefused as refused:
-                log.error("detector state of %s refused: %s", key[len(_WATCH) :].decode(), refused)
-                self.metrics.state_restores.labels(refused.reason).inc()
-        if not watches:
-            self.metrics.state_restores.labels("empty").inc()
-            return
-        self._adopt(partition, Snapshot(partition, watches, []))
+        snapshot = self.restorer.from_store(partition, store)
+        if snapshot is not None:
+            self._adopt(partition, snapshot)
 
     def _restore(self, partition: int, joiner: LabelJoiner) -> None:
         """The partition is read for the first time since its assignment: carry on from its snapshot."""
-        if self.changelog is None or self.state_key is None:
+        if self.changelog is None:
             return
-        try:
-            data = self.changelog.load(partition)
-            if data is None:
-                self.metrics.state_restores.labels("empty").inc()
-                return
-            snapshot = decode_snapshot(data, self.state_key, river.__version__)
-        except SnapshotRefused as refused:
-            log.error("detector state of partition %d refused: %s", partition, refused)
-            self.metrics.state_restores.labels(refused.reason).inc()
-            return
-        self._adopt(partition, snapshot)
-        joiner.restore_joined(snapshot.joined)
+        snapshot = self.restorer.from_changelog(partition, self.changelog)
+        if snapshot is not None:
+            self._adopt(partition, snapshot)
+            joiner.restore_joined(snapshot.joined)
 
     def _adopt(self, partition: int, snapshot: Snapshot) -> None:
         """Take on a restored snapshot's watches (those still valid under today's settings and allow-list)."""
-        watches = {}
-        for model_id, watch in snapshot.watches.items():
-            task = task_of(model_id, self.settings.regression_model_ids)
-            if watch.config != self.configs[task]:
-                log.warning("detector state of %s not restored: the detector settings changed since", model_id)
-                self.metrics.state_restores.labels("config_changed").inc()
-                continue
-            if not self.admission.known(model_id):  # admitted before; refused by the allow-list now
-                log.warning("detector state of %s not restored: not on the allow-list of model ids", model_id)
-                self.metrics.state_restores.labels("not_admitted").inc()
-                continue
-            version, accuracy = self.versions.get(model_id, (watch.version, watch.validation_accuracy))
-            if version > watch.version:
-                watch.model_updated(version, accuracy)  # promoted while nobody watched this partition
-            watches[model_id] = watch
+        watches = self.restorer.still_valid(snapshot, self.versions)
         self.watches.update(watches)
         self._models_in.setdefault(partition, set()).update(watches)
         self.metrics.state_restores.labels("restored").inc()
@@ -478,9 +451,6 @@ class DetectorService:
         if watch is not None and update.version != watch.version:
             watch.model_updated(update.version, accuracy)
             self._changed_watches.add(update.model_id)
-
-
-_WATCH = b"W"  # store key prefix of a model's signed watch snapshot
 
 
 class _BatchTally:

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
-from retrain.consumers.metrics import DetectorMetrics
-from retrain.producers import EventPublisher
 
+from retrain.consumers.metrics import DetectorMetrics
 from retrain.kafka import Consumer, RetriableFailure, TopicPartition
+from retrain.producers import EventPublisher
 from retrain.state.join import INDEX_PREFIXES, index_keys
 from retrain.state.store import PartitionStore, StoreUnusable
 

@@ -33,10 +33,9 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from retrain.consumers.decoding import dead_letter_for
+from retrain.kafka import Consumer, FatalFailure, KafkaFailure, Producer, ProducerFenced, Record, TopicPartition
 from retrain.producers import EventPublisher
 from retrain.schemas import DeadLetter, Event, EventDecodeError
-
-from retrain.kafka import Consumer, FatalFailure, KafkaFailure, Producer, ProducerFenced, Record, TopicPartition
 
 log = logging.getLogger(__name__)
 

@@ -25,20 +25,20 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from pydantic import TypeAdapter, ValidationError
+
 from retrain.consumers.admission import AdmittedModels
 from retrain.consumers.decoding import decode_record
 from retrain.consumers.metrics import ScorerMetrics, observe_many
 from retrain.consumers.runtime import InvalidRecord, Outputs
 from retrain.consumers.updates import ModelUpdates
-from retrain.schemas import ModelUpdatedEvent, PredictionEvent, ScoringRequest
-from retrain.schemas.fast import trusted
-from retrain.schemas.types import Target
-
 from retrain.decisions.admission import ModelAdmission
 from retrain.decisions.scoring import Prediction, ServedModel, score_batch
 from retrain.kafka import Consumer, Record, TopicPartition
 from retrain.registry import Registry, RegistryError
 from retrain.registry.loading import ModelLoadError, load_version
+from retrain.schemas import ModelUpdatedEvent, PredictionEvent, ScoringRequest
+from retrain.schemas.fast import trusted
+from retrain.schemas.types import Target
 from retrain.settings import TopicSettings
 
 log = logging.getLogger(__name__)

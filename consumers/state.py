@@ -7,9 +7,8 @@ The record layout (one record, or chunks and a manifest when a snapshot is large
 from __future__ import annotations
 
 from retrain.consumers.changelog import ChangelogAssembler, changelog_records
-from retrain.producers import EventPublisher
-
 from retrain.kafka import Consumer, TopicPartition, read_partitions_to_end
+from retrain.producers import EventPublisher
 
 # Kafka's default limit on a record (broker message.max.bytes, producer max_request_size) is 1 MiB: stay well
 # under it, whatever the broker's settings.

@@ -20,14 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry
+
 from retrain.consumers.admission import AdmittedModels
 from retrain.consumers.decoding import decode_record
 from retrain.consumers.fit_pool import FitPool, JobResult
 from retrain.consumers.metrics import TrainerMetrics
 from retrain.consumers.runtime import Outputs
-from retrain.schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainTrace, UpdateOutcome
-from retrain.schemas.types import utc_now
-
 from retrain.decisions.admission import ModelAdmission
 from retrain.decisions.drift import Task, task_of
 from retrain.decisions.training import (
@@ -44,6 +42,8 @@ from retrain.decisions.training import (
 )
 from retrain.kafka import Consumer, Record, TopicPartition
 from retrain.registry import ArtifactVerificationError, ModelVersionInfo, Registry, RegistryError
+from retrain.schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainTrace, UpdateOutcome
+from retrain.schemas.types import utc_now
 from retrain.settings import TopicSettings
 
 log = logging.getLogger(__name__)

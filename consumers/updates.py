@@ -10,9 +10,8 @@ import logging
 from collections.abc import Callable
 
 from retrain.consumers.decoding import decode_record
-from retrain.schemas import ModelUpdatedEvent
-
 from retrain.kafka import Consumer, Record, TopicPartition, read_partitions_to_end
+from retrain.schemas import ModelUpdatedEvent
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
+
+from retrain.configure import estimator_choice, training_config
 from retrain.consumers.detector import DetectorService
 from retrain.consumers.metrics import serve_metrics
 from retrain.consumers.partition_state import PartitionStates
@@ -18,12 +20,10 @@ from retrain.consumers.runtime import ConsumeLoop
 from retrain.consumers.scorer import ScorerService
 from retrain.consumers.state import StateChangelog
 from retrain.consumers.trainer import TrainerService
-from retrain.producers import EventPublisher
-
-from retrain.configure import estimator_choice, training_config
 from retrain.decisions.admission import ModelAdmission
 from retrain.decisions.checkpoint import snapshot_key
 from retrain.kafka import Consumer, Producer, make_consumer, service_producers
+from retrain.producers import EventPublisher
 from retrain.registry import RegistryError, open_registry
 from retrain.settings import Settings
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from retrain.kafka import Delivered, Headers, OnDelivery, Producer, send_and_wait
 from retrain.schemas import (
     DeadLetter,
     Event,
@@ -13,8 +14,6 @@ from retrain.schemas import (
     ScoringRequest,
     encode,
 )
-
-from retrain.kafka import Delivered, Headers, OnDelivery, Producer, send_and_wait
 from retrain.settings import TopicSettings
 
 TOPIC_ROLE: dict[type[Event], str] = {

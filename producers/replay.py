@@ -28,12 +28,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import TypeAdapter
+
+from retrain.kafka import PublishFailed
 from retrain.producers.publisher import EventPublisher
 from retrain.producers.streams import Example
 from retrain.schemas import LabelEvent, ScoringRequest
 from retrain.schemas.types import ModelId
-
-from retrain.kafka import PublishFailed
 
 DelayKind = Literal["fixed", "uniform", "exp"]
 _RUN_ID = re.compile(r"[!-~]{1,100}")  # prediction ids are printable ASCII, at most 128 characters

@@ -7,9 +7,10 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from retrain.schemas import LabelEvent, PredictionEvent
 from river.datasets import synth
 from sklearn.tree import DecisionTreeClassifier
+
+from retrain.schemas import LabelEvent, PredictionEvent
 
 START = datetime(2026, 11, 28, tzinfo=UTC)
 

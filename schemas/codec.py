@@ -10,6 +10,7 @@ import json
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
+
 from retrain.schemas import fast
 from retrain.schemas.events import Event
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
+
 from retrain.schemas.events import Event, LabeledExample, LabelEvent, PredictionEvent, ScoringRequest
 from retrain.schemas.types import (
     MAX_CATEGORY_LENGTH,

@@ -4,12 +4,12 @@ wrote. An independent reference client, whichever client (RETRAIN_KAFKA_CLIENT) 
 import time
 
 from kafka import KafkaProducer, TopicPartition
-from retrain.producers.scored import Scored, delayed_shuffled_labels
-from retrain.schemas import LabelEvent, ScoringRequest, encode
 
 from retrain.kafka.kafka_python import raw_admin as make_admin
 from retrain.kafka.kafka_python import raw_consumer as make_consumer
 from retrain.kafka.kafka_python import raw_producer as make_producer
+from retrain.producers.scored import Scored, delayed_shuffled_labels
+from retrain.schemas import LabelEvent, ScoringRequest, encode
 from retrain.settings import KafkaSettings, TopicSettings
 
 __all__ = ["make_admin", "make_consumer", "make_producer"]

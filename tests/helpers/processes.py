@@ -16,11 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kafka import TopicPartition
+
 from retrain.consumers.decoding import decode_record
 from retrain.schemas import (
     LabeledExample,
 )
-
 from retrain.settings import KafkaSettings, TopicSettings
 from tests.conftest import REPO_ROOT
 from tests.helpers.kafka_io import make_consumer, read_all, written

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from retrain.producers.streams import GeneratorSource
 from sklearn.tree import DecisionTreeClassifier
 
 from retrain.decisions.training import FittedModel
+from retrain.producers.streams import GeneratorSource
 from retrain.registry import ModelRegistry, ModelVersionInfo
 
 KEY = "scorer-integration-key-0123456789abcdef"

@@ -5,7 +5,12 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
+from sklearn.tree import DecisionTreeClassifier
+
 from retrain.consumers.scorer import ScorerService
+from retrain.decisions.training import FittedModel
+from retrain.kafka import Record
+from retrain.registry import ModelRegistry, ModelVersionInfo
 from retrain.schemas import (
     ModelUpdatedEvent,
     PredictionEvent,
@@ -13,11 +18,6 @@ from retrain.schemas import (
     UpdateOutcome,
     encode,
 )
-from sklearn.tree import DecisionTreeClassifier
-
-from retrain.decisions.training import FittedModel
-from retrain.kafka import Record
-from retrain.registry import ModelRegistry, ModelVersionInfo
 from retrain.settings import TopicSettings
 
 KEY = "scorer-test-key-0123456789abcdef-xyz"

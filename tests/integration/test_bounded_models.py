@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
+
 from retrain.consumers.decoding import decode_record
 from retrain.consumers.wiring import run_detector, run_scorer, run_trainer
-from retrain.schemas import DeadLetter, LabeledExample, LabelEvent, PredictionEvent, ScoringRequest, decode, encode
-
 from retrain.registry import ModelRegistry
+from retrain.schemas import DeadLetter, LabeledExample, LabelEvent, PredictionEvent, ScoringRequest, decode, encode
 from retrain.settings import (
     BrokerSettings,
     DetectorSettings,

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 from kafka import TopicPartition
-from retrain.consumers.decoding import decode_record
-from retrain.producers.scored import delayed_shuffled_labels, sea_model, sea_stream
-from retrain.schemas import PredictionEvent
 
 from retrain import kafka as seam
+from retrain.consumers.decoding import decode_record
 from retrain.kafka import KafkaFailure
 from retrain.localkafka import LocalBroker
+from retrain.producers.scored import delayed_shuffled_labels, sea_model, sea_stream
+from retrain.schemas import PredictionEvent
 from retrain.settings import BrokerSettings, KafkaSettings, TopicSettings
 from retrain.topics import ensure_topics, pipeline_topics
 from tests.conftest import REPO_ROOT

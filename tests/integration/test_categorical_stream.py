@@ -13,13 +13,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
 from retrain.consumers.decoding import decode_record
+from retrain.decisions.training import FittedModel
 from retrain.producers.scored import START, Scored
 from retrain.producers.streams import GeneratorSource
-from retrain.schemas import LabelEvent, PredictionEvent
-
-from retrain.decisions.training import FittedModel
 from retrain.registry import ModelRegistry
+from retrain.schemas import LabelEvent, PredictionEvent
 from retrain.settings import KafkaSettings, TopicSettings
 from tests.helpers.kafka_io import make_producer, produce_requests, read_all
 from tests.helpers.processes import HARNESS_KEY as KEY

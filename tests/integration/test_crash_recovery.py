@@ -16,10 +16,10 @@ import time
 
 import pytest
 from kafka import TopicPartition
+
 from retrain.consumers.decoding import decode_record
 from retrain.producers.scored import Scored, delayed_shuffled_labels, sea_model, sea_stream
 from retrain.schemas import DeadLetter, RetrainEvent
-
 from retrain.settings import KafkaSettings, TopicSettings
 from tests.helpers.kafka_io import LABEL_WINDOW, make_consumer, make_producer, produce, read_all, written
 from tests.helpers.processes import Detector, wait_all_joined

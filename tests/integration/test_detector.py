@@ -10,11 +10,11 @@ from datetime import timedelta
 import pytest
 from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry
+
 from retrain.consumers.decoding import decode_record
 from retrain.consumers.wiring import run_detector
 from retrain.producers.scored import delayed_shuffled_labels, sea_model, sea_stream
 from retrain.schemas import DeadLetter, LabeledExample, LabelEvent, RetrainEvent, encode
-
 from retrain.settings import BrokerSettings, DetectorSettings, KafkaSettings, Settings, TopicSettings
 from tests.helpers.kafka_io import LABEL_WINDOW, make_producer, produce, read_all
 from tests.helpers.streams import shifted_feature_predictions

@@ -10,9 +10,9 @@ import sys
 import time
 
 from kafka import TopicPartition
+
 from retrain.producers.scored import sea_model, sea_stream
 from retrain.schemas import encode
-
 from retrain.settings import KafkaSettings, TopicSettings
 from tests.conftest import REPO_ROOT
 from tests.helpers.kafka_io import make_admin, make_producer

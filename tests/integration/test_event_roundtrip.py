@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 from kafka import KafkaProducer
-from retrain.consumers.decoding import dead_letter_for, decode_record
-from retrain.producers import EventPublisher, topic_for
-from retrain.producers.publisher import DLQ_HEADER_PREFIX
-from retrain.schemas import DeadLetter, EventDecodeError, LabelEvent, PredictionEvent, ScoringRequest
 
 from retrain import kafka as seam
+from retrain.consumers.decoding import dead_letter_for, decode_record
 from retrain.kafka import read_at
+from retrain.producers import EventPublisher, topic_for
+from retrain.producers.publisher import DLQ_HEADER_PREFIX
 from retrain.roundtrip import run_roundtrip, sample_events
+from retrain.schemas import DeadLetter, EventDecodeError, LabelEvent, PredictionEvent, ScoringRequest
 from retrain.settings import BrokerSettings, KafkaSettings, Settings, TopicSettings
 from tests.helpers.kafka_io import make_producer, seam_producer
 

@@ -13,10 +13,10 @@ from collections import Counter
 
 import pytest
 from kafka import TopicPartition
+
 from retrain.consumers.decoding import decode_record
 from retrain.producers.scored import delayed_shuffled_labels, sea_model, sea_stream
 from retrain.schemas import LabeledExample
-
 from retrain.settings import KafkaSettings, TopicSettings
 from tests.helpers.kafka_io import LABEL_WINDOW, make_consumer, make_producer, produce, read_all, written
 from tests.helpers.processes import Detector, wait_all_joined

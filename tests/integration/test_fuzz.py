@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 from kafka import KafkaProducer, TopicPartition
+
 from retrain.consumers.decoding import decode_record
 from retrain.consumers.wiring import run_detector
 from retrain.producers.scored import Scored, delayed_shuffled_labels, sea_model, sea_stream
 from retrain.schemas import DeadLetter, LabeledExample, LabelEvent, PredictionEvent, decode, encode
 from retrain.schemas.events import MAX_DEAD_LETTER_PAYLOAD_BYTES
-
 from retrain.settings import BrokerSettings, DetectorSettings, KafkaSettings, Settings, TopicSettings
 from tests.helpers.fuzz_corpus import (
     CATEGORIES,

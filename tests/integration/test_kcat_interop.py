@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 import pytest
 from kafka import TopicPartition
+
 from retrain.producers import EventPublisher
 from retrain.schemas import LabelEvent, RetrainEvent, RetrainReason, TrainingWindow, decode
-
 from retrain.settings import KafkaSettings, TopicSettings
 from tests.helpers.kafka_io import make_consumer, make_producer, seam_producer
 

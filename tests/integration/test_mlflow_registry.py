@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from retrain.consumers.decoding import decode_record
-from retrain.producers.scored import sea_model, sea_stream
-from retrain.schemas import ModelUpdatedEvent, RetrainEvent, UpdateOutcome
 from sklearn.tree import DecisionTreeClassifier
 
+from retrain.consumers.decoding import decode_record
+from retrain.producers.scored import sea_model, sea_stream
 from retrain.registry import ArtifactVerificationError, RegistryError, open_registry
 from retrain.registry.mlflow import ALIAS, METADATA_TAG, MlflowRegistry
 from retrain.registry.records import RecordVerificationError
+from retrain.schemas import ModelUpdatedEvent, RetrainEvent, UpdateOutcome
 from retrain.settings import KafkaSettings, RegistrySettings, TopicSettings
 from tests.conftest import REPO_ROOT
 from tests.helpers.kafka_io import make_producer, produce_requests, read_all

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from retrain.consumers.decoding import decode_record
-from retrain.consumers.wiring import run_detector
-from retrain.producers.streams import GeneratorSource
-from retrain.schemas import LabelEvent, PredictionEvent, RetrainEvent, encode
 
 from retrain import simulation
 from retrain.configure import policy_config
+from retrain.consumers.decoding import decode_record
+from retrain.consumers.wiring import run_detector
 from retrain.decisions.training import TrainingConfig, estimator_factory
+from retrain.producers.streams import GeneratorSource
+from retrain.schemas import LabelEvent, PredictionEvent, RetrainEvent, encode
 from retrain.settings import BrokerSettings, DetectorSettings, KafkaSettings, Settings, TopicSettings
 from tests.helpers.kafka_io import make_producer, read_all
 from tests.helpers.running import RunningService

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from retrain.consumers.wiring import run_detector, run_trainer
 from retrain.producers.scored import delayed_shuffled_labels, sea_model, sea_stream
 from retrain.schemas import encode
-
 from retrain.settings import (
     BrokerSettings,
     DetectorSettings,

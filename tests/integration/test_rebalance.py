@@ -12,10 +12,10 @@ import time
 
 import pytest
 from kafka import KafkaAdminClient, TopicPartition
+
 from retrain.consumers.decoding import decode_record
 from retrain.producers.scored import Scored, delayed_shuffled_labels, sea_model, sea_stream
 from retrain.schemas import RetrainEvent
-
 from retrain.settings import KafkaSettings, TopicSettings
 from retrain.topics import ensure_topics, pipeline_topics
 from tests.helpers.kafka_io import LABEL_WINDOW, make_consumer, make_producer, produce, read_all, topic_admin, written

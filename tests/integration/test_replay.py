@@ -12,12 +12,12 @@ from datetime import timedelta
 
 import pytest
 from kafka import KafkaProducer
+
 from retrain.consumers.decoding import decode_record
 from retrain.producers import EventPublisher
 from retrain.producers.replay import LabelSampler, ReplayConfig, Replayer
 from retrain.producers.streams import GeneratorSource
 from retrain.schemas import LabelEvent, ScoringRequest
-
 from retrain.settings import KafkaSettings, TopicSettings
 from tests.conftest import REPO_ROOT
 from tests.helpers.kafka_io import make_producer, read_all, seam_producer

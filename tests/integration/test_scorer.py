@@ -15,14 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from retrain.consumers.decoding import decode_record
 from retrain.consumers.wiring import run_scorer
 from retrain.producers import EventPublisher
 from retrain.producers.replay import ReplayConfig, Replayer
 from retrain.producers.streams import GeneratorSource
-from retrain.schemas import DeadLetter, ModelUpdatedEvent, PredictionEvent, ScoringRequest, UpdateOutcome, encode
-
 from retrain.registry import ModelRegistry, ModelVersionInfo
+from retrain.schemas import DeadLetter, ModelUpdatedEvent, PredictionEvent, ScoringRequest, UpdateOutcome, encode
 from retrain.settings import KafkaSettings, RegistrySettings, ScorerSettings, Settings, TopicSettings
 from tests.conftest import REPO_ROOT
 from tests.helpers.kafka_io import make_admin, make_producer, read_all, seam_producer

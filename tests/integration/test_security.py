@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 from kafka.admin import ScramMechanism, UserScramCredentialUpsertion
 from kafka.errors import KafkaError
+
 from retrain.consumers.decoding import decode_record
+from retrain.localkafka import LocalBroker
 from retrain.producers.scored import sea_model, sea_stream
 from retrain.schemas import LabeledExample, ScoringRequest, encode
-
-from retrain.localkafka import LocalBroker
 from retrain.settings import BrokerSettings, KafkaSettings, TopicSettings
 from retrain.topics import ensure_topics, pipeline_topics
 from tests.conftest import REPO_ROOT

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 from kafka import TopicPartition
+
 from retrain.producers.scored import START
 from retrain.schemas import ScoringRequest, encode
-
 from retrain.settings import KafkaSettings, TopicSettings
 from tests.conftest import REPO_ROOT
 from tests.helpers.kafka_io import make_admin, make_consumer, make_producer

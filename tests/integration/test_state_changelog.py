@@ -12,11 +12,11 @@ import time
 
 import pytest
 from kafka import TopicPartition
-from retrain.consumers.state import MAX_RECORD_BYTES, StateChangelog
-from retrain.producers import EventPublisher
 
 from retrain import kafka as seam
+from retrain.consumers.state import MAX_RECORD_BYTES, StateChangelog
 from retrain.kafka import PublishFailed
+from retrain.producers import EventPublisher
 from retrain.settings import KafkaSettings, TopicSettings
 from tests.helpers.kafka_io import make_consumer
 

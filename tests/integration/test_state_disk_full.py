@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 import rocksdict
 from kafka import TopicPartition
+
 from retrain.consumers.decoding import decode_record
 from retrain.schemas import LabeledExample
-
 from retrain.settings import KafkaSettings, TopicSettings
 from retrain.state.store import META_KEY
 from tests.helpers.kafka_io import make_consumer, make_producer, read_all, send_all

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient, TopicPartition
 from prometheus_client import CollectorRegistry
+
 from retrain.consumers.decoding import decode_record
 from retrain.consumers.wiring import run_detector
-from retrain.schemas import LabeledExample
-
 from retrain.kafka import FatalFailure
+from retrain.schemas import LabeledExample
 from retrain.settings import DetectorSettings, KafkaSettings, Settings, TopicSettings
 from retrain.topics import ensure_topics, pipeline_topics
 from tests.helpers.kafka_io import make_consumer, make_producer, read_all, send_all, topic_admin

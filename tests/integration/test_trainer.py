@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
+
 from retrain.consumers.decoding import decode_record
 from retrain.consumers.wiring import run_trainer
-from retrain.schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainReason, TrainingWindow, encode
-
 from retrain.registry import ModelRegistry
+from retrain.schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainReason, TrainingWindow, encode
 from retrain.settings import BrokerSettings, KafkaSettings, RegistrySettings, Settings, TopicSettings, TrainerSettings
 from tests.helpers.kafka_io import make_producer, read_all
 from tests.helpers.running import RunningService

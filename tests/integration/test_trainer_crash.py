@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from retrain.consumers.decoding import decode_record
-from retrain.schemas import ModelUpdatedEvent, RetrainEvent, RetrainReason, TrainingWindow, encode
 
+from retrain.consumers.decoding import decode_record
 from retrain.registry import ModelRegistry
+from retrain.schemas import ModelUpdatedEvent, RetrainEvent, RetrainReason, TrainingWindow, encode
 from retrain.settings import KafkaSettings, TopicSettings
 from tests.helpers.kafka_io import make_producer, read_all
 from tests.helpers.processes import TRAINER_KEY as KEY

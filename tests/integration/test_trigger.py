@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+
 from retrain.consumers.decoding import decode_record
 from retrain.schemas import RetrainEvent, RetrainReason, TrainingWindow
-
 from retrain.settings import KafkaSettings, TopicSettings
 from tests.conftest import REPO_ROOT
 from tests.helpers.kafka_io import read_all

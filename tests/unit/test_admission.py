@@ -13,17 +13,17 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+
 from retrain.consumers.detector import DetectorService
 from retrain.consumers.runtime import InvalidRecord
 from retrain.consumers.scorer import ScorerService
 from retrain.consumers.trainer import TrainerService
-from retrain.schemas import LabeledExample, LabelEvent, ModelUpdatedEvent, PredictionEvent, UpdateOutcome, encode
-
 from retrain.decisions.admission import ModelAdmission, Verdict
 from retrain.decisions.checkpoint import snapshot_key
 from retrain.decisions.training import TrainingConfig, estimator_factory
 from retrain.kafka import Record
 from retrain.registry import ModelRegistry
+from retrain.schemas import LabeledExample, LabelEvent, ModelUpdatedEvent, PredictionEvent, UpdateOutcome, encode
 from retrain.settings import DetectorSettings, ModelSettings, ScorerSettings, TopicSettings
 from tests.helpers.scoring import KEY, register, requests, score, threshold_model, update
 

@@ -6,8 +6,8 @@ import logging
 from types import SimpleNamespace
 
 import pytest
-from retrain.consumers.runtime import ConsumeLoop
 
+from retrain.consumers.runtime import ConsumeLoop
 from retrain.kafka.kafka_python import KafkaPythonConsumer
 
 

@@ -6,6 +6,7 @@ import random
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
 from retrain.consumers.metrics import _LATENCY_BUCKETS, observe_many
 
 

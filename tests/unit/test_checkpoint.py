@@ -5,9 +5,8 @@ from __future__ import annotations
 import pickle
 
 import pytest
-from retrain.consumers.changelog import CHUNKED, ChangelogAssembler, changelog_records
-from retrain.schemas import RetrainReason
 
+from retrain.consumers.changelog import CHUNKED, ChangelogAssembler, changelog_records
 from retrain.decisions.checkpoint import (
     MAGIC,
     Snapshot,
@@ -19,6 +18,7 @@ from retrain.decisions.checkpoint import (
     unpickle_state,
 )
 from retrain.decisions.policy import ModelWatch, PolicyConfig
+from retrain.schemas import RetrainReason
 from tests.helpers.policy_stream import SEED, stream
 
 KEY = snapshot_key(b"k" * 32)

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import retrain.consumers.runtime as runtime
 from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import (
@@ -26,12 +25,13 @@ from kafka.errors import (
 )
 from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
-from retrain.consumers.runtime import ConsumeLoop
-from retrain.producers.publisher import DLQ_HEADER_PREFIX, EventPublisher
-from retrain.schemas import DeadLetter, PredictionEvent, decode
 
+import retrain.consumers.runtime as runtime
+from retrain.consumers.runtime import ConsumeLoop
 from retrain.kafka import FatalFailure, ProducerFenced, PublishFailed, RetriableFailure
 from retrain.kafka.kafka_python import KafkaPythonConsumer, KafkaPythonProducer, failure
+from retrain.producers.publisher import DLQ_HEADER_PREFIX, EventPublisher
+from retrain.schemas import DeadLetter, PredictionEvent, decode
 from retrain.settings import TopicSettings
 
 TOPICS = TopicSettings()

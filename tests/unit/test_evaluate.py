@@ -6,12 +6,12 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from retrain.producers.replay import parse_label_delay
-from retrain.producers.streams import GeneratorSource
 
 from retrain import evaluate, simulation
 from retrain.decisions.policy import PolicyConfig
 from retrain.decisions.training import TrainingConfig, estimator_factory
+from retrain.producers.replay import parse_label_delay
+from retrain.producers.streams import GeneratorSource
 
 
 @pytest.mark.parametrize(

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from retrain.consumers.detector import DetectorService
 from retrain.consumers.runtime import InvalidRecord
-from retrain.schemas import LabelEvent, PredictionEvent, encode
-
 from retrain.decisions.join import LabelJoiner, ahead_of_arrival
 from retrain.kafka import Record
+from retrain.schemas import LabelEvent, PredictionEvent, encode
 from retrain.settings import DetectorSettings, TopicSettings
 
 TOPICS = TopicSettings()

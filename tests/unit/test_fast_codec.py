@@ -12,12 +12,12 @@ import random
 from typing import Any
 
 import pytest
-from retrain.schemas import fast
-from retrain.schemas.codec import EventDecodeError, decode
-from retrain.schemas.events import EVENT_TYPES, Event, LabeledExample, LabelEvent, PredictionEvent, ScoringRequest
 from schema_examples import VALID_EXAMPLES, WIRE, Raw, wire_payload
 from test_schemas_invalid import EXTRA, INVALID_FIELDS, MISSING
 
+from retrain.schemas import fast
+from retrain.schemas.codec import EventDecodeError, decode
+from retrain.schemas.events import EVENT_TYPES, Event, LabeledExample, LabelEvent, PredictionEvent, ScoringRequest
 from tests.helpers.fuzz_corpus import dumps, generate_bad, template
 
 HOT = (ScoringRequest, PredictionEvent, LabelEvent)

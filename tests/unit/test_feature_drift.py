@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from retrain.schemas import PredictionEvent, RetrainReason
 
 from retrain.decisions.drift import DetectorSpec, DriftMonitor
 from retrain.decisions.feature_drift import CategoryDetection, ChiSquare, ChiSquareSpec, FeatureDriftMonitor
 from retrain.decisions.policy import ModelWatch, PolicyConfig
+from retrain.schemas import PredictionEvent, RetrainReason
 
 START = datetime(2026, 11, 28, tzinfo=UTC)
 SHIFT_AT = 5_000

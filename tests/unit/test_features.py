@@ -7,10 +7,9 @@ import pickle
 import random
 from datetime import UTC, datetime
 
-from retrain.schemas import LabeledExample
-
 from retrain.decisions.features import Column, FeatureEncoding
 from retrain.decisions.training import Estimator, FittedModel, TrainingConfig, train_challenger
+from retrain.schemas import LabeledExample
 
 START = datetime(2026, 11, 28, tzinfo=UTC)
 

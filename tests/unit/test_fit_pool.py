@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from retrain.consumers.fit_pool import FitPool, JobResult
 
+from retrain.consumers.fit_pool import FitPool, JobResult
 from tests.helpers import fit_jobs
 
 pytestmark = pytest.mark.slow  # fit worker processes

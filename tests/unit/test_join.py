@@ -6,9 +6,9 @@ import math
 import random
 
 import pytest
-from retrain.schemas import LabeledExample
 
 from retrain.decisions.join import LabelJoiner, LabelOutcome, PredictionOutcome
+from retrain.schemas import LabeledExample
 from tests.helpers.join_records import at, label, prediction
 
 

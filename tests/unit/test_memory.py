@@ -13,8 +13,8 @@ from array import array
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from retrain.consumers.metrics import ModelSeries
 
+from retrain.consumers.metrics import ModelSeries
 from retrain.decisions.policy import ModelWatch, PolicyConfig
 from retrain.decisions.ring import ErrorRing
 from tests.helpers.policy_stream import SEED, stream

@@ -10,8 +10,8 @@ import subprocess
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
-from retrain.consumers.metrics import DetectorMetrics, ScorerMetrics, TrainerMetrics
 
+from retrain.consumers.metrics import DetectorMetrics, ScorerMetrics, TrainerMetrics
 from tests.conftest import REPO_ROOT
 
 PROMETHEUS_DIR = REPO_ROOT / "prometheus"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from retrain.schemas import RetrainEvent, RetrainReason, StreamPosition, TrainingWindow
 
 from retrain.decisions.drift import DetectorSpec
 from retrain.decisions.policy import STALE, ModelWatch, PolicyConfig, example_error
+from retrain.schemas import RetrainEvent, RetrainReason, StreamPosition, TrainingWindow
 from tests.helpers.policy_stream import SEED, Segments, stream
 
 QUIET = {"cooldown_s": 10**9, "cooldown_examples": 10**9}  # one event, then silence

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from retrain.schemas.events import EVENT_TYPES
 
 from retrain import reference
+from retrain.schemas.events import EVENT_TYPES
 from retrain.settings import Settings
 
 HOW = "regenerate it with `make docs` (or `.venv/bin/python -m retrain.reference`) and commit the result"

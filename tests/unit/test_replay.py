@@ -6,6 +6,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from retrain.producers.replay import (
     LabelDelay,
     LabelSampler,

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
+from schema_examples import VALID_EXAMPLES, wire_payload
+
 from retrain.schemas.codec import EventDecodeError, decode, encode
 from retrain.schemas.events import (
     EVENT_TYPES,
@@ -25,7 +27,6 @@ from retrain.schemas.events import (
     ScoringRequest,
 )
 from retrain.schemas.export import SCHEMA_DIR, schema_file_name, stale_schema_files
-from schema_examples import VALID_EXAMPLES, wire_payload
 
 
 def test_exported_schema_files_are_current() -> None:

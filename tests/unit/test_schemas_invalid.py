@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from schema_examples import SHA256, WIRE, Raw, wire_payload
+
 from retrain.schemas.codec import EventDecodeError, decode
 from retrain.schemas.events import (
     EVENT_TYPES,
@@ -18,7 +20,6 @@ from retrain.schemas.events import (
     ScoringRequest,
 )
 from retrain.schemas.types import MAX_FEATURES
-from schema_examples import SHA256, WIRE, Raw, wire_payload
 
 MiB = 1024 * 1024
 NAN, INF = float("nan"), float("inf")

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from schema_examples import T0, VALID_EXAMPLES, WIRE, label, prediction, wire_payload
+
 from retrain.schemas.codec import EventDecodeError, decode, encode
 from retrain.schemas.events import (
     EVENT_TYPES,
@@ -23,7 +25,6 @@ from retrain.schemas.events import (
     ScoringRequest,
 )
 from retrain.schemas.types import MAX_FEATURES
-from schema_examples import T0, VALID_EXAMPLES, WIRE, label, prediction, wire_payload
 
 MiB = 1024 * 1024
 

@@ -8,7 +8,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.tree import DecisionTreeClassifier
+
 from retrain.consumers.scorer import ScorerService
+from retrain.decisions.scoring import RowResult, ServedModel, score_batch
+from retrain.decisions.training import Estimator, FittedModel, TrainingConfig, train_challenger
+from retrain.registry import ModelRegistry
 from retrain.schemas import (
     EventDecodeError,
     LabeledExample,
@@ -18,12 +24,6 @@ from retrain.schemas import (
     UpdateOutcome,
     encode,
 )
-from sklearn.linear_model import LogisticRegression
-from sklearn.tree import DecisionTreeClassifier
-
-from retrain.decisions.scoring import RowResult, ServedModel, score_batch
-from retrain.decisions.training import Estimator, FittedModel, TrainingConfig, train_challenger
-from retrain.registry import ModelRegistry
 from tests.helpers.scoring import (
     KEY,
     START,

@@ -8,7 +8,6 @@ import textwrap
 import time
 
 from retrain.consumers.runtime import EXIT_OVERDUE
-
 from tests.conftest import REPO_ROOT
 
 STUCK_SERVICE = textwrap.dedent(

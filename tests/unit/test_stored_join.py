@@ -8,9 +8,9 @@ import random
 from pathlib import Path
 
 import pytest
-from retrain.schemas import LabelEvent, PredictionEvent, encode
 
 from retrain.decisions.join import LabelJoiner, LabelOutcome, PredictionOutcome
+from retrain.schemas import LabelEvent, PredictionEvent, encode
 from retrain.state.join import INDEX_PREFIXES, StoredJoiner, index_keys
 from retrain.state.store import META_KEY, PartitionStore, StoreUnusable
 from tests.helpers.join_records import label, prediction

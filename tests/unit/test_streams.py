@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 import pytest
+
 from retrain.producers.streams import CsvSource, Example, GeneratorSource, add_stream_options, stream_from_args
 
 

@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from retrain.consumers.trainer import TrainerService
-from retrain.schemas import Evidence, LabeledExample, RetrainEvent, RetrainReason, TrainingWindow, UpdateOutcome, encode
 
+from retrain.consumers.trainer import TrainerService
 from retrain.decisions.policy import STALE
 from retrain.decisions.training import TrainingConfig, estimator_factory
 from retrain.kafka import Record, TopicPartition
 from retrain.registry import ModelRegistry
+from retrain.schemas import Evidence, LabeledExample, RetrainEvent, RetrainReason, TrainingWindow, UpdateOutcome, encode
 from retrain.settings import TopicSettings
 
 pytestmark = pytest.mark.slow  # fit worker processes

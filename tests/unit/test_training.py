@@ -6,7 +6,6 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from retrain.schemas import Evidence, LabeledExample, RetrainEvent, RetrainReason, TrainingWindow
 
 from retrain.decisions.policy import STALE
 from retrain.decisions.training import (
@@ -21,6 +20,7 @@ from retrain.decisions.training import (
     split_holdout,
     train_challenger,
 )
+from retrain.schemas import Evidence, LabeledExample, RetrainEvent, RetrainReason, TrainingWindow
 
 START = datetime(2026, 11, 28, tzinfo=UTC)
 CONFIG = TrainingConfig(
