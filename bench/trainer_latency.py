@@ -34,19 +34,7 @@ PARAMS = {"n_estimators": 100, "random_state": 0}
 
 
 def labeled(n: int) -> list[LabeledExample]:
-    return [
-        LabeledExample(
-            prediction_id=s.prediction.prediction_id,
-            model_id="bench",
-            model_version=1,
-            features=s.prediction.features,
-            prediction=s.prediction.prediction,
-            label=s.label.label,
-            prediction_timestamp=s.prediction.timestamp,
-            label_timestamp=s.label.timestamp,
-        )
-        for s in sea_stream(sea_model(), n=n, drift_at=n // 2, model_id="bench", seed=21)
-    ]
+    return [s.joined() for s in sea_stream(sea_model(), n=n, drift_at=n // 2, model_id="bench", seed=21)]
 
 
 def plain_fit_seconds(examples: list[LabeledExample]) -> float:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from river.datasets import synth
 from sklearn.tree import DecisionTreeClassifier
 
-from retrain.schemas import LabelEvent, PredictionEvent
+from retrain.schemas import LabeledExample, LabelEvent, PredictionEvent
 
 START = datetime(2026, 11, 28, tzinfo=UTC)
 
@@ -19,6 +19,19 @@ START = datetime(2026, 11, 28, tzinfo=UTC)
 class Scored:
     prediction: PredictionEvent
     label: LabelEvent
+
+    def joined(self, prediction_id: str | None = None) -> LabeledExample:
+        """The labeled example the detector makes of this pair (under another ``prediction_id`` if given)."""
+        return LabeledExample(
+            prediction_id=prediction_id or self.prediction.prediction_id,
+            model_id=self.prediction.model_id,
+            model_version=self.prediction.model_version,
+            features=self.prediction.features,
+            prediction=self.prediction.prediction,
+            label=self.label.label,
+            prediction_timestamp=self.prediction.timestamp,
+            label_timestamp=self.label.timestamp,
+        )
 
 
 def sea_model(seed: int = 1) -> DecisionTreeClassifier:

@@ -30,16 +30,4 @@ def shifted_feature_predictions(n: int, shift_at: int, model_id: str, seed: int 
 
 def labeled(model_id: str, n: int, *, variant_after: int | None, seed: int, start: int = 0) -> list[LabeledExample]:
     stream = sea_stream(sea_model(), n=n, drift_at=variant_after, model_id=model_id, seed=seed)
-    return [
-        LabeledExample(
-            prediction_id=f"{s.prediction.prediction_id}-{start}",
-            model_id=model_id,
-            model_version=1,
-            features=s.prediction.features,
-            prediction=s.prediction.prediction,
-            label=s.label.label,
-            prediction_timestamp=s.prediction.timestamp,
-            label_timestamp=s.label.timestamp,
-        )
-        for s in stream
-    ]
+    return [s.joined(f"{s.prediction.prediction_id}-{start}") for s in stream]
