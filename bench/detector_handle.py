@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from retrain.consumers.detector import DetectorService
 from retrain.consumers.partition_state import PartitionStates
-from retrain.consumers.runtime import Outputs
+from retrain.consumers.service import Outputs
 from retrain.consumers.state import StateChangelog
 from retrain.kafka import Record, TopicPartition
 from retrain.producers import EventPublisher

@@ -1,6 +1,6 @@
 """A service's admitted models: :class:`~retrain.decisions.admission.ModelAdmission`, refusals as dead letters.
 
-A record of a model the service does not admit raises :class:`~consumers.runtime.InvalidRecord` with reason
+A record of a model the service does not admit raises :class:`~retrain.consumers.service.InvalidRecord` with reason
 ``unknown_model``: the consume loop sends it to ``dead-letters`` and counts it in ``retrain_dead_letters_total``.
 The number of admitted models is the gauge ``retrain_models_admitted{service}``.
 """
@@ -8,7 +8,7 @@ The number of admitted models is the gauge ``retrain_models_admitted{service}``.
 from __future__ import annotations
 
 from retrain.consumers.metrics import ServiceMetrics
-from retrain.consumers.runtime import InvalidRecord
+from retrain.consumers.service import InvalidRecord
 from retrain.decisions.admission import REFUSAL_REASON, ModelAdmission, Verdict
 
 

@@ -27,20 +27,22 @@ from prometheus_client import CollectorRegistry
 from retrain.configure import policy_config
 from retrain.consumers.admission import AdmittedModels
 from retrain.consumers.decoding import decode_record
-from retrain.consumers.metrics import DetectorMetrics, observe_many
+from retrain.consumers.expiry import expire_joins
+from retrain.consumers.metrics import DetectorMetrics
+from retrain.consumers.opening import PartitionOpener
 from retrain.consumers.partition_state import PartitionStates
 from retrain.consumers.restoring import WATCH_PREFIX, WatchRestorer
-from retrain.consumers.runtime import InvalidRecord, Outputs
+from retrain.consumers.service import InvalidRecord, Outputs
 from retrain.consumers.state import StateChangelog
+from retrain.consumers.tally import BatchTally
 from retrain.consumers.updates import ModelUpdates
 from retrain.decisions.admission import ModelAdmission
 from retrain.decisions.checkpoint import Snapshot, encode_snapshot
 from retrain.decisions.drift import task_of
 from retrain.decisions.join import LabelJoiner, LabelOutcome, PredictionOutcome, ahead_of_arrival
 from retrain.decisions.policy import ModelWatch
-from retrain.kafka import Consumer, FatalFailure, Record, RetriableFailure, TopicPartition
+from retrain.kafka import Consumer, FatalFailure, Record, TopicPartition
 from retrain.schemas import (
-    DeadLetter,
     LabeledExample,
     LabelEvent,
     ModelUpdatedEvent,
@@ -53,7 +55,7 @@ from retrain.schemas import (
 from retrain.schemas.types import utc_now
 from retrain.settings import DetectorSettings, TopicSettings
 from retrain.state.join import StoredJoiner
-from retrain.state.store import PartitionStore, StoreLocked, StoreUnusable
+from retrain.state.store import StoreUnusable
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +93,27 @@ class DetectorService:
         self.admission = AdmittedModels(admission if admission is not None else ModelAdmission(), self.metrics)
         self.configs = {task: policy_config(settings, task) for task in ("classification", "regression")}
         self.joiners: dict[int, LabelJoiner | StoredJoiner] = {}
-        self._consumer: Consumer | None = None  # the loop's, to seek a restored partition past what its store holds
         # (topic, partition) -> the offset its store covers up to, while records below it may still arrive
         self._covered: dict[tuple[str, int], int] = {}
         self._read_to: dict[tuple[str, int], int] = {}  # (topic, partition) -> the offset after the last one read
         self.watches: dict[str, ModelWatch] = {}
         self.versions: dict[str, tuple[int, float | None]] = {}
-        self._tally = _BatchTally()
+        self._tally = BatchTally()
         self.restorer = WatchRestorer(
             state_key, self.configs, settings.regression_model_ids, self.admission, self.metrics
+        )
+        # Opens each partition's joiner on its first read, adopting its restored watches into these mappings.
+        self.opener = PartitionOpener(
+            settings,
+            topics,
+            states,
+            self.changelog,
+            self.restorer,
+            self.metrics,
+            watches=self.watches,
+            versions=self.versions,
+            models_in=self._models_in,
+            covered=self._covered,
         )
         if self.updates is not None and not self.updates.catch_up():
             self.updates.close()
@@ -163,46 +177,10 @@ class DetectorService:
 
     def after_batch(self, out: Outputs) -> None:
         self._tally.report(self.metrics, self.name)
-        self._tally = _BatchTally()
+        self._tally = BatchTally()
         if self.updates is not None:
             self.updates.poll()
-        for partition, joiner in self.joiners.items():
-            before = joiner.stats.evicted
-            expired = joiner.expire()
-            self.metrics.joins.labels("expired_prediction").inc(len(expired.predictions))
-            evicted = joiner.stats.evicted - before
-            self.metrics.joins.labels("evicted").inc(evicted)
-            if evicted:
-                log.warning(
-                    "partition %d: %d waiting records evicted, the oldest first: the cap of %d per partition is "
-                    "reached (RETRAIN_DETECTOR_MAX_PENDING)",
-                    partition,
-                    evicted,
-                    joiner.max_pending,
-                )
-            for label, offset in expired.labels:
-                self.metrics.joins.labels("unmatched_label").inc()
-                out.dead_letter(
-                    DeadLetter.for_record(
-                        topic=self.topics.labels,
-                        partition=partition,
-                        offset=offset,
-                        key=label.model_id.encode(),
-                        value=label.model_dump_json().encode(),
-                        error=LookupError(
-                            f"label for prediction {label.prediction_id} of model {label.model_id} found no "
-                            f"prediction within {joiner.label_ttl_s:.0f}s"
-                        ),
-                        reason="unmatched_label",
-                        service=self.name,
-                        timestamp=label.timestamp,
-                    )
-                )
-        self.metrics.pending.labels("prediction").set(sum(j.pending_predictions for j in self.joiners.values()))
-        self.metrics.pending.labels("label").set(sum(j.pending_labels for j in self.joiners.values()))
-        for partition, joiner in self.joiners.items():
-            self.metrics.pending_by_partition.labels("prediction", str(partition)).set(joiner.pending_predictions)
-            self.metrics.pending_by_partition.labels("label", str(partition)).set(joiner.pending_labels)
+        expire_joins(self.joiners, self.metrics, self.topics.labels, self.name, out)
 
     def committable(self, partition: TopicPartition, position: int) -> int:
         joiner = self.joiners.get(partition.partition)
@@ -303,7 +281,7 @@ class DetectorService:
     def partitions_assigned(self, consumer: Consumer, partitions: Iterable[TopicPartition]) -> None:
         """Restored lazily, on a partition's first record (see _joiner). In memory, uncommitted records (pending
         joins included) are read again from the commit; with the store, reading resumes where the store ends."""
-        self._consumer = consumer
+        self.opener.consumer = consumer
 
     def close(self) -> None:
         if self.updates is not None:
@@ -317,69 +295,9 @@ class DetectorService:
 
     def _joiner(self, partition: int) -> LabelJoiner | StoredJoiner:
         joiner = self.joiners.get(partition)
-        if joiner is None and self.states is not None:
-            joiner = self.joiners[partition] = self._open_store(partition)
-        elif joiner is None:
-            joiner = LabelJoiner(
-                prediction_ttl_s=self.settings.prediction_ttl_s,
-                label_ttl_s=self.settings.label_ttl_s,
-                max_pending=self.settings.pending_cap,
-            )
-            self._restore(partition, joiner)  # a KafkaFailure here leaves no joiner: the next read restores again
-            self.joiners[partition] = joiner
+        if joiner is None:
+            joiner = self.joiners[partition] = self.opener.open(partition)
         return joiner
-
-    def _open_store(self, partition: int) -> StoredJoiner:
-        """The partition's store, caught up with its changelog; its models' watches adopted; reading moved on to
-        where the store ends (records below it are skipped)."""
-        assert self.states is not None
-        try:
-            store = self.states.open(partition)
-        except StoreLocked as error:  # its previous owner in this machine may be letting it go
-            raise RetriableFailure(str(error), "StoreLocked") from error
-        except StoreUnusable as error:
-            raise FatalFailure(str(error), "StoreUnusable") from error
-        self._adopt_watches(partition, store)
-        offsets = store.meta.get("offsets", {})
-        for role, topic in (("predictions", self.topics.predictions), ("labels", self.topics.labels)):
-            covered = offsets.get(role)
-            if covered is None:
-                continue
-            self._covered[(topic, partition)] = covered
-            if self._consumer is not None:
-                where = TopicPartition(topic, partition)
-                if covered > self._consumer.position(where):
-                    self._consumer.seek(where, covered)
-        return StoredJoiner(
-            store,
-            prediction_ttl_s=self.settings.prediction_ttl_s,
-            label_ttl_s=self.settings.label_ttl_s,
-            max_pending=self.settings.pending_cap,
-        )
-
-    def _adopt_watches(self, partition: int, store: PartitionStore) -> None:
-        snapshot = self.restorer.from_store(partition, store)
-        if snapshot is not None:
-            self._adopt(partition, snapshot)
-
-    def _restore(self, partition: int, joiner: LabelJoiner) -> None:
-        """The partition is read for the first time since its assignment: carry on from its snapshot."""
-        if self.changelog is None:
-            return
-        snapshot = self.restorer.from_changelog(partition, self.changelog)
-        if snapshot is not None:
-            self._adopt(partition, snapshot)
-            joiner.restore_joined(snapshot.joined)
-
-    def _adopt(self, partition: int, snapshot: Snapshot) -> None:
-        """Take on a restored snapshot's watches (those still valid under today's settings and allow-list)."""
-        watches = self.restorer.still_valid(snapshot, self.versions)
-        self.watches.update(watches)
-        self._models_in.setdefault(partition, set()).update(watches)
-        self.metrics.state_restores.labels("restored").inc()
-        log.info(
-            "partition %d: restored the state of %d models and %d joins", partition, len(watches), len(snapshot.joined)
-        )
 
     def watch(self, model_id: str) -> ModelWatch:
         watch = self.watches.get(model_id)
@@ -451,37 +369,3 @@ class DetectorService:
         if watch is not None and update.version != watch.version:
             watch.model_updated(update.version, accuracy)
             self._changed_watches.add(update.model_id)
-
-
-class _BatchTally:
-    """What a poll batch did to the hot metrics, handed to Prometheus once per batch (not per record)."""
-
-    __slots__ = ("ages", "consumed", "examples", "watched")
-
-    def __init__(self) -> None:
-        self.consumed: dict[str, int] = {}  # topic -> records
-        self.ages: list[float] = []  # each record's age when handled, seconds
-        self.examples: dict[str, int] = {}  # model_id -> labeled examples
-        self.watched: dict[str, ModelWatch] = {}  # the models with new examples: their rolling figures
-
-    def joined(self, watch: ModelWatch) -> None:
-        self.examples[watch.model_id] = self.examples.get(watch.model_id, 0) + 1
-        self.watched[watch.model_id] = watch
-
-    def report(self, metrics: DetectorMetrics, service: str) -> None:
-        for topic, count in self.consumed.items():
-            metrics.records_consumed.labels(service, topic).inc(count)
-        observe_many(metrics.processing_latency.labels(service), self.ages)
-        if self.examples:
-            metrics.joins.labels("joined").inc(sum(self.examples.values()))
-        for model_id, count in self.examples.items():
-            metrics.labeled_examples.inc(model_id, amount=count)
-        for model_id, watch in self.watched.items():
-            # Both gauges exist from a model's first example (at 0 while there is no figure).
-            metrics.rolling_accuracy.start(model_id)
-            metrics.rolling_error.start(model_id)
-            accuracy, error = watch.rolling_accuracy, watch.rolling_error
-            if accuracy is not None:
-                metrics.rolling_accuracy.set(model_id, accuracy)
-            if error is not None:
-                metrics.rolling_error.set(model_id, error)

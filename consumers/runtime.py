@@ -1,5 +1,8 @@
 """The consume loop every service shares: poll, handle, dead-letter, flush, then commit; stop on a signal.
 
+What the loop drives is in :mod:`retrain.consumers.service`; how a signal stops it, in
+:mod:`retrain.consumers.shutdown`.
+
 At-least-once: a batch's outputs are flushed (acknowledged by the broker) before its offsets are committed, and
 a service may hold its commit back further (the detector commits no further than its oldest pending join).
 A record the service cannot use never stops the loop: it goes to the dead-letter topic with the reason.
@@ -22,86 +25,25 @@ not authorised) stop the service.
 
 from __future__ import annotations
 
-import faulthandler
 import logging
-import os
-import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Protocol
 
-from retrain.consumers.decoding import dead_letter_for
+from retrain.consumers.service import InvalidRecord, Outputs, Service
+from retrain.consumers.shutdown import SHUTDOWN_GRACE_S, stop_on_signals
 from retrain.kafka import Consumer, FatalFailure, KafkaFailure, Producer, ProducerFenced, Record, TopicPartition
 from retrain.producers import EventPublisher
-from retrain.schemas import DeadLetter, Event, EventDecodeError
+from retrain.schemas import EventDecodeError
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_GRACE_S = 9.0  # SIGTERM to exit within 10 s (docs/guarantees.md)
-EXIT_OVERDUE = 70  # the exit code of a service that did not finish shutting down in time
 # A fenced transactional producer is replaced this many times within the window; one more fencing means another
 # live instance uses the same transactional id, and this one stops.
 MAX_PRODUCER_RENEWALS = 3
 PRODUCER_RENEWAL_WINDOW_S = 600.0
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 10.0  # a broker back after a restart is used within 10 s, however long it was away
-
-
-class InvalidRecord(ValueError):
-    """A record that decodes but cannot be used (e.g. a regression label that is not a number)."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class Outputs:
-    """What a service emits while handling a batch; sent at once, flushed before the commit."""
-
-    def __init__(self, publisher: EventPublisher, service: str, on_dead_letter=None) -> None:
-        self.publisher = publisher
-        self.service = service
-        self.on_dead_letter = on_dead_letter
-        self.sent = 0
-
-    def emit(self, event: Event) -> None:
-        self.publisher.publish(event)
-        self.sent += 1
-
-    def dead_letter(self, letter: DeadLetter) -> None:
-        self.emit(letter)
-        if self.on_dead_letter is not None:
-            self.on_dead_letter(letter.error_reason)
-
-    def dead_letter_record(self, record: Record, error: Exception, reason: str) -> None:
-        self.dead_letter(dead_letter_for(record, error, self.service, reason))
-
-
-class Service(Protocol):
-    """What the loop drives. Optional hooks, called when a service has them: ``prepare_commit(offsets)`` before a
-    commit's flush (state that goes out with the batch); ``outputs_written()`` once the batch's outputs are durable
-    in Kafka (flushed, or its transaction committed) and before an at-least-once commit; ``committed(offsets)``
-    after a commit."""
-
-    name: str
-
-    def handle(self, record: Record, out: Outputs) -> None: ...
-
-    def after_batch(self, out: Outputs) -> None: ...
-
-    def committable(self, partition: TopicPartition, position: int) -> int:
-        """The offset that is safe to commit for ``partition`` given the consumer's ``position``."""
-        ...
-
-    def partitions_revoked(self, partitions: Iterable[TopicPartition]) -> None: ...
-
-    def partitions_assigned(self, consumer: Consumer, partitions: Iterable[TopicPartition]) -> None: ...
-
-    def close(self) -> None:
-        """Release what the service owns besides the loop's consumer and producer."""
-        ...
 
 
 class ConsumeLoop:
@@ -160,30 +102,11 @@ class ConsumeLoop:
         """SIGTERM and SIGINT stop the loop; ``grace_s`` later the process exits whatever it is waiting for.
 
         A last flush or commit can wait on Kafka for long (kafka-python's transactional calls have no timeout).
-        Past the grace the service logs its threads' stacks and exits with :data:`EXIT_OVERDUE`,
-        without that last commit: what it did not commit is read again by the next instance.
+        Past the grace the service logs its threads' stacks and exits with
+        :data:`~retrain.consumers.shutdown.EXIT_OVERDUE`, without that last commit: what it did not commit is read
+        again by the next instance.
         """
-
-        def on_signal(signum: int, _frame: object) -> None:
-            if grace_s is not None and not self._stopping.is_set():
-                overdue = threading.Timer(grace_s, self._overdue, args=(grace_s,))
-                overdue.daemon = True
-                overdue.start()
-            self.stop()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-
-    def _overdue(self, grace_s: float) -> None:
-        log.error(
-            "%s: still shutting down %g s after the signal; exiting without the last commit (the records after "
-            "it are read again); its threads were:",
-            self.service.name,
-            grace_s,
-        )
-        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
-        sys.stderr.flush()
-        os._exit(EXIT_OVERDUE)
+        stop_on_signals(self.service.name, self.stop, self._stopping, grace_s)
 
     def run(self) -> None:
         self.subscribe()

@@ -29,7 +29,7 @@ from pydantic import TypeAdapter, ValidationError
 from retrain.consumers.admission import AdmittedModels
 from retrain.consumers.decoding import decode_record
 from retrain.consumers.metrics import ScorerMetrics, observe_many
-from retrain.consumers.runtime import InvalidRecord, Outputs
+from retrain.consumers.service import InvalidRecord, Outputs
 from retrain.consumers.updates import ModelUpdates
 from retrain.decisions.admission import ModelAdmission
 from retrain.decisions.scoring import Prediction, ServedModel, score_batch

@@ -16,16 +16,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import datetime
 
 from prometheus_client import CollectorRegistry
 
 from retrain.consumers.admission import AdmittedModels
+from retrain.consumers.answers import Answers, stamp
 from retrain.consumers.decoding import decode_record
 from retrain.consumers.fit_pool import FitPool, JobResult
+from retrain.consumers.fitting import Fit
 from retrain.consumers.metrics import TrainerMetrics
-from retrain.consumers.runtime import Outputs
+from retrain.consumers.service import Outputs
 from retrain.decisions.admission import ModelAdmission
 from retrain.decisions.drift import Task, task_of
 from retrain.decisions.training import (
@@ -33,33 +33,18 @@ from retrain.decisions.training import (
     ExampleBuffer,
     FittedModel,
     TrainingConfig,
-    TrainingOutcome,
     plan_fit,
     ready_to_fit,
-    rejection,
     train_challenger,
     window_bounds,
 )
 from retrain.kafka import Consumer, Record, TopicPartition
 from retrain.registry import ArtifactVerificationError, ModelVersionInfo, Registry, RegistryError
-from retrain.schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, RetrainTrace, UpdateOutcome
+from retrain.schemas import LabeledExample, ModelUpdatedEvent, RetrainEvent, UpdateOutcome
 from retrain.schemas.types import utc_now
 from retrain.settings import TopicSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Fit:
-    """A challenger being fitted for ``event``, the newest retrain event of its model."""
-
-    event: RetrainEvent
-    source: tuple[int, int]  # (partition, offset) of the oldest retrain event it answers: the commit limit
-    champion: ModelVersionInfo | None
-    n_samples: int
-    first: datetime | None
-    last: datetime | None
-    orphan: bool = False  # its event's partition was revoked: the result is dropped unless the event comes back
 
 
 class TrainerService:
@@ -93,6 +78,7 @@ class TrainerService:
         # One OpenMP/BLAS thread per fit by default: a fit's threads spin against the consumer's own.
         self.fits = FitPool(fit_workers, threads=fit_threads, timeout_s=fit_timeout_s)
         self.metrics = TrainerMetrics(metrics_registry or CollectorRegistry())
+        self.answers = Answers(registry, config, self.metrics)  # registers challengers, builds the answers
         # The models this instance takes on: every model in the registry is known (a restart keeps them all).
         self.admission = AdmittedModels(admission if admission is not None else ModelAdmission(), self.metrics)
         for model_id in registry.models():
@@ -123,12 +109,12 @@ class TrainerService:
         elif record.topic == self.topics.retrain_events:
             event = decode_record(record, RetrainEvent)
             self.admission.require(event.model_id)
-            event = self._stamp(event, received=utc_now())
+            event = stamp(event, received=utc_now())
             if record.timestamp >= 0:  # the record's timestamp: when the event was published
                 published = record.timestamp / 1000
-                self._observe("delivered", published, event.trace.received)
+                self.answers.observe("delivered", published, event.trace.received)
                 if event.trace.detected is not None:
-                    self._observe("published", event.trace.detected, published)
+                    self.answers.observe("published", event.trace.detected, published)
             log.info("%s: retrain event %s (%s) received", event.model_id, event.event_id, event.reason.value)
             if event.model_id in self.pending:
                 self.metrics.coalesced.labels(event.model_id).inc()
@@ -245,7 +231,7 @@ class TrainerService:
         try:
             return step(*args)
         except (RegistryError, ArtifactVerificationError) as error:
-            return self._failed(event, None, "registry", f"{type(error).__name__}: {error}")
+            return self.answers.failed(event, None, "registry", f"{type(error).__name__}: {error}")
 
     def _start(self, event: RetrainEvent, source: tuple[int, int]) -> ModelUpdatedEvent | None:
         """Answer ``event`` from the registry if it was answered before; else start its fit (None)."""
@@ -258,7 +244,9 @@ class TrainerService:
                 done = self.registry.promote(model_id, done.version)  # crashed between register and promote
                 champion_info = self.registry.champion(model_id)
             promoted = champion_info is not None and champion_info.version == done.version
-            return self._answer(event, done, champion_info, promoted=promoted, detail="answered from the registry")
+            return self.answers.answer(
+                event, done, champion_info, promoted=promoted, detail="answered from the registry"
+            )
         orphan = self.fitting.get(event.event_id)
         if orphan is not None:  # read again (a rewind) while its fit still runs: that fit answers it
             orphan.orphan, orphan.source = False, source
@@ -271,8 +259,8 @@ class TrainerService:
         task = self.task(model_id)
         champion = self._load(champion_info)
         factory = self.factory_for(model_id, task)
-        event = self._stamp(event, fit_started=utc_now())
-        self._observe("queued", event.trace.received, event.trace.fit_started)
+        event = stamp(event, fit_started=utc_now())
+        self.answers.observe("queued", event.trace.received, event.trace.fit_started)
         self.fits.submit(
             event.event_id, train_challenger, window, factory, task, self.config, champion, plan.wider, plan.evidence
         )
@@ -287,103 +275,15 @@ class TrainerService:
             log.info("fit for %s finished after its partition was revoked: dropped", result.key)
             return
         self.metrics.fit_seconds.labels(fit.event.model_id).observe(result.seconds)
-        fit.event = self._stamp(fit.event, fit_finished=utc_now())
-        self._observe("fit", fit.event.trace.fit_started, fit.event.trace.fit_finished)
+        fit.event = stamp(fit.event, fit_finished=utc_now())
+        self.answers.observe("fit", fit.event.trace.fit_started, fit.event.trace.fit_finished)
         self.metrics.fits_running.set(sum(not f.orphan for f in self.fitting.values()))
         if result.failed:
-            update = self._failed(fit.event, fit, result.reason or "fit_error", result.message)
+            update = self.answers.failed(fit.event, fit, result.reason or "fit_error", result.message)
         else:
-            update = self._guarded(fit.event, self._register, fit, result.value)
+            update = self._guarded(fit.event, self.answers.register, fit, result.value)
         assert update is not None
         out.emit(update)
-
-    def _register(self, fit: Fit, outcome: TrainingOutcome) -> ModelUpdatedEvent:
-        model_id, event = fit.event.model_id, fit.event
-        info = self.registry.register(
-            model_id,
-            outcome.challenger,
-            n_samples=fit.n_samples,
-            metrics={**outcome.metrics, "promote_decision": 1.0 if outcome.promote else 0.0},
-            training_window={
-                "n_samples": fit.n_samples,
-                "first_label_timestamp": fit.first.isoformat() if fit.first else None,
-                "last_label_timestamp": fit.last.isoformat() if fit.last else None,
-            },
-            trigger_event_id=event.event_id,
-            reason=event.reason.value,
-        )
-        if outcome.promote:
-            info = self.registry.promote(model_id, info.version)
-        detail = None if outcome.promote else rejection(outcome, self.config)
-        return self._answer(event, info, fit.champion, promoted=outcome.promote, detail=detail)
-
-    def _failed(self, event: RetrainEvent, fit: Fit | None, reason: str, message: str) -> ModelUpdatedEvent:
-        """No new version: the champion stays, and the event says why."""
-        self.metrics.outcomes.labels(event.model_id, UpdateOutcome.FAILED.value).inc()
-        return self._record(
-            ModelUpdatedEvent(
-                event_id=f"{event.event_id}-outcome",
-                model_id=event.model_id,
-                promoted=False,
-                outcome=UpdateOutcome.FAILED,
-                previous_version=fit.champion.version if fit is not None and fit.champion else None,
-                n_samples=fit.n_samples if fit is not None else None,
-                trigger_event_id=event.event_id,
-                detail=f"{reason}: {message}"[:2048],
-                trace=event.trace,
-            )
-        )
-
-    def _answer(
-        self,
-        event: RetrainEvent,
-        info: ModelVersionInfo,
-        champion: ModelVersionInfo | None,
-        *,
-        promoted: bool,
-        detail: str | None,
-    ) -> ModelUpdatedEvent:
-        outcome = UpdateOutcome.PROMOTED if promoted else UpdateOutcome.REJECTED
-        self.metrics.outcomes.labels(info.model_id, outcome.value).inc()
-        if promoted:
-            self.metrics.version.labels(info.model_id).set(info.version)
-        self.metrics.last_retrain.labels(info.model_id).set(time.time())
-        previous = champion.version if champion is not None and champion.version != info.version else None
-        return self._record(
-            ModelUpdatedEvent(
-                event_id=f"{event.event_id}-outcome",
-                model_id=info.model_id,
-                version=info.version,
-                previous_version=previous,
-                promoted=promoted,
-                outcome=outcome,
-                metrics=info.metrics,
-                n_samples=info.n_samples,
-                artifact_uri=info.artifact_uri,
-                sha256=info.sha256,
-                trigger_event_id=event.event_id,
-                detail=detail,
-                trace=event.trace,
-            )
-        )
-
-    @staticmethod
-    def _stamp(event: RetrainEvent, **moments: datetime) -> RetrainEvent:
-        """``event`` with more of its trace: the moments the trainer saw it reach."""
-        trace = (event.trace or RetrainTrace()).model_copy(update=moments)
-        return event.model_copy(update={"trace": trace})
-
-    def _observe(self, stage: str, start: datetime | float | None, end: datetime | float | None) -> None:
-        if start is None or end is None:
-            return
-        seconds = _seconds(end) - _seconds(start)
-        self.metrics.stages.labels(stage).observe(max(0.0, seconds))  # clocks of two machines may disagree
-
-    def _record(self, update: ModelUpdatedEvent) -> ModelUpdatedEvent:
-        if update.trace is not None:
-            self._observe("registered", update.trace.fit_finished, update.updated_at)
-        log.info("%s: %s version %s (%s)", update.model_id, update.outcome.value, update.version, update.detail)
-        return update
 
     def _load(self, info: ModelVersionInfo | None) -> FittedModel | None:
         if info is None:
@@ -409,7 +309,3 @@ class TrainerService:
         if self._catch_up_to is None:
             self._catch_up_to = self.consumer.end_offsets(partitions)
         return all(self.consumer.position(p) >= self._catch_up_to.get(p, 0) for p in partitions)
-
-
-def _seconds(moment: datetime | float) -> float:
-    return moment.timestamp() if isinstance(moment, datetime) else moment

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from retrain.decisions.drift import Task
-from retrain.decisions.policy import ModelWatch, PolicyConfig, example_error
+from retrain.decisions.drift import Task, example_error
+from retrain.decisions.policy import ModelWatch, PolicyConfig
 from retrain.decisions.scoring import ServedModel, score_batch
 from retrain.decisions.training import (
     EstimatorFactory,

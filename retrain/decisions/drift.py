@@ -21,6 +21,7 @@ from river import drift
 from river.drift import binary
 
 from retrain.decisions.ring import ErrorRing
+from retrain.schemas.types import Target
 
 Polarity = Literal["error", "correct"]
 Task = Literal["classification", "regression"]
@@ -29,6 +30,16 @@ Task = Literal["classification", "regression"]
 def task_of(model_id: str, regression_models: Collection[str]) -> Task:
     """A model's task: regression when it is one of the configured regression models, else classification."""
     return "regression" if model_id in regression_models else "classification"
+
+
+def example_error(prediction: Target, label: Target, task: Task) -> float:
+    """0/1 for classification; the absolute error for regression."""
+    if task == "classification":
+        same = type(prediction) is type(label) and prediction == label
+        return 0.0 if same else 1.0
+    if isinstance(prediction, str | bool) or isinstance(label, str | bool):
+        raise ValueError(f"a regression model needs numbers, got prediction {prediction!r} and label {label!r}")
+    return abs(float(prediction) - float(label))
 
 
 @dataclass(frozen=True)

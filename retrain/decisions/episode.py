@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from retrain.decisions.drift import Detection, change_point
 from retrain.schemas import Evidence, RetrainEvent, RetrainReason, TrainingWindow
 
 # evidence.values key of a retrain event: 1 when the champion is known to be stale (a confident change, a cold
@@ -68,3 +69,44 @@ class Episode:
             evidence=evidence.model_copy(update={"values": values}),
             suggested_window=TrainingWindow(last_n=window),
         )
+
+
+def drift_episode(
+    errors: list[float], index: int, agreeing: list[Detection], version: int, sizes: tuple[int, ...]
+) -> Episode:
+    """A drift the detectors agree on (oldest first), detected at ``index``: the change point is estimated from the
+    version's recent ``errors`` (the last is ``index``'s), and their mean before it is the mark of recovery."""
+    start = change_point(errors)
+    before = errors[:start]
+    return Episode(
+        change_at=index + 1 - (len(errors) - start),
+        detected_at=index,
+        reason=RetrainReason.DRIFT,
+        detector=agreeing[-1].detector,
+        detectors=[d.detector for d in agreeing],
+        before_error=sum(before) / len(before) if before else None,
+        version_at_open=version,
+        sizes=sizes,
+    )
+
+
+def performance_episode(
+    errors: list[float], index: int, rule: str, reference: float | None, version: int, sizes: tuple[int, ...]
+) -> Episode:
+    """The rolling metric past its limit at ``index``; the reference accuracy (if any) is the mark of recovery."""
+    return Episode(
+        change_at=index + 1 - (len(errors) - change_point(errors)),
+        detected_at=index,
+        reason=RetrainReason.PERFORMANCE,
+        detector=f"rolling_{rule}",
+        detectors=[f"rolling_{rule}"],
+        before_error=None if reference is None else 1.0 - reference,
+        version_at_open=version,
+        sizes=sizes,
+    )
+
+
+def cold_start_episode(index: int, first: int, refit_until: int) -> Episode:
+    """No model yet: fit on everything once there are ``first`` examples, and again once the window is full."""
+    sizes = (first,) if first >= refit_until else (first, refit_until)
+    return Episode(0, index, RetrainReason.DATA_VOLUME, "cold_start", ["cold_start"], None, 0, sizes)

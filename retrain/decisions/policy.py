@@ -19,17 +19,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from retrain.decisions.drift import (
-    Detection,
-    DriftMonitor,
-    Task,
-    change_point,
-    rise_z,
+from retrain.decisions.drift import Detection, DriftMonitor, change_point, example_error, rise_z
+from retrain.decisions.episode import (  # Episode: also found here by snapshots pickled before it moved
+    Episode,
+    cold_start_episode,
+    drift_episode,
+    performance_episode,
 )
-from retrain.decisions.episode import STALE, Episode  # also found here by snapshots pickled before it moved
 from retrain.decisions.feature_drift import FeatureDriftMonitor, feature_drift_event
 from retrain.decisions.policy_config import PolicyConfig  # also found here by snapshots pickled before it moved
 from retrain.decisions.ring import ErrorRing
+from retrain.decisions.triggers import drift_event, performance_event, performance_limit, volume_event
 from retrain.schemas import (
     Evidence,
     LabeledExample,
@@ -37,19 +37,7 @@ from retrain.schemas import (
     RetrainEvent,
     RetrainReason,
     StreamPosition,
-    TrainingWindow,
 )
-from retrain.schemas.types import Target
-
-
-def example_error(prediction: Target, label: Target, task: Task) -> float:
-    """0/1 for classification; the absolute error for regression."""
-    if task == "classification":
-        same = type(prediction) is type(label) and prediction == label
-        return 0.0 if same else 1.0
-    if isinstance(prediction, str | bool) or isinstance(label, str | bool):
-        raise ValueError(f"a regression model needs numbers, got prediction {prediction!r} and label {label!r}")
-    return abs(float(prediction) - float(label))
 
 
 @dataclass
@@ -145,7 +133,7 @@ class ModelWatch:
                     self._cooldown = _Cooldown(self.examples, clock)
                     event = self._refit_event(example, index)
             elif self.version > 0:
-                event = self._drift_event(example) or self._performance_event(example)
+                event = self._naive_event(example)
             if event is None and self.opened is None and self.version == 0 and self.config.post_change_training:
                 self.opened = self._cold_start_episode(index)
                 if self.opened is not None:
@@ -239,51 +227,24 @@ class ModelWatch:
         return sorted(agreeing, key=lambda d: d.index) if len(agreeing) >= self.config.drift_quorum else []
 
     def _drift_episode(self, index: int) -> Episode | None:
-        if self.monitor is None:
-            return None
-        agreeing = self._agreeing()
+        agreeing = self._agreeing() if self.monitor is not None else []
         if not agreeing:
             return None
         self._rising.clear()
-        errors = self._recent_errors()
-        start = change_point(errors)
-        before = errors[:start]
-        return Episode(
-            change_at=index + 1 - (len(errors) - start),
-            detected_at=index,
-            reason=RetrainReason.DRIFT,
-            detector=agreeing[-1].detector,
-            detectors=[d.detector for d in agreeing],
-            before_error=sum(before) / len(before) if before else None,
-            version_at_open=self.version,
-            sizes=self.config.refit_sizes(),
-        )
+        return drift_episode(self._recent_errors(), index, agreeing, self.version, self.config.refit_sizes())
 
     def _cold_start_episode(self, index: int) -> Episode | None:
-        """No model yet: fit on everything once there is enough, and again once the window is full."""
-        first = self.config.cold_start_examples
-        if self.position < first:
+        if self.position < self.config.cold_start_examples:
             return None
-        sizes = (first,) if first >= self.config.refit_until else (first, self.config.refit_until)
-        return Episode(0, index, RetrainReason.DATA_VOLUME, "cold_start", ["cold_start"], None, 0, sizes)
+        return cold_start_episode(index, self.config.cold_start_examples, self.config.refit_until)
 
     def _performance_episode(self, index: int) -> Episode | None:
         fired = self._performance_check()
         if fired is None:
             return None
-        rule, _threshold, _value = fired
-        reference = self.reference_accuracy if rule == "accuracy" else None
+        reference = self.reference_accuracy if fired[0] == "accuracy" else None
         errors = self._recent_errors()
-        return Episode(
-            change_at=index + 1 - (len(errors) - change_point(errors)),
-            detected_at=index,
-            reason=RetrainReason.PERFORMANCE,
-            detector=f"rolling_{rule}",
-            detectors=[f"rolling_{rule}"],
-            before_error=None if reference is None else 1.0 - reference,
-            version_at_open=self.version,
-            sizes=self.config.refit_sizes(),
-        )
+        return performance_episode(errors, index, fired[0], reference, self.version, self.config.refit_sizes())
 
     def _refine(self, episode: Episode, index: int) -> None:
         if self.version != episode.version_at_open or episode.detector == "oracle":
@@ -376,117 +337,63 @@ class ModelWatch:
             return True  # the history no longer holds both sides
         return rise_z(errors[:split], errors[split:]) >= threshold
 
-    def _drift_event(self, example: LabeledExample) -> RetrainEvent | None:
-        """The naive rule (post_change_training off): ask at once, for the trainer's default window."""
-        if self.monitor is None:
-            return None
-        agreeing = self._agreeing()
-        if not agreeing:
-            return None
-        now_index = self.monitor.n - 1
-        last = agreeing[-1]
-        # The narrowest post-change window any detector vouches for, ADWIN's when it is among them.
-        adwin = [d for d in agreeing if d.detector == "ADWIN"]
-        anchor = adwin[-1] if adwin else last
-        window = anchor.window_width + (now_index - anchor.index)
-        self._rising.clear()
-        return self._event(
-            example,
-            RetrainReason.DRIFT,
-            detector=last.detector,
-            evidence=Evidence(
+    def _naive_event(self, example: LabeledExample) -> RetrainEvent | None:
+        """The naive rule (post_change_training off): a drift or the rolling metric past its limit asks at once."""
+        agreeing = self._agreeing() if self.monitor is not None else []
+        if agreeing:
+            assert self.monitor is not None
+            self._rising.clear()
+            return drift_event(
+                self.model_id,
+                self.version,
+                example.label_timestamp,
+                agreeing,
+                now_index=self.monitor.n - 1,
                 metric=self._metric_name,
-                before=anchor.before,
-                after=anchor.after,
-                window_width=window,
                 examples_seen=self.examples,
-                detectors=[d.detector for d in agreeing],
-            ),
-            window=None,
+            )
+        fired = self._performance_check()
+        if fired is None:
+            return None
+        return performance_event(
+            self.model_id,
+            self.version,
+            example.label_timestamp,
+            fired,
+            reference_accuracy=self.reference_accuracy,
+            config=self.config,
+            examples_seen=self.examples,
         )
 
     def _performance_check(self) -> tuple[str, float, float] | None:
-        """(rule, threshold, value) when the rolling metric is past its limit, else None."""
+        """(rule, threshold, value) once a full window is seen and its metric is past the limit, else None."""
         config = self.config
         if self._seen < config.performance_window:
             return None
         error = self.rolling_error
         assert error is not None
-        if config.task == "classification":
-            accuracy = 1.0 - error
-            reference_size = config.reference_windows * config.performance_window
-            if self.reference_accuracy is None and self._seen >= reference_size:
-                # The accuracy over the first `reference_windows` windows after promotion is the reference (one
-                # window alone is too noisy: +-0.02 at 500 examples).
-                self.reference_accuracy = 1.0 - self._reference_error_sum / reference_size
-            relative = (
-                config.relative_drop * self.reference_accuracy
-                if config.relative_drop is not None and self.reference_accuracy is not None
-                else None
-            )
-            floor = [f for f in (config.min_accuracy, relative) if f is not None]
-            if not floor or accuracy >= max(floor):
-                return None
-            return "accuracy", max(floor), accuracy
-        if config.max_error is None or error <= config.max_error:
-            return None
-        return "mae", config.max_error, error
-
-    def _performance_event(self, example: LabeledExample) -> RetrainEvent | None:
-        """The naive rule (post_change_training off): ask at once for the trainer's default window."""
-        fired = self._performance_check()
-        if fired is None:
-            return None
-        rule, threshold, value = fired
-        return self._event(
-            example,
-            RetrainReason.PERFORMANCE,
-            detector=f"rolling_{rule}",
-            evidence=Evidence(
-                metric=rule,
-                before=self.reference_accuracy if rule == "accuracy" else None,
-                after=value,
-                window_width=self.config.performance_window,
-                examples_seen=self.examples,
-                values={"threshold": threshold},
-            ),
-            window=None,
-        )
+        reference_size = config.reference_windows * config.performance_window
+        if config.task == "classification" and self.reference_accuracy is None and self._seen >= reference_size:
+            # The accuracy over the first `reference_windows` windows after promotion is the reference (one window
+            # alone is too noisy: +-0.02 at 500 examples).
+            self.reference_accuracy = 1.0 - self._reference_error_sum / reference_size
+        return performance_limit(config, error, self.reference_accuracy)
 
     def _volume_event(self, example: LabeledExample) -> RetrainEvent | None:
         cold = self.version == 0
         needed = self.config.cold_start_examples if cold else self.config.volume_examples
         if needed is None or self.examples < needed:
             return None
-        # A cold start trains on all it has. Later, the naive rule takes the trainer's default window and trusts its
-        # trigger; the default policy takes every example since the last confident change and asks for evidence.
-        window = self.examples if cold else None
-        trusted = cold or not self.config.post_change_training
-        if not trusted:
-            window = self.position - self.last_change_at
-        return self._event(
-            example,
-            RetrainReason.DATA_VOLUME,
-            detector="cold_start" if cold else "data_volume",
-            evidence=Evidence(
-                examples_seen=self.examples, values={"threshold": float(needed), STALE: 1.0 if trusted else 0.0}
-            ),
-            window=window,
+        return volume_event(
+            self.model_id,
+            self.version,
+            example.label_timestamp,
+            needed=needed,
+            examples_seen=self.examples,
+            since_change=self.position - self.last_change_at,
+            trusted=cold or not self.config.post_change_training,
         )
 
     @property
     def _metric_name(self) -> str:
         return "error_rate" if self.config.task == "classification" else "mae"
-
-    def _event(
-        self, example: LabeledExample, reason: RetrainReason, *, detector: str, evidence: Evidence, window: int | None
-    ) -> RetrainEvent:
-        return RetrainEvent(
-            model_id=self.model_id,
-            reason=reason,
-            detector=detector,
-            detected_at=example.label_timestamp,
-            model_version=self.version,
-            evidence=evidence,
-            suggested_window=None if window is None else TrainingWindow(last_n=window),
-        )

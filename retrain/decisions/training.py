@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from retrain.decisions.drift import Task
+from retrain.decisions.drift import Task, example_error
+from retrain.decisions.episode import STALE
 from retrain.decisions.features import MAX_CATEGORIES, FeatureEncoding, Row
-from retrain.decisions.policy import STALE, example_error
 from retrain.schemas import LabeledExample, RetrainEvent, RetrainReason
 
 

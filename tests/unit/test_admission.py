@@ -15,8 +15,8 @@ import pytest
 from pydantic import ValidationError
 
 from retrain.consumers.detector import DetectorService
-from retrain.consumers.runtime import InvalidRecord
 from retrain.consumers.scorer import ScorerService
+from retrain.consumers.service import InvalidRecord
 from retrain.consumers.trainer import TrainerService
 from retrain.decisions.admission import ModelAdmission, Verdict
 from retrain.decisions.checkpoint import snapshot_key

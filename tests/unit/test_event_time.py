@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from retrain.consumers.detector import DetectorService
-from retrain.consumers.runtime import InvalidRecord
+from retrain.consumers.service import InvalidRecord
 from retrain.decisions.join import LabelJoiner, ahead_of_arrival
 from retrain.kafka import Record
 from retrain.schemas import LabelEvent, PredictionEvent, encode

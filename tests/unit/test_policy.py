@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from retrain.decisions.drift import DetectorSpec
-from retrain.decisions.policy import STALE, ModelWatch, PolicyConfig, example_error
+from retrain.decisions.drift import DetectorSpec, example_error
+from retrain.decisions.episode import STALE
+from retrain.decisions.policy import ModelWatch, PolicyConfig
 from retrain.schemas import RetrainEvent, RetrainReason, StreamPosition, TrainingWindow
 from tests.helpers.policy_stream import SEED, Segments, stream
 

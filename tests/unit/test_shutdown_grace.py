@@ -7,7 +7,7 @@ import sys
 import textwrap
 import time
 
-from retrain.consumers.runtime import EXIT_OVERDUE
+from retrain.consumers.shutdown import EXIT_OVERDUE
 from tests.conftest import REPO_ROOT
 
 STUCK_SERVICE = textwrap.dedent(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from retrain.consumers.trainer import TrainerService
-from retrain.decisions.policy import STALE
+from retrain.decisions.episode import STALE
 from retrain.decisions.training import TrainingConfig, estimator_factory
 from retrain.kafka import Record, TopicPartition
 from retrain.registry import ModelRegistry

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from retrain.decisions.policy import STALE
+from retrain.decisions.episode import STALE
 from retrain.decisions.training import (
     ExampleBuffer,
     TrainingConfig,
