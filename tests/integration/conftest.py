@@ -18,7 +18,9 @@ from retrain.localkafka import LocalBroker, is_port_open
 from retrain.settings import BrokerSettings, KafkaSettings, TopicSettings
 from tests.conftest import REPO_ROOT
 
-TEST_BROKER_PORT = int(os.environ.get("RETRAIN_TEST_BROKER_PORT", "19092"))
+# Under pytest-xdist each worker (gw0, gw1, ...) has a broker of its own, 1000 ports apart.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+TEST_BROKER_PORT = int(os.environ.get("RETRAIN_TEST_BROKER_PORT", "19092")) + 1000 * _WORKER
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
