@@ -37,7 +37,7 @@ _READ_ELSEWHERE = [
     [
         "`RETRAIN_TEST_BROKER_PORT`",
         "the integration tests",
-        "Port of the broker their fixture starts (default 19092).",
+        "Port of the broker their fixture starts (default 19092); pytest-xdist worker N uses this + 1000 N.",
     ],
     [
         "`RETRAIN_TEST_KAFKA_CLIENTS`",
