@@ -142,7 +142,11 @@ def wait_all_joined(
     deadline = time.monotonic() + timeout_s
     try:
         while len(ids) < total:
-            assert time.monotonic() < deadline, f"only {len(ids)} of {total} predictions joined"
+            if time.monotonic() >= deadline:
+                where = "\n".join(f"--- {d.command}:\n{d.stuck_report()}" for d in alive if d.running)
+                raise AssertionError(
+                    f"only {len(ids)} of {total} predictions joined ({written(watcher, partitions)} written):\n{where}"
+                )
             exited = [d for d in alive if d.process is None or d.process.poll() is not None]
             if exited:
                 output = exited[0].output()
