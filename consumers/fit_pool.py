@@ -63,7 +63,10 @@ def _serve(conn: Connection, threads: int | None, preload: tuple[str, ...]) -> N
         if job is None:
             return
         function, args = job
-        conn.send(("started",))  # the timeout counts from here, not from the worker's own start-up
+        try:
+            conn.send(("started",))  # the timeout counts from here, not from the worker's own start-up
+        except OSError:  # the trainer is gone (BrokenPipeError, e.g. killed): nobody will read this fit
+            return
         try:
             with threadpool_limits(threads):
                 reply: tuple = ("ok", function(*args))

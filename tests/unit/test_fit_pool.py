@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from retrain.consumers.fit_pool import FitPool, JobResult
+from retrain.consumers.fit_pool import FitPool, JobResult, _serve
 from tests.helpers import fit_jobs
 
 pytestmark = pytest.mark.slow  # fit worker processes
@@ -103,3 +104,17 @@ def test_a_name_already_running_is_refused(pool: FitPool, tmp_path: Path):
     pool.submit("a", fit_jobs.wait_for, str(tmp_path / "never"), 30.0)
     with pytest.raises(ValueError, match="already running"):
         pool.submit("a", fit_jobs.add, 1, 1)
+
+
+def test_a_worker_whose_trainer_is_gone_before_the_job_starts_exits_quietly(capfd: pytest.CaptureFixture[str]):
+    """The trainer killed between handing a job over and the worker taking it: the worker exits 0, no traceback."""
+    context = multiprocessing.get_context("spawn")
+    trainer_end, worker_end = context.Pipe()
+    worker = context.Process(target=_serve, args=(worker_end, None, ()), name="retrain-fit", daemon=True)
+    worker.start()
+    worker_end.close()
+    trainer_end.send((fit_jobs.add, (2, 3)))
+    trainer_end.close()  # gone before the worker can say it started
+    worker.join(60)
+    assert worker.exitcode == 0
+    assert "Traceback" not in capfd.readouterr().err
