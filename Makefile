@@ -29,14 +29,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The tests run on TEST_WORKERS processes (pytest-xdist), each with a broker of its own; then the `alone` ones
-# (a broker restarted under clients whose reconnection is timing-sensitive) run by themselves, without that load.
+# The tests run on TEST_WORKERS processes (pytest-xdist), each with a broker of its own; 1 runs them in one.
 TEST_WORKERS ?= 2
 
 test: $(STAMP) system-deps broker-jars lint
 	$(BIN)/retrain schemas export --check
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m 'not alone' --durations=30
-	$(BIN)/pytest -m alone --durations=10
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --durations=30
 
 # The edit-run loop: the unit tests without the slow ones (no broker, no worker processes).
 test-fast: $(STAMP)

@@ -41,7 +41,7 @@ from tests.helpers.kafka_io import (
 from tests.helpers.processes import Detector, free_port, sample, scrape, wait_all_joined
 from tests.integration.conftest import TEST_BROKER_PORT
 
-pytestmark = [pytest.mark.kafka, pytest.mark.alone]  # alone: run without other tests' load (pyproject markers)
+pytestmark = pytest.mark.kafka
 
 MODELS = 3
 PER_MODEL = 6_000
