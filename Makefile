@@ -29,12 +29,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The tests run on TEST_WORKERS processes (pytest-xdist), each with a broker of its own; 1 runs them in one.
-TEST_WORKERS ?= 2
-
 test: $(STAMP) system-deps broker-jars lint
 	$(BIN)/retrain schemas export --check
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --durations=30
+	$(BIN)/pytest --durations=30
 
 # The edit-run loop: the unit tests without the slow ones (no broker, no worker processes).
 test-fast: $(STAMP)
