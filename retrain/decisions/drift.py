@@ -48,12 +48,14 @@ class DetectorKind:
     feed: Polarity  # what the detector is given: the error, or 1 - error ("correct")
     binary_only: bool
     two_sided: bool  # built to fire on a change either way (the direction is checked for every detector)
+    defaults: tuple[tuple[str, Any], ...] = ()  # parameters that differ from River's unless the spec sets them
 
 
 DETECTORS: dict[str, DetectorKind] = {
     "ADWIN": DetectorKind(drift.ADWIN, "error", binary_only=False, two_sided=True),
     "PageHinkley": DetectorKind(drift.PageHinkley, "error", binary_only=False, two_sided=True),
-    "KSWIN": DetectorKind(drift.KSWIN, "error", binary_only=False, two_sided=True),
+    # KSWIN samples its reference window at random: seeded, the same errors give the same detections every run.
+    "KSWIN": DetectorKind(drift.KSWIN, "error", binary_only=False, two_sided=True, defaults=(("seed", 0),)),
     "DDM": DetectorKind(binary.DDM, "error", binary_only=True, two_sided=False),
     "EDDM": DetectorKind(binary.EDDM, "error", binary_only=True, two_sided=False),
     "HDDM_A": DetectorKind(binary.HDDMA, "error", binary_only=True, two_sided=False),
@@ -64,7 +66,7 @@ DETECTORS: dict[str, DetectorKind] = {
 
 @dataclass(frozen=True)
 class DetectorSpec:
-    """A detector by River name, with its parameters (River's defaults where none are given)."""
+    """A detector by River name, with its parameters (River's defaults where none are given, but KSWIN's seed 0)."""
 
     name: str
     params: tuple[tuple[str, Any], ...] = ()
@@ -82,7 +84,7 @@ class DetectorSpec:
                 f"{self.name} watches a 0/1 error stream; a regression model needs ADWIN, PageHinkley or KSWIN"
             )
         try:
-            return kind.factory(**dict(self.params))
+            return kind.factory(**{**dict(kind.defaults), **dict(self.params)})
         except TypeError as error:
             raise ValueError(f"bad parameters for {self.name}: {error}") from error
 

@@ -252,3 +252,19 @@ def test_reset_restarts_the_count_and_the_detectors():
 )
 def test_rise_z_is_the_pooled_two_sample_statistic(before, after, z):
     assert rise_z(before, after) == pytest.approx(z, rel=1e-12)
+
+
+def test_kswin_without_a_seed_gives_the_same_detections_on_every_run():
+    """KSWIN samples its reference window at random; the spec seeds it unless told otherwise."""
+    rng = random.Random(7)
+    stream = [rng.gauss(0.0, 1.0) + (0.25 if i >= 1_500 else 0.0) for i in range(3_000)]
+
+    def detected(spec: DetectorSpec) -> list[int]:
+        monitor = DriftMonitor((spec,), "regression")
+        return [d.index for error in stream for d in monitor.update(error)]
+
+    runs = [detected(DetectorSpec.of("KSWIN")) for _ in range(3)]
+    assert runs[0], "the shift at 1,500 is detected"
+    assert runs[1] == runs[0] and runs[2] == runs[0]
+    # The seed is what makes them equal: another one samples other references and detects elsewhere.
+    assert detected(DetectorSpec.of("KSWIN", seed=2)) != runs[0]
