@@ -71,26 +71,16 @@ def evaluate(options: Sequence[str], interval: int, initial: int | None, names: 
     """One ``retrain evaluate`` run in this process: each strategy's summary, with its score."""
     from retrain import evaluate as offline
     from retrain.cli import build_parser
+    from retrain.commands.evaluate import run_strategies
     from retrain.producers.replay import parse_label_delay
-    from retrain.producers.streams import REGRESSION_GENERATORS, stream_from_args
+    from retrain.producers.streams import stream_from_args
     from retrain.settings import load_settings
 
     argv = ["evaluate", *options, "--scheduled-every", str(interval)]
-    args = build_parser().parse_args(argv if initial is None else [*argv, "--initial", str(initial)])
-    delay = parse_label_delay(args.label_delay)
-    settings = load_settings()
-    results = offline.evaluate_stream(
-        stream_from_args(args),
-        settings.detector,
-        settings.trainer,
-        scheduled_every=interval,
-        initial=args.initial,
-        names=names,
-        label_delay=None if delay.kind == "fixed" and delay.a == 0 else delay,
-        delay_unit=args.label_delay_unit,
-        task=args.task
-        or ("regression" if args.csv is None and args.generator in REGRESSION_GENERATORS else "classification"),
-    )
+    argv += [] if initial is None else ["--initial", str(initial)]
+    argv += [] if names is None else ["--strategies", ",".join(names)]
+    args = build_parser().parse_args(argv)
+    results = run_strategies(args, stream_from_args(args), parse_label_delay(args.label_delay), load_settings())
     report = offline.report(results)
     for name, result in results.items():
         report["strategies"][name]["score"] = result.score

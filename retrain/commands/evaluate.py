@@ -6,12 +6,19 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from retrain.commands.arguments import Subcommands, positive_int
 from retrain.commands.outcomes import EXIT_OK
 from retrain.producers.streams import add_stream_options
 from retrain.settings import Settings
+
+if TYPE_CHECKING:
+    from retrain.producers.replay import LabelDelay
+    from retrain.producers.streams import StreamSource
+    from retrain.simulation import StrategyResult
 
 
 def add_evaluate_command(commands: Subcommands) -> None:
@@ -46,11 +53,38 @@ def add_evaluate_command(commands: Subcommands) -> None:
     evaluate.set_defaults(handler=cmd_evaluate)
 
 
+def run_strategies(
+    args: argparse.Namespace,
+    source: StreamSource,
+    delay: LabelDelay,
+    settings: Settings,
+    progress: Callable[[StrategyResult], None] | None = None,
+) -> dict[str, StrategyResult]:
+    """The strategies ``args`` chose (every one by default), run on ``source`` with ``args``' options; ValueError
+    for an unknown strategy."""
+    from retrain import evaluate
+    from retrain.producers.streams import REGRESSION_GENERATORS
+
+    return evaluate.evaluate_stream(
+        source,
+        settings.detector,
+        settings.trainer,
+        scheduled_every=args.scheduled_every,
+        initial=args.initial,
+        names=[n.strip() for n in args.strategies.split(",")] if args.strategies else None,
+        progress=progress,
+        label_delay=None if delay.kind == "fixed" and delay.a == 0 else delay,
+        delay_unit=args.label_delay_unit,
+        task=args.task
+        or ("regression" if args.csv is None and args.generator in REGRESSION_GENERATORS else "classification"),
+    )
+
+
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from retrain import evaluate
     from retrain.plots import Timeline, plot_timelines
     from retrain.producers.replay import parse_label_delay
-    from retrain.producers.streams import REGRESSION_GENERATORS, stream_from_args
+    from retrain.producers.streams import stream_from_args
 
     try:
         source = stream_from_args(args)
@@ -58,22 +92,15 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as error:
         print(f"retrain evaluate: {error}", file=sys.stderr)
         return 2
-    names = [n.strip() for n in args.strategies.split(",")] if args.strategies else None
     print(f"evaluating on {source.description}", file=sys.stderr)
     started = time.monotonic()
     try:
-        results = evaluate.evaluate_stream(
+        results = run_strategies(
+            args,
             source,
-            settings.detector,
-            settings.trainer,
-            scheduled_every=args.scheduled_every,
-            initial=args.initial,
-            names=names,
+            delay,
+            settings,
             progress=lambda r: print(f"  {r.name}: {r.metric} {r.score:.4f}, {r.retrains} retrains", file=sys.stderr),
-            label_delay=None if delay.kind == "fixed" and delay.a == 0 else delay,
-            delay_unit=args.label_delay_unit,
-            task=args.task
-            or ("regression" if args.csv is None and args.generator in REGRESSION_GENERATORS else "classification"),
         )
     except ValueError as error:
         print(f"retrain evaluate: {error}", file=sys.stderr)
