@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import timedelta
 
@@ -207,3 +208,29 @@ def test_a_friedman_concept_reads_other_features():
     assert [swapped.features[str(i)] for i in (5, 6, 7, 8, 9, 0, 1, 2, 3, 4)] == [
         first.features[str(i)] for i in range(10)
     ]
+
+
+def test_the_command_runs_the_chosen_strategies_with_its_label_delay_and_writes_them(tmp_path, capsys):
+    """`retrain evaluate` end to end: the stream, the strategies and the label delay come from the options."""
+    from retrain.cli import build_parser
+    from retrain.settings import load_settings
+
+    def main(argv: list[str]) -> int:
+        args = build_parser().parse_args(argv)
+        return args.handler(args, load_settings())
+
+    stream = ["evaluate", "--generator", "stagger", "--concepts", "0,2", "--drift-points", "3000"]
+    stream += ["--examples", "6000", "--initial", "1000", "--strategies", "static,default"]
+    figures = {}
+    for delay in ("0", "fixed:300"):
+        out = tmp_path / f"{delay}.json"
+        assert main([*stream, "--label-delay", delay, "--json", str(out)]) == 0
+        figures[delay] = json.loads(out.read_text())["strategies"]
+    assert set(figures["0"]) == set(figures["fixed:300"]) == {"static", "default"}
+    at_once, late = figures["0"]["default"], figures["fixed:300"]["default"]
+    assert at_once["accuracy"] > figures["0"]["static"]["accuracy"] + 0.1  # the switch is found and retrained for
+    # 300 examples late, the switch is seen (and retrained for) 300 examples later: fewer correct predictions.
+    assert late["detections"][0] >= at_once["detections"][0] + 300 and late["accuracy"] < at_once["accuracy"]
+    capsys.readouterr()
+    assert main([*stream, "--strategies", "static,nope"]) == 2
+    assert "unknown strategies ['nope']" in capsys.readouterr().err
