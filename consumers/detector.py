@@ -40,7 +40,7 @@ from retrain.decisions.admission import ModelAdmission
 from retrain.decisions.checkpoint import Snapshot, encode_snapshot
 from retrain.decisions.drift import task_of
 from retrain.decisions.join import LabelJoiner, LabelOutcome, PredictionOutcome, ahead_of_arrival
-from retrain.decisions.policy import ModelWatch
+from retrain.decisions.policy import ModelWatch, ServedVersion
 from retrain.kafka import Consumer, FatalFailure, Record, TopicPartition
 from retrain.schemas import (
     LabeledExample,
@@ -97,7 +97,7 @@ class DetectorService:
         self._covered: dict[tuple[str, int], int] = {}
         self._read_to: dict[tuple[str, int], int] = {}  # (topic, partition) -> the offset after the last one read
         self.watches: dict[str, ModelWatch] = {}
-        self.versions: dict[str, tuple[int, float | None]] = {}
+        self.versions: dict[str, ServedVersion] = {}
         self._tally = BatchTally()
         self.restorer = WatchRestorer(
             state_key, self.configs, settings.regression_model_ids, self.admission, self.metrics
@@ -303,9 +303,9 @@ class DetectorService:
         watch = self.watches.get(model_id)
         if watch is None:
             task = task_of(model_id, self.settings.regression_model_ids)
-            version, accuracy = self.versions.get(model_id, (0, None))
-            watch = self.watches[model_id] = ModelWatch(model_id, self.configs[task], version)
-            watch.validation_accuracy = accuracy
+            served = self.versions.get(model_id, ServedVersion(0))
+            watch = self.watches[model_id] = ModelWatch(model_id, self.configs[task], served.version)
+            watch.validation_accuracy, watch.validation_holdout = served.accuracy, served.holdout
             # Start this model's counters at 0, so that increase() in alerts and dashboards sees the first event.
             self.metrics.retrain_events.start(model_id, *(reason.value for reason in RetrainReason))
             self.metrics.detections.start(model_id, *(spec.name for spec in watch.config.detectors))
@@ -362,10 +362,18 @@ class DetectorService:
 
     def _model_updated(self, update: ModelUpdatedEvent) -> None:
         assert update.version is not None
+        holdout = update.metrics.get("n_holdout")
         accuracy = update.metrics.get("accuracy")
-        self.versions[update.model_id] = (update.version, accuracy)
+        served = ServedVersion(update.version, accuracy, None if holdout is None else int(holdout))
+        self.versions[update.model_id] = served
         self.metrics.model_version.set(update.model_id, update.version)
         watch = self.watches.get(update.model_id)
-        if watch is not None and update.version != watch.version:
-            watch.model_updated(update.version, accuracy)
+        if watch is None:
+            return
+        if update.version != watch.version:
+            watch.model_updated(*served)
+            self._changed_watches.add(update.model_id)
+        elif watch.validation_accuracy is None and served.accuracy is not None:
+            # adopted from its first labeled examples before this update arrived: its validation comes now
+            watch.validation_accuracy, watch.validation_holdout = served.accuracy, served.holdout
             self._changed_watches.add(update.model_id)

@@ -11,7 +11,7 @@ from retrain.consumers.restoring import WatchRestorer
 from retrain.consumers.state import StateChangelog
 from retrain.decisions.checkpoint import Snapshot
 from retrain.decisions.join import LabelJoiner
-from retrain.decisions.policy import ModelWatch
+from retrain.decisions.policy import ModelWatch, ServedVersion
 from retrain.kafka import Consumer, FatalFailure, RetriableFailure, TopicPartition
 from retrain.settings import DetectorSettings, TopicSettings
 from retrain.state.join import StoredJoiner
@@ -33,7 +33,7 @@ class PartitionOpener:
         metrics: DetectorMetrics,
         *,
         watches: dict[str, ModelWatch],
-        versions: dict[str, tuple[int, float | None]],
+        versions: dict[str, ServedVersion],
         models_in: dict[int, set[str]],
         covered: dict[tuple[str, int], int],
     ) -> None:
@@ -43,7 +43,7 @@ class PartitionOpener:
         self.changelog = changelog
         self.restorer = restorer
         self.metrics = metrics
-        # The detector's mappings, updated in place: model -> watch, model -> (version, accuracy) in service,
+        # The detector's mappings, updated in place: model -> watch, model -> the version in service and its validation,
         # partition -> the models whose joins it carries, (topic, partition) -> the offset its store covers up to.
         self.watches = watches
         self.versions = versions

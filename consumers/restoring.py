@@ -12,7 +12,7 @@ from retrain.consumers.metrics import DetectorMetrics
 from retrain.consumers.state import StateChangelog
 from retrain.decisions.checkpoint import Snapshot, SnapshotRefused, decode_snapshot
 from retrain.decisions.drift import task_of
-from retrain.decisions.policy import ModelWatch, PolicyConfig
+from retrain.decisions.policy import ModelWatch, PolicyConfig, ServedVersion
 from retrain.state.store import PartitionStore
 
 log = logging.getLogger("retrain.consumers.detector")
@@ -66,9 +66,9 @@ class WatchRestorer:
             self.metrics.state_restores.labels(refused.reason).inc()
             return None
 
-    def still_valid(self, snapshot: Snapshot, versions: dict[str, tuple[int, float | None]]) -> dict[str, ModelWatch]:
+    def still_valid(self, snapshot: Snapshot, versions: dict[str, ServedVersion]) -> dict[str, ModelWatch]:
         """The snapshot's watches whose configuration is today's and whose model is admitted, each brought to the
-        version in service (``versions``: model -> (version, validation accuracy) from the model updates)."""
+        version in service (``versions``: from the model updates)."""
         watches = {}
         for model_id, watch in snapshot.watches.items():
             if watch.config != self.configs[task_of(model_id, self.regression_models)]:
@@ -79,8 +79,8 @@ class WatchRestorer:
                 log.warning("detector state of %s not restored: not on the allow-list of model ids", model_id)
                 self.metrics.state_restores.labels("not_admitted").inc()
                 continue
-            version, accuracy = versions.get(model_id, (watch.version, watch.validation_accuracy))
-            if version > watch.version:
-                watch.model_updated(version, accuracy)  # promoted while nobody watched this partition
+            served = versions.get(model_id)
+            if served is not None and served.version > watch.version:
+                watch.model_updated(*served)  # promoted while nobody watched this partition
             watches[model_id] = watch
         return watches

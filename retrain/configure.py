@@ -48,6 +48,7 @@ def policy_config(settings: DetectorSettings, task: str) -> PolicyConfig:
         refit_until=settings.refit_until,
         recovered_margin=settings.recovered_margin,
         confident_rise_z=settings.confident_rise_z,
+        validation_rise_z=settings.validation_rise_z,
         change_history=settings.change_history,
         feature_detector=feature_spec,
         feature_limit=settings.feature_limit,

@@ -31,6 +31,7 @@ from retrain.decisions.training import (
     FittedModel,
     TrainingConfig,
     TrainingFailure,
+    TrainingOutcome,
     plan_fit,
     ready_to_fit,
     train_challenger,
@@ -293,19 +294,20 @@ class _Simulation:
         plan = plan_fit(self.buffer.examples(), pending, trainer.config)
         self.result.events.append((index, pending.reason.value, len(plan.window)))
         self.pending = None
-        fitted, accuracy = _fit(plan, trainer, self.task, self.champion, self.result)
-        if fitted is not None:
-            self.champion = fitted
+        outcome = _fit(plan, trainer, self.task, self.champion, self.result)
+        if outcome is not None:
+            self.champion = outcome.challenger
             self.result.promotions += 1
             self.result.swaps.append(index + 1)
-            self.watch.model_updated(self.result.promotions, accuracy)  # what the detector reads in the update
+            # what the detector reads in the model-updated event
+            self.watch.model_updated(self.result.promotions, outcome.metrics.get("accuracy"), outcome.n_holdout)
             self.predictions, self.predicted_from = [], index + 1
 
 
 def _fit(
     plan: FitPlan, trainer: TrainerSetup, task: Task, champion: FittedModel | None, result: StrategyResult
-) -> tuple[FittedModel | None, float | None]:
-    """The promoted challenger and its validation accuracy, or (None, None) when the champion stays."""
+) -> TrainingOutcome | None:
+    """The outcome of a fit whose challenger is promoted, or None when the champion stays."""
     if champion is not None:
         result.retrains += 1  # the first fit is the initial model, not a retrain
     try:
@@ -314,8 +316,8 @@ def _fit(
         )
     except TrainingFailure:
         result.failures += 1
-        return None, None
-    return (outcome.challenger, outcome.metrics.get("accuracy")) if outcome.promote else (None, None)
+        return None
+    return outcome if outcome.promote else None
 
 
 def _predict(model: FittedModel | None, batch: Sequence[StreamExample], fallback: Any) -> list[Any]:

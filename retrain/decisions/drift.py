@@ -207,6 +207,16 @@ def change_point(errors: Sequence[float]) -> int:
     return best_k
 
 
+def proportion_rise_z(before: float, n_before: int, after: float, n_after: int) -> float:
+    """How many standard errors the error rate ``after`` (over ``n_after``) is above ``before`` (over ``n_before``):
+    the pooled two-proportion z statistic; 0 when a side is empty or both rates are 0 or 1."""
+    if n_before < 1 or n_after < 1:
+        return 0.0
+    pooled = (before * n_before + after * n_after) / (n_before + n_after)
+    variance = pooled * (1 - pooled) * (1 / n_before + 1 / n_after)
+    return (after - before) / math.sqrt(variance) if variance > 0 else 0.0
+
+
 def rise_z(before: Sequence[float], after: Sequence[float]) -> float:
     """How many standard errors the mean error ``after`` a change point is above the mean ``before`` it.
 

@@ -11,6 +11,8 @@ from retrain.schemas import Evidence, RetrainEvent, RetrainReason, TrainingWindo
 # evidence.values key of a retrain event: 1 when the champion is known to be stale (a confident change, a cold
 # start, a trusted trigger), 0 when a challenger must beat it beyond noise. Events without it are trusted.
 STALE = "champion_stale"
+# The detector name of an episode opened because a version serves worse than it validated (see validation_episode).
+VALIDATION_GAP = "validation_gap"
 
 
 @dataclass
@@ -101,6 +103,23 @@ def performance_episode(
         detector=f"rolling_{rule}",
         detectors=[f"rolling_{rule}"],
         before_error=None if reference is None else 1.0 - reference,
+        version_at_open=version,
+        sizes=sizes,
+    )
+
+
+def validation_episode(
+    index: int, served: int, validated_error: float, version: int, sizes: tuple[int, ...]
+) -> Episode:
+    """The version's first ``served`` errors are above its validation error beyond noise: the change came before it
+    went into service, so the episode starts at its first served example; its validation error marks recovery."""
+    return Episode(
+        change_at=index + 1 - served,
+        detected_at=index,
+        reason=RetrainReason.PERFORMANCE,
+        detector=VALIDATION_GAP,
+        detectors=[VALIDATION_GAP],
+        before_error=validated_error,
         version_at_open=version,
         sizes=sizes,
     )

@@ -17,14 +17,22 @@ from __future__ import annotations
 from array import array
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from retrain.decisions.drift import Detection, DriftMonitor, change_point, example_error, rise_z
+from retrain.decisions.drift import (
+    Detection,
+    DriftMonitor,
+    change_point,
+    example_error,
+    proportion_rise_z,
+    rise_z,
+)
 from retrain.decisions.episode import (  # Episode: also found here by snapshots pickled before it moved
     Episode,
     cold_start_episode,
     drift_episode,
     performance_episode,
+    validation_episode,
 )
 from retrain.decisions.feature_drift import FeatureDriftMonitor, feature_drift_event
 from retrain.decisions.policy_config import PolicyConfig  # also found here by snapshots pickled before it moved
@@ -38,6 +46,14 @@ from retrain.schemas import (
     RetrainReason,
     StreamPosition,
 )
+
+
+class ServedVersion(NamedTuple):
+    """A model's version in service and its validation (the trainer's holdout accuracy and size), from its update."""
+
+    version: int
+    accuracy: float | None = None
+    holdout: int | None = None
 
 
 @dataclass
@@ -59,6 +75,7 @@ class ModelWatch:
     def __post_init__(self) -> None:
         self.last_detections: list[Detection] = []
         self.validation_accuracy: float | None = None  # the trainer's score of the version in service
+        self.validation_holdout: int | None = None  # the number of holdout examples behind that score
         self.position = 0  # labeled examples of this model so far, every version: never reset
         self.last_change_at = 0  # position of the last confident change (the stream's start until one is found)
         self.episode: Episode | None = None
@@ -77,6 +94,7 @@ class ModelWatch:
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickled (a snapshot): the error windows come as float arrays, packed again here."""
         self.__dict__.setdefault("last_change_at", 0)
+        self.__dict__.setdefault("validation_holdout", None)
         self.__dict__.update(state)
         for name in ("_rolling", "_history"):
             if isinstance(self.__dict__[name], array):
@@ -84,15 +102,16 @@ class ModelWatch:
 
     # -- input --------------------------------------------------------------------------------------------
 
-    def model_updated(self, version: int, accuracy: float | None = None) -> None:
+    def model_updated(self, version: int, accuracy: float | None = None, holdout: int | None = None) -> None:
         """A new version is in service: fresh detectors, fresh metric, cooldown over.
 
-        ``accuracy`` (the trainer's validation score) is kept for reference only: the rules compare against the
-        accuracy measured live after the swap, which a small holdout often overstates. It also keeps the decisions
-        a function of the labeled examples alone, whenever the update itself reaches the detector.
+        ``accuracy`` (the trainer's validation score on ``holdout`` examples) is used once, by the validation gap
+        (``validation_rise_z``); the other rules compare against the accuracy measured live after the swap, which a
+        small holdout often overstates.
         """
         self.version = version
         self.validation_accuracy = accuracy
+        self.validation_holdout = holdout
         self.reference_accuracy = None
         self._start_baseline()
 
@@ -127,7 +146,9 @@ class ModelWatch:
         event = self._refit_event(example, index)
         if event is None and not self._cooling_down(clock):
             if self.config.post_change_training and self.version > 0:
-                self.opened = self._drift_episode(index) or self._performance_episode(index)
+                self.opened = (
+                    self._drift_episode(index) or self._performance_episode(index) or self._validation_episode(index)
+                )
                 if self.opened is not None:
                     self.episode = self.opened
                     self._cooldown = _Cooldown(self.examples, clock)
@@ -232,6 +253,20 @@ class ModelWatch:
             return None
         self._rising.clear()
         return drift_episode(self._recent_errors(), index, agreeing, self.version, self.config.refit_sizes())
+
+    def _validation_episode(self, index: int) -> Episode | None:
+        """At the version's first full window, once: its served error is above its validation error beyond noise."""
+        config = self.config
+        if config.validation_rise_z is None or self._seen != config.performance_window:
+            return None
+        if config.task != "classification" or self.validation_accuracy is None or not self.validation_holdout:
+            return None
+        validated, served = 1.0 - self.validation_accuracy, self.rolling_error
+        assert served is not None
+        z = proportion_rise_z(validated, self.validation_holdout, served, config.performance_window)
+        if z < config.validation_rise_z:
+            return None
+        return validation_episode(index, self._seen, validated, self.version, config.refit_sizes())
 
     def _cold_start_episode(self, index: int) -> Episode | None:
         if self.position < self.config.cold_start_examples:

@@ -46,6 +46,10 @@ class PolicyConfig:
     # since the last confident change, and the trainer promotes only a challenger better beyond its holdout's
     # noise. None: every detected change is confident.
     confident_rise_z: float | None = 3.0
+    # A version whose error over its first `performance_window` served examples is above its validation error (the
+    # trainer's holdout) by this many standard errors was stale when it went into service: an episode opens at its
+    # first served example. Classification; None: off.
+    validation_rise_z: float | None = 4.0
 
     def __post_init__(self) -> None:
         if self.detectors and not 1 <= self.drift_quorum <= len(self.detectors):

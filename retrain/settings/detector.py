@@ -125,6 +125,13 @@ class DetectorSettings(BaseSettings):
         "error before it by this many standard errors. Otherwise a retrain uses every example since the last confident "
         "change and must beat the champion beyond noise.",
     )
+    validation_rise_z: float | None = Field(
+        default=4.0,
+        gt=0,
+        description="A version whose error over its first `performance_window` served examples exceeds its validation "
+        "error (the trainer's holdout) by this many standard errors was stale when it went into service: an episode "
+        "opens at its first served example (classification).",
+    )
     change_history: int = Field(
         default=10_000,
         ge=2,

@@ -1,10 +1,11 @@
 """Categorical, boolean and missing features through the real services on a real broker.
 
 The scorer, detector and trainer processes with the trainer's default estimator and no user code: version 1 is
-fitted on the first concept of the ``flights`` stream (carriers, airports, a weekend flag, missing distances); the
-concept changes and brings carriers version 1 never saw; they are scored by version 1, a drift is detected, and
-version 2, whose vocabulary holds the new carriers, is trained and swapped in. Nothing a user would call valid is
-dead-lettered.
+fitted on the first concept of the ``flights`` stream (carriers, airports, a weekend flag, missing distances), and
+version 2, the cold start's refit, on 5,000 examples of it. Version 2 goes into service just before the concept
+changes and brings carriers no version has seen: they are scored, and version 2 errs from its first post-change
+prediction, so its errors show no rise for a detector to find. Its validation gap finds the change, and a version
+whose vocabulary holds the new carriers is trained and swapped in. Nothing a user would call valid is dead-lettered.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from retrain.decisions.training import FittedModel
 from retrain.producers.scored import START, Scored
 from retrain.producers.streams import GeneratorSource
 from retrain.registry import ModelRegistry
-from retrain.schemas import LabelEvent, PredictionEvent
+from retrain.schemas import LabelEvent, PredictionEvent, RetrainEvent
 from retrain.settings import KafkaSettings, TopicSettings
 from tests.helpers.kafka_io import make_producer, produce_requests, read_all
 from tests.helpers.processes import HARNESS_KEY as KEY
 from tests.helpers.processes import Detector, free_port, served, wait_for
 
-N, DRIFT_AT, AFTER_SWAP = 12_000, 6_000, 300
+DRIFT_AT, AFTER_CHANGE, CHUNK, AFTER_SWAP = 6_000, 6_000, 500, 300
+N = DRIFT_AT + AFTER_CHANGE  # the new concept is sent a chunk at a time until a version fitted on it is served
 
 
 def flights_stream(model_id: str) -> list[Scored]:
@@ -48,11 +50,26 @@ def flights_stream(model_id: str) -> list[Scored]:
     return out
 
 
-def vocabulary(model: FittedModel, feature: str) -> set[str]:
-    assert model.encoding is not None
-    (column,) = [c for c in model.encoding.columns if c.name == feature]
+def carriers(registry: ModelRegistry, model_id: str, version: int) -> set[str]:
+    """The carrier vocabulary the version was fitted with."""
+    model = registry.load(model_id, version)
+    assert isinstance(model, FittedModel) and model.encoding is not None
+    (column,) = [c for c in model.encoding.columns if c.name == "carrier"]
     assert column.kind == "category"
     return set(column.categories)
+
+
+def new_concept_version(registry: ModelRegistry, model_id: str, scorer_port: int) -> int | None:
+    """The champion, once the scorer serves it and it knows carriers version 1 did not; else None."""
+    champion = registry.champion(model_id)
+    if champion is None or champion.version < 2 or served(scorer_port, model_id) < champion.version:
+        return None
+    known = carriers(registry, model_id, champion.version) - carriers(registry, model_id, 1)
+    return champion.version if known else None
+
+
+def scored(kafka: KafkaSettings, topics: TopicSettings) -> int:
+    return len(read_all(kafka, topics.predictions, topics.stream_partitions))
 
 
 @pytest.mark.clients("kafka-python")
@@ -62,6 +79,7 @@ def test_a_categorical_stream_with_missing_values_is_served_retrained_and_swappe
     topics = created_topics
     model_id = f"flights-{unique}"
     registry_path = tmp_path / "models"
+    registry = ModelRegistry(registry_path, KEY)
     env = {"RETRAIN_REGISTRY_PATH": str(registry_path)}
     scorer_port = free_port()
     services = [
@@ -93,14 +111,21 @@ def test_a_categorical_stream_with_missing_values_is_served_retrained_and_swappe
             service.start()
         produce_requests(producer, topics, stream[:3_000])  # version 1 from these (cold start)
         wait_for(lambda: served(scorer_port, model_id) >= 1, "the scorer to serve version 1", services)
-        produce_requests(producer, topics, stream[3_000:N])  # the concept changes at 6,000
-        wait_for(lambda: served(scorer_port, model_id) >= 2, "the scorer to serve a retrained version", services)
-        produce_requests(producer, topics, stream[N:])  # scored by the retrained version
+        produce_requests(producer, topics, stream[3_000:DRIFT_AT])  # the cold start's refit at 5,000
+        wait_for(lambda: served(scorer_port, model_id) >= 2, "the scorer to serve the cold start's refit", services)
+        sent = DRIFT_AT  # the concept changes here
+        while new_concept_version(registry, model_id, scorer_port) is None and sent < N:
+            produce_requests(producer, topics, stream[sent : sent + CHUNK])
+            sent += CHUNK
+            wait_for(lambda: scored(kafka_settings, topics) >= sent, "every request to be scored", services)  # noqa: B023
         wait_for(
-            lambda: len(read_all(kafka_settings, topics.predictions, topics.stream_partitions)) >= N + AFTER_SWAP,
-            "every request to be scored",
+            lambda: new_concept_version(registry, model_id, scorer_port) is not None,
+            "the scorer to serve a version fitted on the new concept",
             services,
         )
+        retrained = served(scorer_port, model_id)  # that version, or a newer one the scorer swapped to since
+        produce_requests(producer, topics, stream[sent : sent + AFTER_SWAP])  # scored by that version or a newer one
+        wait_for(lambda: scored(kafka_settings, topics) >= sent + AFTER_SWAP, "every request to be scored", services)
         for service in services:
             assert service.terminate() == 0, service.outputs[-1][-3000:]
     finally:
@@ -108,20 +133,24 @@ def test_a_categorical_stream_with_missing_values_is_served_retrained_and_swappe
         for service in services:
             service.kill_if_running()
 
-    registry = ModelRegistry(registry_path, KEY)
-    first, newest = registry.load(model_id, 1), registry.load(model_id, registry.champion(model_id).version)
-    assert isinstance(first, FittedModel) and isinstance(newest, FittedModel)
-    old_carriers = vocabulary(first, "carrier")
-    new_carriers = vocabulary(newest, "carrier") - old_carriers
+    events = [decode_record(r, RetrainEvent) for r in read_all(kafka_settings, topics.retrain_events, 1)]
+    # The cold start at 1,000 and 5,000, then version 2's validation gap: the change came just before its swap.
+    assert [(e.model_version, e.detector) for e in events][:3] == [
+        (0, "cold_start"),
+        (1, "cold_start"),
+        (2, "validation_gap"),
+    ]
+    vocabularies = {info.version: carriers(registry, model_id, info.version) for info in registry.versions(model_id)}
+    new_carriers = vocabularies[registry.champion(model_id).version] - vocabularies[1]
     assert new_carriers, "the retrained version knows the carriers that came with the new concept"
 
     records = read_all(kafka_settings, topics.predictions, topics.stream_partitions)
     predictions = [decode_record(r, PredictionEvent) for r in records]
-    assert sorted(int(p.prediction_id.rsplit("-", 1)[1]) for p in predictions) == list(range(N + AFTER_SWAP))
-    unseen_by_v1 = [p for p in predictions if p.model_version == 1 and p.features["carrier"] in new_carriers]
-    assert unseen_by_v1, "version 1 scored carriers it never saw"
-    last = [p for p in predictions if int(p.prediction_id.rsplit("-", 1)[1]) >= N]
-    assert all(p.model_version >= 2 for p in last)  # sent once the retrained version was served
+    assert sorted(int(p.prediction_id.rsplit("-", 1)[1]) for p in predictions) == list(range(sent + AFTER_SWAP))
+    # Carriers outside the serving version's vocabulary were scored.
+    assert any(p.model_version >= 1 and p.features["carrier"] not in vocabularies[p.model_version] for p in predictions)
+    last = [p for p in predictions if int(p.prediction_id.rsplit("-", 1)[1]) >= sent]
+    assert all(p.model_version >= retrained for p in last)  # sent once the retrained version was served
     assert any(p.features["carrier"] in new_carriers for p in last)
     assert any(p.features["distance"] is None and p.model_version >= 1 for p in predictions)
     assert read_all(kafka_settings, topics.dead_letters, topics.dead_letter_partitions) == []

@@ -20,6 +20,7 @@ from retrain.consumers.service import InvalidRecord
 from retrain.consumers.trainer import TrainerService
 from retrain.decisions.admission import ModelAdmission, Verdict
 from retrain.decisions.checkpoint import snapshot_key
+from retrain.decisions.policy import ServedVersion
 from retrain.decisions.training import TrainingConfig, estimator_factory
 from retrain.kafka import Record
 from retrain.registry import ModelRegistry
@@ -284,7 +285,7 @@ def test_a_promoted_version_makes_a_model_known_to_the_detector_unless_the_allow
             )
         )
 
-    assert service.versions == {"fraud": (3, None)}
+    assert service.versions == {"fraud": ServedVersion(3)}
     assert series_models(service) == {"fraud"}
 
 
@@ -433,3 +434,34 @@ def test_a_promoted_update_makes_a_model_known_to_the_scorer_beyond_the_cap(regi
 
     assert [(e.prediction, e.model_version) for e in out.events] == [(1, 1)]
     assert service.admission.admission.admitted == {"first", "promoted"}
+
+
+def test_a_model_update_brings_its_validation_to_the_watch_even_after_the_watch_adopted_its_version():
+    service = detector(ModelAdmission(allowed=["fraud"], max_models=1))
+    out = CollectingOutputs()
+    prediction, label = joined_pair("fraud", 0)
+    prediction = prediction.model_copy(update={"model_version": 3})  # scored by version 3 before its update arrived
+    for offset, (topic, event) in enumerate(((TOPICS.predictions, prediction), (TOPICS.labels, label))):
+        service.handle(consumer_record(topic, 0, offset, event), out)  # type: ignore[arg-type]
+    watch = service.watches["fraud"]
+    assert (watch.version, watch.validation_accuracy, watch.validation_holdout) == (3, None, None)
+
+    def promoted(version: int, accuracy: float, holdout: float) -> ModelUpdatedEvent:
+        return ModelUpdatedEvent(
+            model_id="fraud",
+            version=version,
+            promoted=True,
+            outcome=UpdateOutcome.PROMOTED,
+            metrics={"accuracy": accuracy, "n_holdout": holdout, "n_train": 4 * holdout},
+            artifact_uri=f"file:///models/fraud/{version}/model.joblib",
+            sha256="0" * 64,
+        )
+
+    service._on_update(promoted(3, 0.91, 300.0))
+    assert (watch.version, watch.validation_accuracy, watch.validation_holdout) == (3, 0.91, 300)
+    assert watch.examples == 1  # the same version: its baseline goes on
+
+    service._on_update(promoted(4, 0.88, 250.0))
+    assert (watch.version, watch.validation_accuracy, watch.validation_holdout) == (4, 0.88, 250)
+    assert watch.examples == 0
+    assert service.versions == {"fraud": ServedVersion(4, 0.88, 250)}

@@ -11,7 +11,7 @@ import pytest
 from river import drift
 from river.drift import binary
 
-from retrain.decisions.drift import DETECTORS, Detection, DetectorSpec, DriftMonitor, rise_z
+from retrain.decisions.drift import DETECTORS, Detection, DetectorSpec, DriftMonitor, proportion_rise_z, rise_z
 
 # River's classes, named independently of the module under test.
 RIVER: dict[str, Any] = {
@@ -268,3 +268,11 @@ def test_kswin_without_a_seed_gives_the_same_detections_on_every_run():
     assert runs[1] == runs[0] and runs[2] == runs[0]
     # The seed is what makes them equal: another one samples other references and detects elsewhere.
     assert detected(DetectorSpec.of("KSWIN", seed=2)) != runs[0]
+
+
+def test_proportion_rise_z_is_the_pooled_two_proportion_statistic():
+    # 100 errors in 1,000 before, 150 in 500 after: pooled 250/1,500; 0.2 / sqrt(1/6 * 5/6 * (1/1,000 + 1/500))
+    assert proportion_rise_z(0.1, 1_000, 0.3, 500) == pytest.approx(9.7980, abs=1e-4)
+    assert proportion_rise_z(0.3, 500, 0.1, 1_000) == pytest.approx(-9.7980, abs=1e-4)
+    assert proportion_rise_z(0.1, 0, 0.3, 500) == 0.0  # an empty side
+    assert proportion_rise_z(0.0, 1_000, 0.0, 500) == 0.0  # no variance

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from retrain.decisions.drift import DetectorSpec, example_error
+from retrain.decisions.drift import DetectorSpec, example_error, proportion_rise_z
 from retrain.decisions.episode import STALE
 from retrain.decisions.policy import ModelWatch, PolicyConfig
 from retrain.schemas import RetrainEvent, RetrainReason, StreamPosition, TrainingWindow
@@ -383,6 +383,70 @@ def test_accuracy_at_the_reference_does_not_fire():
     watch.model_updated(1, accuracy=0.9)
 
     assert run(watch, examples) == []
+
+
+def observe_all(watch: ModelWatch, examples, start: int):
+    """Feed every example; the episodes opened and the events, with the position of the example behind each."""
+    opened, events = [], []
+    for i, example in enumerate(examples, start=start):
+        event = watch.observe(example)
+        if watch.opened is not None:
+            opened.append((i, watch.opened))
+        if event is not None:
+            events.append((i, event))
+    return opened, events
+
+
+def swapped_watch(config: PolicyConfig, holdout: int | None) -> ModelWatch:
+    """Version 1 served 2,000 examples at error 0.1; version 2, validated at 0.9 accuracy, is now in service."""
+    watch = ModelWatch("churn", config=config, version=1)
+    before, _ = stream(SEED, ((0.1, 2_000),), version=1)
+    assert run(watch, before) == []
+    watch.model_updated(2, accuracy=0.9, holdout=holdout)
+    return watch
+
+
+def test_a_version_serving_worse_than_it_validated_opens_an_episode_at_its_first_served_example():
+    """Version 2 errs at 0.3 from its first prediction: no detector sees a rise, its validation says it is stale."""
+    watch = swapped_watch(PolicyConfig(relative_drop=None, **QUIET), holdout=1_000)
+    after, drawn = stream(SEED + 1, ((0.3, 6_000),), version=2, start=2_000)
+
+    opened, events = observe_all(watch, after, start=2_000)
+
+    assert proportion_rise_z(0.1, 1_000, sum(drawn[:500]) / 500, 500) >= 4.0
+    assert [(i, e.change_at, e.reason, e.detector) for i, e in opened] == [
+        (2_499, 2_000, RetrainReason.PERFORMANCE, "validation_gap")  # at its first full window, from its swap
+    ]
+    assert opened[0][1].before_error == pytest.approx(0.1)  # its validation error: the mark of recovery
+    # Fits on the examples it served: 1,500, 3,750, then 5,000 of them.
+    assert [(i, e.suggested_window.last_n) for i, e in events] == [(3_499, 1_500), (5_749, 3_750), (6_999, 5_000)]
+    first = events[0][1]
+    assert first.reason is RetrainReason.PERFORMANCE and first.detector == "validation_gap"
+    assert first.evidence.values["change_at"] == 2_000 and first.evidence.values[STALE] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("rate", "z", "holdout"),
+    [
+        (0.12, 4.0, 1_000),  # within the noise of a 1,000-example holdout and a 500-example window
+        (0.3, None, 1_000),  # the rule is off
+        (0.3, 4.0, None),  # the holdout's size is unknown: no test without it
+    ],
+)
+def test_no_validation_gap_within_noise_when_off_or_without_the_holdout_size(rate, z, holdout):
+    watch = swapped_watch(PolicyConfig(relative_drop=None, validation_rise_z=z, **QUIET), holdout=holdout)
+    after, _ = stream(SEED + 1, ((rate, 6_000),), version=2, start=2_000)
+
+    assert observe_all(watch, after, start=2_000) == ([], [])
+
+
+def test_the_validation_gap_is_judged_once_at_the_first_full_window():
+    """A rise later in a version's service is the detectors' to find, not the validation gap's."""
+    config = PolicyConfig(detectors=(), relative_drop=None, **QUIET)
+    watch = swapped_watch(config, holdout=1_000)
+    after, _ = stream(SEED + 1, ((0.1, 500), (0.5, 3_000)), version=2, start=2_000)
+
+    assert observe_all(watch, after, start=2_000) == ([], [])
 
 
 def test_min_accuracy_is_an_absolute_floor():
