@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         outcomes = {key: future.result() for key, future in futures.items()}
     sections = [render(s, {(w, n): outcomes[(s.title, w, n)] for w, n, _ in plan(s)}) for s in chosen]
-    if len(chosen) < len(streams(args.elec)):
+    if not args.elec.exists():
         sections.append(f"### Elec2\n\nLeft out: {args.elec} is absent.")
     minutes = (time.monotonic() - started) / 60
     header = (
