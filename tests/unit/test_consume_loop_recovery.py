@@ -206,6 +206,10 @@ class FakeConsumer:
     def position(self, tp: TopicPartition, timeout_ms=None) -> int:
         return self.positions[tp]
 
+    @property
+    def _subscription(self) -> FakeSubscription:
+        return FakeSubscription(self)
+
     def committed(self, tp: TopicPartition, metadata=False, timeout_ms=None):
         self._call("fetch_committed", tp)
         return self.group_committed.get(tp)
@@ -1098,3 +1102,16 @@ def test_a_fatal_error_while_giving_a_batch_up_commits_nothing_more():
         world.loop.run()
     assert world.only("commit_txn") == [("commit_txn",), ("commit_txn",)]  # the first batch's, the failed one's
     assert world.only("recorded") == [("recorded", {TP0: 2})]
+
+
+class FakeSubscription:
+    """kafka-python's record of the positions the consumer holds (the adapter reads it without a request)."""
+
+    def __init__(self, consumer: FakeConsumer) -> None:
+        self.consumer = consumer
+
+    def is_assigned(self, tp: TopicPartition) -> bool:
+        return tp in self.consumer.assigned
+
+    def position(self, tp: TopicPartition) -> OffsetAndMetadata:
+        return OffsetAndMetadata(self.consumer.positions[tp], "", -1)

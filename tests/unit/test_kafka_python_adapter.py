@@ -75,3 +75,49 @@ def test_the_switch_interval_is_lengthened_for_kafka_pythons_io_threads_never_sh
         assert sys.getswitchinterval() == pytest.approx(0.2, abs=1e-5)  # microsecond resolution
     finally:
         sys.setswitchinterval(before)
+
+
+@pytest.fixture
+def unreachable_consumer():
+    """A real kafka-python consumer whose bootstrap server does not exist: nothing it asks is ever answered."""
+    from kafka import KafkaConsumer
+
+    from tests.helpers.processes import free_port
+
+    raw = KafkaConsumer(
+        bootstrap_servers=f"127.0.0.1:{free_port()}", group_id="g", api_version=(3, 9), enable_auto_commit=False
+    )
+    yield raw
+    raw.close(autocommit=False)
+
+
+def in_time(call, seconds: float = 30.0):
+    """The call's result, or its exception; a call still blocked after ``seconds`` fails the test."""
+    import threading
+
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except Exception as error:  # the caller inspects it
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"still blocked after {seconds} s"
+    return outcome[0]
+
+
+def test_a_known_position_is_read_from_the_client_without_waiting_for_the_broker(unreachable_consumer) -> None:
+    from kafka import TopicPartition as KafkaTopicPartition
+
+    from retrain.kafka.kafka_python import KafkaPythonConsumer
+    from retrain.kafka.types import TopicPartition
+
+    unreachable_consumer.assign([KafkaTopicPartition("t", 0), KafkaTopicPartition("t", 1)])
+    unreachable_consumer.seek(KafkaTopicPartition("t", 0), 42)
+    consumer = KafkaPythonConsumer(unreachable_consumer)
+    # kafka-python's own position() first asks the coordinator for t[1]'s committed offset, for ever here.
+    assert in_time(lambda: consumer.position(TopicPartition("t", 0))) == 42

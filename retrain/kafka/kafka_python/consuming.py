@@ -95,11 +95,11 @@ class KafkaPythonConsumer:
             fetched_from = {
                 _kp(p): batches[_kp(p)][0].offset for p in partitions if batches.get(_kp(p)) and _kp(p) not in void
             }
-            fetched_to = {p: self.raw.position(p) for p in fetched_from}
+            fetched_to = {p: self._position(p) for p in fetched_from}
             self._listener.on_partitions_assigned(partitions)
             paused = self.raw.paused()
             for partition, first in fetched_from.items():
-                if self.raw.position(partition) != fetched_to[partition]:  # sought by the listener
+                if self._position(partition) != fetched_to[partition]:  # sought by the listener
                     void.add(partition)
                 elif partition in paused:
                     void.add(partition)
@@ -119,7 +119,19 @@ class KafkaPythonConsumer:
 
     @translated
     def position(self, partition: TopicPartition) -> int:
-        return self.raw.position(_kp(partition))
+        return self._position(_kp(partition))
+
+    def _position(self, partition: kafka.TopicPartition) -> int:
+        """The next offset to fetch: the one the client holds, else (not known yet) the one the broker gives.
+
+        kafka-python's own position() waits for the broker even when it holds the offset: for the committed offsets
+        of every other assigned partition without one, and for the truncation check it runs after a leader change
+        (KIP-320), though the offset it holds meanwhile is where the next fetch starts. After a broker restart that
+        wait held the scorer past its shutdown grace.
+        """
+        subscription = self.raw._subscription  # kafka-python has no public read of the position it holds
+        held = subscription.position(partition) if subscription.is_assigned(partition) else None
+        return self.raw.position(partition) if held is None else held.offset
 
     @translated
     def committed(self, partition: TopicPartition) -> int | None:
