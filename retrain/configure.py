@@ -73,7 +73,9 @@ def estimator_choice(settings: TrainerSettings) -> Callable[[str, Task], Estimat
     try:
         overrides = json.loads(settings.model_estimators)
         defaults = {
-            "classification": estimator_factory(settings.estimator, json.loads(settings.estimator_params)),
+            "classification": estimator_factory(
+                settings.estimator, json.loads(settings.estimator_params), estimator_variants(settings)
+            ),
             "regression": estimator_factory(
                 settings.regression_estimator, json.loads(settings.regression_estimator_params)
             ),
@@ -85,3 +87,18 @@ def estimator_choice(settings: TrainerSettings) -> Callable[[str, Task], Estimat
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"invalid estimator configuration (RETRAIN_TRAINER_*ESTIMATOR*): {error}") from error
     return lambda model_id, task: per_model.get(model_id, defaults[task])
+
+
+# A simpler tree than HistGradientBoosting's 31 leaves: it wins the holdout on many of Elec2's short post-change
+# windows, while large windows of a stable stream keep the 31 (docs/evaluation.md#elec2).
+AUTO_VARIANTS = {"HistGradientBoostingClassifier": [{"max_leaf_nodes": 15}]}
+
+
+def estimator_variants(settings: TrainerSettings) -> list[dict]:
+    """The classifier's parameter variants: RETRAIN_TRAINER_ESTIMATOR_VARIANTS, or ``auto``'s for its class."""
+    if settings.estimator_variants.strip() == "auto":
+        return AUTO_VARIANTS.get(settings.estimator.rpartition(".")[2], [])
+    variants = json.loads(settings.estimator_variants)
+    if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
+        raise ValueError('RETRAIN_TRAINER_ESTIMATOR_VARIANTS must be "auto" or a JSON list of objects')
+    return variants

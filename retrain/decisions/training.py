@@ -203,6 +203,8 @@ class Estimator:
 
     spec: str
     params: tuple[tuple[str, Any], ...] = ()
+    # Parameter sets fitted besides ``params`` at every fit, each overriding some of them; the holdout chooses.
+    variants: tuple[tuple[tuple[str, Any], ...], ...] = ()
 
     def target(self) -> Callable[..., Any]:
         module_name, sep, attribute = self.spec.partition(":")
@@ -223,11 +225,30 @@ class Estimator:
     def __call__(self) -> Any:
         return self.target()(**dict(self.params))
 
+    def alternatives(self) -> list[Estimator]:
+        """This estimator, then one per variant that changes its parameters, in order."""
+        found = [Estimator(self.spec, self.params)]
+        for variant in self.variants:
+            params = tuple(sorted({**dict(self.params), **dict(variant)}.items()))
+            if all(params != other.params for other in found):
+                found.append(Estimator(self.spec, params))
+        return found
 
-def estimator_factory(spec: str, params: dict[str, Any] | None = None) -> Estimator:
-    """``package.module.Class`` (a scikit-learn estimator, built with ``params``) or ``package.module:function``."""
-    estimator = Estimator(spec, tuple(sorted((params or {}).items())))
+
+def estimator_factory(
+    spec: str, params: dict[str, Any] | None = None, variants: Sequence[dict[str, Any]] = ()
+) -> Estimator:
+    """``package.module.Class`` (a scikit-learn estimator, built with ``params``) or ``package.module:function``;
+    each of ``variants`` overrides some of ``params`` for a second fit on the same window (the holdout chooses)."""
+    estimator = Estimator(
+        spec, tuple(sorted((params or {}).items())), tuple(tuple(sorted(v.items())) for v in variants)
+    )
     estimator.target()  # a wrong spec fails here, at configuration, not at the first fit
+    for alternative in estimator.alternatives()[1:]:
+        try:  # likewise a variant's parameter the estimator does not take
+            alternative()
+        except TypeError as error:
+            raise ValueError(f"estimator {spec!r} with {dict(alternative.params)}: {error}") from error
     return estimator
 
 
@@ -240,6 +261,7 @@ class TrainingOutcome:
     n_holdout: int
     promote: bool
     p_value: float | None = None  # the paired test's, when the promotion asked for evidence
+    variant: int | None = None  # which parameter set won (0: the estimator's own), when it had variants
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -249,6 +271,8 @@ class TrainingOutcome:
             metrics[f"champion_{name}"] = self.champion_score
         if self.p_value is not None:
             metrics["promotion_p_value"] = self.p_value
+        if self.variant is not None:
+            metrics["estimator_variant"] = float(self.variant)
         return metrics
 
 
@@ -310,7 +334,9 @@ def train_challenger(
     the change are usually the right window, but when the "change" was a passing fluctuation more data wins,
     and the holdout decides which. Likewise a window longer than ``default_window`` gets a second candidate on
     its latest ``default_window`` training examples: all of it wins on a stable stream, the recent part on a
-    drifting one.
+    drifting one. An :class:`Estimator` with variants is fitted once per parameter set on each of these; the
+    holdout chooses among all the fits (a tie keeps the earlier: ``window``'s own training part, the estimator's own
+    parameters).
     """
     train, holdout = split_holdout(window, config)
     candidates = [train]
@@ -319,24 +345,31 @@ def train_challenger(
         candidates.append([e for e in wider if e.prediction_id not in held])
     elif len(train) > config.default_window:
         candidates.append(train[-config.default_window :])  # a long window: its recent part, if the data drifted
-    best: tuple[FittedModel, list[float], int] | None = None
+    makers: list[EstimatorFactory] = [*factory.alternatives()] if isinstance(factory, Estimator) else [factory]
+    best: tuple[FittedModel, list[float], int, int] | None = None
     for examples in candidates:
-        challenger, errors = _fit_and_score(examples, holdout, factory, task)
-        if best is None or score_of(errors, task) > score_of(best[1], task):
-            best = (challenger, errors, len(examples))
+        for variant, make in enumerate(makers):
+            challenger, errors = _fit_and_score(examples, holdout, make, task)
+            if best is None or score_of(errors, task) > score_of(best[1], task):  # a tie keeps the earlier
+                best = (challenger, errors, len(examples), variant)
     assert best is not None
-    challenger, challenger_errors, n_train = best
+    challenger, challenger_errors, n_train, chosen = best
+    variant = chosen if len(makers) > 1 else None
     challenger_score = score_of(challenger_errors, task)
     if champion is None:
-        return TrainingOutcome(challenger, challenger_score, None, n_train, len(holdout), promote=True)
+        return TrainingOutcome(challenger, challenger_score, None, n_train, len(holdout), True, variant=variant)
     champion_errors = champion.errors(holdout)
     champion_score = score_of(champion_errors, task)
     if not evidence:
         promote = should_promote(challenger_score, champion_score, config.tolerance)
-        return TrainingOutcome(challenger, challenger_score, champion_score, n_train, len(holdout), promote)
+        return TrainingOutcome(
+            challenger, challenger_score, champion_score, n_train, len(holdout), promote, variant=variant
+        )
     p_value = better_p_value(challenger_errors, champion_errors)
     promote = p_value <= config.evidence_alpha
-    return TrainingOutcome(challenger, challenger_score, champion_score, n_train, len(holdout), promote, p_value)
+    return TrainingOutcome(
+        challenger, challenger_score, champion_score, n_train, len(holdout), promote, p_value, variant
+    )
 
 
 def _fit_and_score(

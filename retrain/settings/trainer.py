@@ -21,6 +21,12 @@ class TrainerSettings(BaseSettings):
     estimator_params: str = Field(
         default='{"early_stopping": true, "random_state": 0}', description="JSON keyword arguments of `estimator`."
     )
+    estimator_variants: str = Field(
+        default="auto",
+        description="JSON list of parameter sets, each overriding some of `estimator_params`: every fit is made once "
+        "per set as well, and the holdout chooses. `auto`: a simpler tree for scikit-learn's HistGradientBoosting "
+        '(`[{"max_leaf_nodes": 15}]`, which wins on small or drifting windows), none for other estimators.',
+    )
     regression_estimator: str = Field(
         default="sklearn.ensemble.HistGradientBoostingRegressor",
         description="Import path of the regressor fitted for the models in `regression_models`.",

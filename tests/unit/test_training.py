@@ -212,3 +212,59 @@ def test_estimator_specs():
     with pytest.raises(ValueError, match="must look like"):
         estimator_factory("RandomForest")
     assert callable(pipeline)
+
+
+def test_variants_are_fitted_on_the_same_window_and_the_holdout_chooses():
+    """Depth 1 cannot draw a band; the variant without a depth limit can, and wins on the holdout."""
+    rng = random.Random(7)
+    band = [
+        e.model_copy(update={"label": int(0.3 < e.features["x"] <= 0.7)}) for e in examples(800, seed=rng.randrange(9))
+    ]
+    stump = estimator_factory(
+        "sklearn.tree.DecisionTreeClassifier", {"max_depth": 1, "random_state": 0}, [{"max_depth": None}]
+    )
+    outcome = train_challenger(band, stump, "classification", CONFIG)
+    assert outcome.variant == 1 and outcome.metrics["estimator_variant"] == 1.0
+    assert outcome.challenger.estimator.get_params()["max_depth"] is None
+    assert outcome.challenger_score > 0.95
+
+    alone = estimator_factory("sklearn.tree.DecisionTreeClassifier", {"max_depth": 1, "random_state": 0})
+    without = train_challenger(band, alone, "classification", CONFIG)
+    assert without.variant is None and "estimator_variant" not in without.metrics
+    assert without.challenger_score < 0.8  # one threshold gets one side of the band wrong
+
+
+def test_a_tie_keeps_the_estimators_own_parameters():
+    tree = estimator_factory("sklearn.tree.DecisionTreeClassifier", {"max_depth": 3}, [{"max_depth": 4}])
+    outcome = train_challenger(examples(800, seed=3), tree, "classification", CONFIG)
+    assert outcome.challenger_score == 1.0  # one threshold: both depths are perfect on the holdout
+    assert outcome.variant == 0 and outcome.challenger.estimator.get_params()["max_depth"] == 3
+
+
+def test_variants_that_change_nothing_are_dropped_and_unknown_parameters_refused():
+    tree = estimator_factory(
+        "sklearn.tree.DecisionTreeClassifier", {"max_depth": 3}, [{"max_depth": 3}, {"max_depth": 5}, {}]
+    )
+    assert [dict(a.params) for a in tree.alternatives()] == [{"max_depth": 3}, {"max_depth": 5}]
+    with pytest.raises(ValueError, match="max_leaves"):
+        estimator_factory("sklearn.tree.DecisionTreeClassifier", {}, [{"max_leaves": 4}])
+
+
+def test_the_classifier_variants_come_from_the_settings():
+    from retrain.configure import estimator_choice
+    from retrain.settings import TrainerSettings
+
+    def alternatives(**settings: str) -> list[dict]:
+        choice = estimator_choice(TrainerSettings(**settings))("m", "classification")
+        return [dict(a.params) for a in choice.alternatives()]
+
+    auto = {"early_stopping": True, "random_state": 0}
+    assert alternatives() == [auto, {**auto, "max_leaf_nodes": 15}]
+    assert alternatives(estimator_variants="[]") == [auto]
+    tree = {"estimator": "sklearn.tree.DecisionTreeClassifier", "estimator_params": '{"max_depth": 3}'}
+    assert alternatives(**tree) == [{"max_depth": 3}]  # auto: HistGradientBoosting only
+    assert alternatives(**tree, estimator_variants='[{"max_depth": 6}]') == [{"max_depth": 3}, {"max_depth": 6}]
+    regressor = estimator_choice(TrainerSettings())("m", "regression")
+    assert len(regressor.alternatives()) == 1
+    with pytest.raises(ValueError, match="JSON list of objects"):
+        alternatives(estimator_variants='{"max_depth": 6}')
