@@ -269,6 +269,9 @@ class FakeRaw:
         self.watermarks_asked += 1
         return 5, 9
 
+    def close(self) -> None:
+        pass
+
     def committed(self, partitions, timeout=None) -> list:
         self.committed_asked += 1
         return [
@@ -378,6 +381,43 @@ def test_an_idle_partitions_position_is_looked_up_once_not_at_every_commit() -> 
     consumer.poll(1.0, 100)  # a record handed out: from now on librdkafka knows the position
     consumer.seek(committed, 7)
     assert consumer.position(committed) == 7
+
+
+class FakeLookup:
+    """A watermark look-up client; a stale one fails every look-up as librdkafka's did after a broker restart."""
+
+    def __init__(self, stale: bool) -> None:
+        self.stale = stale
+        self.asked = 0
+        self.closed = False
+
+    def get_watermark_offsets(self, partition, timeout=None) -> tuple[int, int]:
+        self.asked += 1
+        if self.stale:
+            raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION, "Failed to get watermark offsets"))
+        return 2, 11
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_look_up_client_that_failed_is_replaced_and_a_healthy_one_kept() -> None:
+    from retrain.kafka.types import TopicPartition
+
+    made: list[FakeLookup] = []
+
+    def make() -> FakeLookup:
+        made.append(FakeLookup(stale=not made))  # the first client is stale, every later one healthy
+        return made[-1]
+
+    consumer = confluent.ConfluentConsumer(FakeRaw(), "group", 5.0, make)
+    tp = TopicPartition("t", 0)
+    assert consumer.end_offsets([tp]) == {tp: 11}  # the retried look-up went to a new client
+    assert [(c.asked, c.closed) for c in made] == [(1, True), (1, False)]
+    assert consumer.end_offsets([tp, TopicPartition("t", 1)]) == {tp: 11, TopicPartition("t", 1): 11}
+    assert len(made) == 2 and made[1].asked == 3  # a client that answers is kept
+    consumer.close()
+    assert made[1].closed
 
 
 # -- the transactional producer after every broker was away, over a scripted librdkafka producer -----------------

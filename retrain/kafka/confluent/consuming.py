@@ -27,6 +27,7 @@ _LOOKUP_RETRIED = frozenset(
         KafkaError._UNKNOWN_PARTITION,
         KafkaError._TRANSPORT,
         KafkaError._TIMED_OUT,
+        KafkaError._ALL_BROKERS_DOWN,
         KafkaError.NOT_COORDINATOR,
         KafkaError.COORDINATOR_NOT_AVAILABLE,
         KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
@@ -53,7 +54,7 @@ class ConfluentConsumer:
         raw: confluent_kafka.Consumer,
         group_id: str | None,
         timeout_s: float,
-        lookup_config: dict[str, Any] | None = None,
+        lookup: Callable[[], Any] | None = None,
     ) -> None:
         self.raw = raw
         self.group_id = group_id
@@ -68,16 +69,25 @@ class ConfluentConsumer:
         self._pending_seeks: dict[TopicPartition, int] = {}
         self._revoked_in_poll: set[TopicPartition] = set()
         self._starts: dict[TopicPartition, int] = {}  # where an untouched partition's reading starts (see position)
-        # Watermark look-ups go through a client of their own: on the consumer's connection a broker answers them
-        # only after the long-poll fetch before them (fetch.wait.max.ms, 500 ms, on an idle partition).
-        self._lookup_config = lookup_config
-        self._lookup: confluent_kafka.Consumer | None = None
+        # Watermark look-ups go through a client of their own (``lookup`` makes one): on the consumer's connection a
+        # broker answers them only after the long-poll fetch before them (fetch.wait.max.ms, 500 ms, on an idle
+        # partition).
+        self._make_lookup = lookup
+        self._lookup: Any = None
 
     def _watermarks(self, partition: TopicPartition) -> tuple[int, int]:
-        if self._lookup is None and self._lookup_config is not None:
-            self._lookup = confluent_kafka.Consumer(self._lookup_config)
-        client = self._lookup or self.raw
-        return client.get_watermark_offsets(_ck(partition), timeout=self.timeout_s)
+        if self._make_lookup is None:
+            return self.raw.get_watermark_offsets(_ck(partition), timeout=self.timeout_s)
+        if self._lookup is None:
+            self._lookup = self._make_lookup()
+        try:
+            return self._lookup.get_watermark_offsets(_ck(partition), timeout=self.timeout_s)
+        except KafkaException:
+            # After a one-broker restart librdkafka can keep answering "unknown partition" from the brokers it
+            # decommissioned, long after the broker is back: the next look-up starts from bootstrap.servers afresh.
+            self._lookup.close()
+            self._lookup = None
+            raise
 
     # rebalances: librdkafka calls these inside consume(), on the thread that polls
 

@@ -44,7 +44,9 @@ def consumer(
     config = consumer_config(kafka_settings, group_id, max_poll_interval_ms=max_poll_interval_ms)
     raw = confluent_kafka.Consumer({**config, **_logging_callbacks()})
     lookup = {**consumer_config(kafka_settings, None, max_poll_interval_ms=None), **_logging_callbacks()}
-    return ConfluentConsumer(raw, group_id, kafka_settings.request_timeout_ms / 1000, lookup)
+    return ConfluentConsumer(
+        raw, group_id, kafka_settings.request_timeout_ms / 1000, lambda: confluent_kafka.Consumer(lookup)
+    )
 
 
 def raw_consume_seconds(kafka_settings: KafkaSettings, topics: list[str], total: int) -> float:
