@@ -65,6 +65,7 @@ def training_config(settings: TrainerSettings) -> TrainingConfig:
         min_train=settings.min_train,
         tolerance=settings.tolerance,
         evidence_alpha=settings.promotion_alpha,
+        change_weight=settings.change_weight,
     )
 
 

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+from sklearn.utils.validation import has_fit_parameter
 
 from retrain.decisions.drift import Task, example_error
 from retrain.decisions.episode import STALE
@@ -36,6 +37,10 @@ class TrainingConfig:
     # When the champion is not known to be stale, the challenger must be better on the holdout with a one-sided
     # paired sign test (McNemar's, for 0/1 errors) p-value at most this.
     evidence_alpha: float = 0.05
+    # A window shorter than default_window (the examples since a change) also gets a candidate on default_window
+    # with its own examples weighted this many times the older ones: the old concept's examples still help the
+    # parts of the feature space the change left alone. 1: no such candidate.
+    change_weight: float = 3.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_window <= self.max_window:
@@ -46,6 +51,8 @@ class TrainingConfig:
             raise ValueError("tolerance must be a finite number >= 0")
         if not 0 < self.evidence_alpha < 1:
             raise ValueError("evidence_alpha must be between 0 and 1")
+        if not 1 <= self.change_weight < math.inf:
+            raise ValueError("change_weight must be a finite number >= 1")
 
 
 class TrainingFailure(Exception):
@@ -262,6 +269,7 @@ class TrainingOutcome:
     promote: bool
     p_value: float | None = None  # the paired test's, when the promotion asked for evidence
     variant: int | None = None  # which parameter set won (0: the estimator's own), when it had variants
+    change_weighted: bool | None = None  # whether the change-weighted candidate won, when there was one
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -273,6 +281,8 @@ class TrainingOutcome:
             metrics["promotion_p_value"] = self.p_value
         if self.variant is not None:
             metrics["estimator_variant"] = float(self.variant)
+        if self.change_weighted is not None:
+            metrics["change_weighted"] = float(self.change_weighted)
         return metrics
 
 
@@ -332,48 +342,76 @@ def train_challenger(
     ``wider``: a longer window ending with the same examples (the latest ``default_window``). A second candidate
     is fitted on it (minus the same holdout) and kept if it scores better: after a change, the examples since
     the change are usually the right window, but when the "change" was a passing fluctuation more data wins,
-    and the holdout decides which. Likewise a window longer than ``default_window`` gets a second candidate on
+    and the holdout decides which. A third candidate on ``wider`` weighs ``window``'s training examples
+    ``config.change_weight`` times the older ones: between the two when the change left part of the old concept
+    intact, or drifts on. Likewise a window longer than ``default_window`` gets a second candidate on
     its latest ``default_window`` training examples: all of it wins on a stable stream, the recent part on a
     drifting one. An :class:`Estimator` with variants is fitted once per parameter set on each of these; the
     holdout chooses among all the fits (a tie keeps the earlier: ``window``'s own training part, the estimator's own
     parameters).
     """
     train, holdout = split_holdout(window, config)
-    candidates = [train]
+    makers: list[EstimatorFactory] = [*factory.alternatives()] if isinstance(factory, Estimator) else [factory]
+    candidates: list[tuple[list[LabeledExample], list[float] | None]] = [(train, None)]
     if wider is not None and len(wider) > len(window):
         held = {e.prediction_id for e in holdout}
-        candidates.append([e for e in wider if e.prediction_id not in held])
+        longer = [e for e in wider if e.prediction_id not in held]
+        candidates.append((longer, None))
+        if config.change_weight > 1 and all(_takes_sample_weight(make) for make in makers):
+            recent = {e.prediction_id for e in train}
+            candidates.append((longer, [config.change_weight if e.prediction_id in recent else 1.0 for e in longer]))
     elif len(train) > config.default_window:
-        candidates.append(train[-config.default_window :])  # a long window: its recent part, if the data drifted
-    makers: list[EstimatorFactory] = [*factory.alternatives()] if isinstance(factory, Estimator) else [factory]
-    best: tuple[FittedModel, list[float], int, int] | None = None
-    for examples in candidates:
+        candidates.append((train[-config.default_window :], None))  # a long window: its recent part, if it drifted
+    best: tuple[FittedModel, list[float], int, int, bool] | None = None
+    for examples, weights in candidates:
         for variant, make in enumerate(makers):
-            challenger, errors = _fit_and_score(examples, holdout, make, task)
+            challenger, errors = _fit_and_score(examples, holdout, make, task, weights)
             if best is None or score_of(errors, task) > score_of(best[1], task):  # a tie keeps the earlier
-                best = (challenger, errors, len(examples), variant)
+                best = (challenger, errors, len(examples), variant, weights is not None)
     assert best is not None
-    challenger, challenger_errors, n_train, chosen = best
+    challenger, challenger_errors, n_train, chosen, weighted = best
     variant = chosen if len(makers) > 1 else None
+    # Whether the change-weighted candidate won, when there was one.
+    change_weighted = weighted if any(weights is not None for _, weights in candidates) else None
     challenger_score = score_of(challenger_errors, task)
     if champion is None:
-        return TrainingOutcome(challenger, challenger_score, None, n_train, len(holdout), True, variant=variant)
+        return TrainingOutcome(
+            challenger,
+            challenger_score,
+            None,
+            n_train,
+            len(holdout),
+            True,
+            variant=variant,
+            change_weighted=change_weighted,
+        )
     champion_errors = champion.errors(holdout)
     champion_score = score_of(champion_errors, task)
     if not evidence:
         promote = should_promote(challenger_score, champion_score, config.tolerance)
         return TrainingOutcome(
-            challenger, challenger_score, champion_score, n_train, len(holdout), promote, variant=variant
+            challenger,
+            challenger_score,
+            champion_score,
+            n_train,
+            len(holdout),
+            promote,
+            variant=variant,
+            change_weighted=change_weighted,
         )
     p_value = better_p_value(challenger_errors, champion_errors)
     promote = p_value <= config.evidence_alpha
     return TrainingOutcome(
-        challenger, challenger_score, champion_score, n_train, len(holdout), promote, p_value, variant
+        challenger, challenger_score, champion_score, n_train, len(holdout), promote, p_value, variant, change_weighted
     )
 
 
 def _fit_and_score(
-    train: Sequence[LabeledExample], holdout: Sequence[LabeledExample], factory: EstimatorFactory, task: Task
+    train: Sequence[LabeledExample],
+    holdout: Sequence[LabeledExample],
+    factory: EstimatorFactory,
+    task: Task,
+    weights: Sequence[float] | None = None,
 ) -> tuple[FittedModel, list[float]]:
     labels = [e.label for e in train]
     if task == "classification" and len({(type(label), label) for label in labels}) < 2:
@@ -384,10 +422,21 @@ def _fit_and_score(
         encoding = FeatureEncoding.fit(rows, max_categories=_category_limit(estimator))
         _declare_categories(estimator, encoding)
         challenger = FittedModel(estimator, encoding.names, task, encoding)
-        challenger.estimator.fit(challenger.matrix(rows), labels)
+        if weights is None:
+            challenger.estimator.fit(challenger.matrix(rows), labels)
+        else:
+            challenger.estimator.fit(challenger.matrix(rows), labels, sample_weight=np.asarray(weights))
         return challenger, challenger.errors(holdout)
     except Exception as error:  # any estimator failure is an outcome, not a crash
         raise TrainingFailure("estimator_error", f"{type(error).__name__}: {error}") from error
+
+
+def _takes_sample_weight(factory: EstimatorFactory) -> bool:
+    """Whether the estimator's ``fit`` takes ``sample_weight`` (a pipeline's does not, by name)."""
+    try:
+        return has_fit_parameter(factory(), "sample_weight")
+    except Exception:  # a factory that fails here fails its fit too, as a TrainingFailure
+        return False
 
 
 def _category_limit(estimator: Any) -> int:

@@ -51,6 +51,13 @@ class TrainerSettings(BaseSettings):
         description="The latest this many examples when an event suggests no window; also a second candidate's "
         "window when the suggested one is shorter or longer (the holdout chooses).",
     )
+    change_weight: float = Field(
+        default=3.0,
+        ge=1,
+        description="When a retrain's window (the examples since a change) is shorter than `default_window`, one "
+        "more candidate is fitted on the `default_window` with the window's examples weighted this many times the "
+        "older ones (the holdout chooses; estimators whose `fit` takes `sample_weight`). 1: off.",
+    )
     holdout_fraction: float = Field(
         default=0.2,
         gt=0,

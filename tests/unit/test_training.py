@@ -268,3 +268,77 @@ def test_the_classifier_variants_come_from_the_settings():
     assert len(regressor.alternatives()) == 1
     with pytest.raises(ValueError, match="JSON list of objects"):
         alternatives(estimator_variants='{"max_depth": 6}')
+
+
+class BucketMajority:
+    """Predicts the (weighted) majority label of x's tenth seen in training, else of all training examples."""
+
+    def fit(self, X, y, sample_weight=None):
+        weights = [1.0] * len(y) if sample_weight is None else list(sample_weight)
+        votes: dict[int, dict[int, float]] = {}
+        overall: dict[int, float] = {}
+        for row, label, weight in zip(X, y, weights, strict=True):
+            bucket = votes.setdefault(int(row[0] * 10), {})
+            bucket[label] = bucket.get(label, 0.0) + weight
+            overall[label] = overall.get(label, 0.0) + weight
+        self.majority = {b: max(v, key=v.get) for b, v in votes.items()}
+        self.fallback = max(overall, key=overall.get)
+        return self
+
+    def predict(self, X):
+        return [self.majority.get(int(row[0] * 10), self.fallback) for row in X]
+
+
+class UnweightedBucketMajority(BucketMajority):
+    def fit(self, X, y):
+        return super().fit(X, y)
+
+
+def bucketed(buckets: list[int], start: int, flipped: bool) -> list[LabeledExample]:
+    """One example per bucket in order; label 1 from x = 0.5 on, and also below 0.1 once the concept ``flipped``."""
+    return [
+        LabeledExample(
+            prediction_id=f"b{start + i}",
+            model_id="m",
+            model_version=1,
+            features={"x": (bucket + 0.5) / 10},
+            prediction=0,
+            label=int(bucket >= 5 or (flipped and bucket == 0)),
+            prediction_timestamp=START + timedelta(seconds=start + i),
+            label_timestamp=START + timedelta(seconds=start + i + 1),
+        )
+        for i, bucket in enumerate(buckets)
+    ]
+
+
+def test_a_window_since_a_change_also_fits_the_wider_window_with_its_examples_weighted():
+    """Only x < 0.1 changed, and the examples since the change cover x < 0.5 (the holdout covers all of x): alone
+    they miss x >= 0.5, unweighted the older examples outvote them below 0.1 (75 to 40), weighted 4 times they
+    do not (160 to 75)."""
+    before = bucketed([i % 10 for i in range(750)], 0, flipped=False)
+    since = bucketed([i % 5 for i in range(200)], 750, flipped=True) + bucketed(list(range(10)) * 5, 950, True)
+    config = TrainingConfig(min_window=1, default_window=1_000, min_holdout=50, change_weight=4.0)
+
+    outcome = train_challenger(since, BucketMajority, "classification", config, wider=before + since)
+    assert outcome.change_weighted is True and outcome.metrics["change_weighted"] == 1.0
+    assert (outcome.challenger_score, outcome.n_train, outcome.n_holdout) == (1.0, 950, 50)
+
+    off = TrainingConfig(min_window=1, default_window=1_000, min_holdout=50, change_weight=1.0)
+    unweighted = train_challenger(since, BucketMajority, "classification", off, wider=before + since)
+    assert unweighted.change_weighted is None and "change_weighted" not in unweighted.metrics
+    assert (unweighted.challenger_score, unweighted.n_train) == (0.9, 950)  # the 5 holdout examples below 0.1 wrong
+    alone = train_challenger(since, BucketMajority, "classification", off)
+    assert (alone.challenger_score, alone.n_train) == (0.5, 200)  # x >= 0.5 never seen: all predicted 0
+
+    cannot = train_challenger(since, UnweightedBucketMajority, "classification", config, wider=before + since)
+    assert cannot.change_weighted is None and cannot.challenger_score == 0.9  # its fit takes no sample_weight
+
+
+def test_the_change_weight_is_at_least_one():
+    with pytest.raises(ValueError, match="change_weight"):
+        TrainingConfig(change_weight=0.5)
+    from retrain.configure import training_config
+    from retrain.settings import TrainerSettings
+
+    assert training_config(TrainerSettings()).change_weight == 3.0
+    assert training_config(TrainerSettings(change_weight=1)).change_weight == 1.0
