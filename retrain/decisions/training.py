@@ -35,7 +35,8 @@ class TrainingConfig:
     min_train: int = 100
     tolerance: float = 0.0  # promote when challenger >= champion - tolerance (scores: higher is better)
     # When the champion is not known to be stale, the challenger must be better on the holdout with a one-sided
-    # paired sign test (McNemar's, for 0/1 errors) p-value at most this.
+    # paired sign test (McNemar's, for 0/1 errors) p-value at most this, once multiplied by the number of fits the
+    # holdout chose the challenger from (Bonferroni: the best of several fits wins by luck more often than one).
     evidence_alpha: float = 0.05
     # A window shorter than default_window (the examples since a change) also gets a candidate on default_window
     # with its own examples weighted this many times the older ones: the old concept's examples still help the
@@ -267,9 +268,10 @@ class TrainingOutcome:
     n_train: int
     n_holdout: int
     promote: bool
-    p_value: float | None = None  # the paired test's, when the promotion asked for evidence
+    p_value: float | None = None  # the paired test's, adjusted for `fits`, when the promotion asked for evidence
     variant: int | None = None  # which parameter set won (0: the estimator's own), when it had variants
     change_weighted: bool | None = None  # whether the change-weighted candidate won, when there was one
+    fits: int = 1  # the fits the holdout chose the challenger from (windows x parameter sets)
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -279,6 +281,7 @@ class TrainingOutcome:
             metrics[f"champion_{name}"] = self.champion_score
         if self.p_value is not None:
             metrics["promotion_p_value"] = self.p_value
+            metrics["promotion_fits"] = float(self.fits)
         if self.variant is not None:
             metrics["estimator_variant"] = float(self.variant)
         if self.change_weighted is not None:
@@ -296,7 +299,8 @@ def rejection(outcome: TrainingOutcome, config: TrainingConfig) -> str:
     if outcome.p_value is not None:
         return (
             f"{scores} on {outcome.n_holdout} holdout examples: not better beyond noise "
-            f"(one-sided paired test p={outcome.p_value:.3g} > {config.evidence_alpha})"
+            f"(one-sided paired test p={outcome.p_value:.3g} > {config.evidence_alpha}, "
+            f"adjusted for the best of {outcome.fits} fits)"
         )
     return f"{scores}: challenger below champion - tolerance {config.tolerance}"
 
@@ -337,7 +341,8 @@ def train_challenger(
     """Fit a challenger on ``window`` minus its holdout; score it and the champion on that holdout.
 
     ``evidence`` (see :func:`needs_evidence`): the champion is not known to be stale, so the challenger replaces it
-    only when it is better on the holdout beyond noise (``config.evidence_alpha``); otherwise a tie is enough.
+    only when it is better on the holdout beyond noise (``config.evidence_alpha``, with the p-value multiplied by
+    the number of fits the holdout chose among); otherwise a tie is enough.
 
     ``wider``: a longer window ending with the same examples (the latest ``default_window``). A second candidate
     is fitted on it (minus the same holdout) and kept if it scores better: after a change, the examples since
@@ -374,35 +379,27 @@ def train_challenger(
     # Whether the change-weighted candidate won, when there was one.
     change_weighted = weighted if any(weights is not None for _, weights in candidates) else None
     challenger_score = score_of(challenger_errors, task)
-    if champion is None:
-        return TrainingOutcome(
-            challenger,
-            challenger_score,
-            None,
-            n_train,
-            len(holdout),
-            True,
-            variant=variant,
-            change_weighted=change_weighted,
-        )
-    champion_errors = champion.errors(holdout)
-    champion_score = score_of(champion_errors, task)
-    if not evidence:
-        promote = should_promote(challenger_score, champion_score, config.tolerance)
-        return TrainingOutcome(
-            challenger,
-            challenger_score,
-            champion_score,
-            n_train,
-            len(holdout),
-            promote,
-            variant=variant,
-            change_weighted=change_weighted,
-        )
-    p_value = better_p_value(challenger_errors, champion_errors)
-    promote = p_value <= config.evidence_alpha
+    fits = len(candidates) * len(makers)
+    champion_score, p_value, promote = None, None, True  # no champion: the first version goes in
+    if champion is not None:
+        champion_errors = champion.errors(holdout)
+        champion_score = score_of(champion_errors, task)
+        if evidence:
+            p_value = min(1.0, better_p_value(challenger_errors, champion_errors) * fits)
+            promote = p_value <= config.evidence_alpha
+        else:
+            promote = should_promote(challenger_score, champion_score, config.tolerance)
     return TrainingOutcome(
-        challenger, challenger_score, champion_score, n_train, len(holdout), promote, p_value, variant, change_weighted
+        challenger,
+        challenger_score,
+        champion_score,
+        n_train,
+        len(holdout),
+        promote,
+        p_value,
+        variant,
+        change_weighted,
+        fits,
     )
 
 

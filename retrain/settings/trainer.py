@@ -79,7 +79,7 @@ class TrainerSettings(BaseSettings):
         gt=0,
         lt=1,
         description="A challenger for a champion not known to be stale must win a one-sided paired test on the "
-        "holdout at this level.",
+        "holdout at this level, its p-value multiplied by the number of fits the holdout chose it from.",
     )
     buffer_max_examples: int = Field(
         default=100_000, ge=1, description="Labeled examples buffered per model (the newest are kept)."

@@ -16,6 +16,7 @@ from retrain.decisions.training import (
     choose_window,
     estimator_factory,
     needs_evidence,
+    rejection,
     should_promote,
     split_holdout,
     train_challenger,
@@ -342,3 +343,23 @@ def test_the_change_weight_is_at_least_one():
 
     assert training_config(TrainerSettings()).change_weight == 3.0
     assert training_config(TrainerSettings(change_weight=1)).change_weight == 1.0
+
+
+def test_the_paired_test_is_adjusted_for_the_number_of_fits_the_holdout_chose_among():
+    """The champion predates a change below x = 0.1: on the 50 holdout examples the challenger wins the 5 below 0.1
+    and ties the rest, a sign test p of 2**-5. One fit passes at 0.05; the best of three fits (the window, the wider
+    window, the wider window weighted) needs p * 3 <= 0.05 and does not."""
+    config = TrainingConfig(min_window=1, default_window=1_000, min_holdout=50, change_weight=4.0)
+    before = bucketed([i % 10 for i in range(750)], 0, flipped=False)
+    champion = train_challenger(before, BucketMajority, "classification", config).challenger
+    since = bucketed(list(range(10)) * 25, 750, flipped=True)
+
+    one = train_challenger(since, BucketMajority, "classification", config, champion, evidence=True)
+    three = train_challenger(since, BucketMajority, "classification", config, champion, before + since, evidence=True)
+
+    assert (one.challenger_score, one.champion_score, one.n_holdout) == (1.0, 0.9, 50)
+    assert (one.fits, one.p_value, one.promote) == (1, 2**-5, True)
+    assert (three.challenger_score, three.champion_score, three.n_train) == (1.0, 0.9, 200)  # the window's own fit
+    assert (three.fits, three.p_value, three.promote) == (3, 3 * 2**-5, False)
+    assert three.metrics["promotion_p_value"] == 3 * 2**-5 and three.metrics["promotion_fits"] == 3.0
+    assert "p=0.0938 > 0.05, adjusted for the best of 3 fits" in rejection(three, config)
